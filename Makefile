@@ -1,0 +1,26 @@
+# Set-up, training and tests on a fresh machine. Every target installs what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+ARGS   ?=
+
+.PHONY: setup train test clean
+
+setup: $(VENV)/.installed
+
+# The pinned set in constraints.txt is exactly what CI tests; pyproject.toml keeps ranges for users.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "distgan needs Python 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --constraint constraints.txt --editable '.[test]'
+	touch $@
+
+# The built-in default: DCGAN on the digits data set (configs/dcgan_digits.yaml).
+train: setup
+	$(BIN)/distgan train $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

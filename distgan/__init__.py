@@ -1,0 +1,38 @@
+"""distgan: distributed GAN training on Ray Train with DeepSpeed engines for G and D.
+
+The Python API mirrors the CLI::
+
+    import distgan
+    cfg = distgan.load_config("configs/dcgan_digits.yaml", ["train.steps=200"])
+    result = distgan.train(cfg, name="digits")
+    generator, meta = distgan.load_generator(result.run_dir)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Union
+
+from distgan.config import Config, ConfigError, load_config
+from distgan.export import load_generator
+
+if TYPE_CHECKING:
+    from distgan.launch.train import TrainResult
+
+__version__ = "0.1.0"
+__all__ = ["Config", "ConfigError", "load_config", "load_generator", "train", "__version__"]
+
+
+def train(config: Union[Config, dict, str, Path, None] = None, name: Optional[str] = None,
+          address: Optional[str] = None, storage: Union[str, Path, None] = None,
+          progress: bool = True) -> "TrainResult":
+    """Run distributed training; ``config`` is a Config, a plain dict, a YAML path or None (defaults)."""
+    from distgan.launch.train import train as _train
+
+    if config is None:
+        config = Config.from_dict({})
+    elif isinstance(config, dict):
+        config = Config.from_dict(config)
+    elif isinstance(config, (str, Path)):
+        config = load_config(config)
+    return _train(config, name=name, address=address, storage=storage, progress=progress)

@@ -1,0 +1,411 @@
+"""The typed configuration tree.
+
+One dataclass per concern; each field carries its docstring right below it.
+A config is built from YAML plus ``KEY=VALUE`` overrides, validated in full
+before any Ray work starts, and crosses the Ray boundary as a plain dict
+(``Config.to_dict`` / ``Config.from_dict``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value, key or file is wrong; the message names it."""
+
+
+# --------------------------------------------------------------------------
+# The tree
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    """Generator updates in total (each preceded by ``n_critic`` D updates)."""
+    batch_size: int = 64
+    """Real (and fake) samples per worker per micro-step."""
+    n_critic: int = 1
+    """Discriminator updates before each generator update."""
+    log_every: int = 25
+    """Generator steps between metric reports (losses are synced only then)."""
+    checkpoint_every: int = 250
+    """Generator steps between checkpoints; the last step is always saved."""
+    sample_every: int = 250
+    """Generator steps between sample grids written to ``samples/``."""
+    keep_checkpoints: int = 3
+    """How many of the most recent checkpoints to keep."""
+    seed: int = 0
+    """Seeds model init (same on every rank), data order and latents (distinct per rank)."""
+    max_failures: int = 3
+    """Worker-group restarts Ray Train may do before the run fails."""
+
+
+@dataclass
+class ScalingConfig:
+    num_workers: int = 2
+    """Ray Train workers, each holding a replica of G and D."""
+    use_gpu: Union[bool, Literal["auto"]] = "auto"
+    """One GPU per worker; ``auto`` uses GPUs when the cluster has them."""
+    cpus_per_worker: int = 1
+    """Logical CPUs reserved per worker (also its torch thread count on CPU)."""
+
+
+@dataclass
+class EngineConfig:
+    zero_stage: Optional[int] = None
+    """ZeRO stage for this engine; ``null`` inherits ``deepspeed.zero_stage``."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches accumulated before each optimizer step of this engine."""
+    gradient_clipping: float = 0.0
+    """Global gradient-norm clip for this engine; 0 disables it."""
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: int = 0
+    """ZeRO stage (0-3) for both engines unless ``g``/``d`` override it."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Compute precision of both engines; fp16 needs GPUs (loss scaling)."""
+    g: EngineConfig = field(default_factory=EngineConfig)
+    """Per-engine settings of the generator."""
+    d: EngineConfig = field(default_factory=EngineConfig)
+    """Per-engine settings of the discriminator."""
+
+    def stage(self, net: str) -> int:
+        override = getattr(self, net).zero_stage
+        return self.zero_stage if override is None else override
+
+
+@dataclass
+class OptimizerConfig:
+    type: Literal["adam", "adamw"] = "adam"
+    """``adam`` (L2 weight decay) or ``adamw`` (decoupled weight decay)."""
+    lr: float = 2e-4
+    """Learning rate."""
+    betas: tuple[float, float] = (0.5, 0.999)
+    """Adam betas; GANs usually want a low beta1."""
+    eps: float = 1e-8
+    """Adam epsilon."""
+    weight_decay: float = 0.0
+    """Weight decay."""
+
+
+@dataclass
+class OptimConfig:
+    g: OptimizerConfig = field(default_factory=OptimizerConfig)
+    """Generator optimizer."""
+    d: OptimizerConfig = field(default_factory=OptimizerConfig)
+    """Discriminator optimizer."""
+
+
+@dataclass
+class ModelConfig:
+    family: str = "dcgan"
+    """Model family from the model registry: ``dcgan`` or ``mlp``."""
+    latent_dim: int = 64
+    """Size of the latent vector z."""
+    g_width: int = 64
+    """Generator width: base channels (dcgan) or hidden units (mlp)."""
+    d_width: int = 64
+    """Discriminator width: base channels (dcgan) or hidden units (mlp)."""
+    g_depth: int = 0
+    """Extra layers: 3x3 convs per resolution block (dcgan) or hidden layers (mlp)."""
+    d_depth: int = 0
+    """Same as ``g_depth`` for the discriminator."""
+    g_norm: Literal["batch", "none"] = "batch"
+    """Normalization in G's hidden layers."""
+    d_norm: Literal["batch", "none"] = "none"
+    """Normalization in D's hidden layers (batch stats mix reals and fakes)."""
+
+
+@dataclass
+class LossConfig:
+    type: str = "nonsaturating"
+    """Adversarial loss from the loss registry (``nonsaturating``, ``hinge``)."""
+
+
+@dataclass
+class EmaConfig:
+    enabled: bool = True
+    """Keep an exponential moving average of G for samples and export."""
+    half_life_kimg: float = 2.0
+    """Half-life of the average in thousands of generated images (global)."""
+    rampup: Optional[float] = 0.05
+    """Caps the half-life at this fraction of images seen so far; null disables."""
+
+
+@dataclass
+class DataConfig:
+    name: Optional[str] = "digits"
+    """Built-in data set (``digits``, ``ring8``); ignored when ``path`` is set."""
+    path: Optional[str] = None
+    """Folder of PNG/JPEG images (searched recursively); replaces ``name``."""
+    resolution: int = 32
+    """Image side in pixels; images are resized and centre-cropped to it."""
+    channels: int = 1
+    """1 (grey) or 3 (RGB) for image folders; digits are grey."""
+    skip_corrupt: bool = False
+    """Skip unreadable images (counted in the log) instead of failing."""
+    num_samples: int = 20000
+    """Size of synthetic data sets (ring8)."""
+
+
+@dataclass
+class TrackingConfig:
+    wandb: bool = True
+    """Log to Weights & Biases from rank 0 (offline without an API key)."""
+    project: str = "distgan"
+    """W&B project."""
+    entity: Optional[str] = None
+    """W&B entity (team or user); null uses the key's default."""
+    mode: Literal["auto", "online", "offline"] = "auto"
+    """``auto`` is online when an API key is configured, offline otherwise."""
+
+
+@dataclass
+class Config:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Step counts, intervals and seed."""
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    """Workers and devices."""
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    """ZeRO and precision for the G and D engines."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizers of G and D."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Generator and discriminator architecture."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """Adversarial loss."""
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    """Exponential moving average of G."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Training data."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """Experiment tracking."""
+
+    # -- construction ------------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Config":
+        """Build and validate a Config from a nested plain dict."""
+        cfg = build_section(cls, raw, "")
+        validate(cfg)
+        return cfg
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (tuples become lists) for YAML, JSON and Ray."""
+        return _plain(dataclasses.asdict(self))
+
+
+# --------------------------------------------------------------------------
+# Loading and overrides
+# --------------------------------------------------------------------------
+
+
+def load_config(path: Optional[Union[str, Path]] = None, overrides: tuple[str, ...] = ()) -> Config:
+    """YAML file (or the built-in defaults) + ``KEY=VALUE`` overrides -> Config."""
+    raw: dict = {}
+    if path is not None:
+        raw = read_yaml(path)
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(raw, key, value)
+    return Config.from_dict(raw)
+
+
+def read_yaml(path: Union[str, Path]) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top, got {type(raw).__name__}")
+    return raw
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``a.b=VALUE`` -> ("a.b", parsed VALUE). VALUE is read as YAML."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form KEY=VALUE (for example train.steps=200)")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+# --------------------------------------------------------------------------
+# Typed construction from plain data
+# --------------------------------------------------------------------------
+
+
+def build_section(cls: type, raw: Any, prefix: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            where = f"{prefix}{key}"
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {prefix + close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key {where!r}{hint}")
+    kwargs = {}
+    for name in names:
+        if name in raw:
+            kwargs[name] = _coerce(hints[name], raw[name], f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return build_section(tp, value, key + ".")
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, key)
+            except ConfigError as exc:
+                errors.append(str(exc).split(": ", 1)[-1])
+        raise ConfigError(f"{key}: {' or '.join(errors)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: expected one of {', '.join(map(repr, allowed))}, got {value!r}")
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        # YAML 1.1 reads "1e-4" as a string; accept any numeric spelling.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config field type {tp!r} at {key}")  # a bug in this module
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------
+# Validation of values and of how sections fit together
+# --------------------------------------------------------------------------
+
+
+def _positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def validate(cfg: Config) -> None:
+    """Range and cross-section checks; registries check names lazily below."""
+    t = cfg.train
+    for name in ("steps", "batch_size", "n_critic", "log_every", "checkpoint_every", "sample_every",
+                 "keep_checkpoints"):
+        _positive(f"train.{name}", getattr(t, name))
+    _positive("train.max_failures", t.max_failures, allow_zero=True)
+    _positive("train.seed", t.seed, allow_zero=True)
+    _positive("scaling.num_workers", cfg.scaling.num_workers)
+    _positive("scaling.cpus_per_worker", cfg.scaling.cpus_per_worker)
+
+    ds = cfg.deepspeed
+    for key, stage in (("deepspeed.zero_stage", ds.zero_stage), ("deepspeed.g.zero_stage", ds.g.zero_stage),
+                       ("deepspeed.d.zero_stage", ds.d.zero_stage)):
+        if stage is not None and stage not in (0, 1, 2, 3):
+            raise ConfigError(f"{key}: must be 0, 1, 2 or 3, got {stage!r}")
+    for net in ("g", "d"):
+        _positive(f"deepspeed.{net}.gradient_accumulation_steps", getattr(ds, net).gradient_accumulation_steps)
+        _positive(f"deepspeed.{net}.gradient_clipping", getattr(ds, net).gradient_clipping, allow_zero=True)
+        opt = getattr(cfg.optim, net)
+        _positive(f"optim.{net}.lr", opt.lr)
+        _positive(f"optim.{net}.eps", opt.eps)
+        _positive(f"optim.{net}.weight_decay", opt.weight_decay, allow_zero=True)
+        for i, beta in enumerate(opt.betas):
+            if not 0.0 <= beta < 1.0:
+                raise ConfigError(f"optim.{net}.betas[{i}]: must be in [0, 1), got {beta!r}")
+    if ds.precision == "fp16" and cfg.scaling.use_gpu is False:
+        raise ConfigError("deepspeed.precision: fp16 needs GPUs (scaling.use_gpu is false); use fp32 or bf16 on CPU")
+
+    m = cfg.model
+    for name in ("latent_dim", "g_width", "d_width"):
+        _positive(f"model.{name}", getattr(m, name))
+    _positive("model.g_depth", m.g_depth, allow_zero=True)
+    _positive("model.d_depth", m.d_depth, allow_zero=True)
+    _positive("ema.half_life_kimg", cfg.ema.half_life_kimg)
+    if cfg.ema.rampup is not None:
+        _positive("ema.rampup", cfg.ema.rampup)
+
+    d = cfg.data
+    if d.path is None and d.name is None:
+        raise ConfigError("data: set data.name (a built-in data set) or data.path (a folder of images)")
+    _positive("data.resolution", d.resolution)
+    _positive("data.num_samples", d.num_samples)
+    if d.channels not in (1, 3):
+        raise ConfigError(f"data.channels: must be 1 or 3, got {d.channels!r}")
+
+    # Names resolved through registries, imported here so the error is early.
+    from distgan import data as data_mod
+    from distgan import models
+    from distgan.gan import losses
+
+    models.check(cfg)
+    data_mod.check(cfg)
+    losses.LOSSES.get(cfg.loss.type, key="loss.type")

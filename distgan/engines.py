@@ -1,0 +1,134 @@
+"""DeepSpeed engines for G and D: the only module that calls ``deepspeed.initialize``.
+
+Each network gets its own engine and its own DeepSpeed JSON, generated from
+the typed config, so G and D can differ in ZeRO stage, optimizer and gradient
+accumulation. The helpers below hide the ZeRO-3 detail that parameters are
+partitioned: code that needs whole parameters (EMA, export, sampling, buffer
+sync) goes through ``whole_parameters``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from distgan.config import Config
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def deepspeed_config(cfg: Config, net: str, world_size: int, use_gpu: bool) -> dict:
+    """The DeepSpeed JSON for network ``net`` ("g" or "d")."""
+    engine = getattr(cfg.deepspeed, net)
+    opt = getattr(cfg.optim, net)
+    micro = cfg.train.batch_size
+    gas = engine.gradient_accumulation_steps
+    stage = cfg.deepspeed.stage(net)
+    precision = cfg.deepspeed.precision
+    return {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": gas,
+        "train_batch_size": micro * gas * world_size,
+        "optimizer": {
+            "type": "AdamW" if opt.type == "adamw" else "Adam",
+            "params": {
+                "lr": opt.lr,
+                "betas": list(opt.betas),
+                "eps": opt.eps,
+                "weight_decay": opt.weight_decay,
+                "adam_w_mode": opt.type == "adamw",
+                # FusedAdam is a CUDA kernel; on CPU DeepSpeed must use torch's Adam.
+                "torch_adam": not use_gpu,
+            },
+        },
+        "zero_optimization": {"stage": stage},
+        "bf16": {"enabled": precision == "bf16"},
+        # Dynamic loss scaling (loss_scale 0) is what fp16 GAN training needs:
+        # D's logits on early fakes overflow a static scale.
+        "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        # DeepSpeed casts only parameters; BatchNorm's running stats must follow
+        # them or CPU batch_norm rejects the mixed dtypes.
+        "data_types": {"buffer_dtype": precision} if precision != "fp32" else {},
+        "gradient_clipping": engine.gradient_clipping,
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+
+
+def build_engine(module: nn.Module, cfg: Config, net: str, world_size: int, use_gpu: bool):
+    """Wrap ``module`` in a DeepSpeed engine configured for network ``net``."""
+    import deepspeed
+
+    ds_config = deepspeed_config(cfg, net, world_size, use_gpu)
+    engine, _, _, _ = deepspeed.initialize(
+        model=module, model_parameters=[p for p in module.parameters() if p.requires_grad], config=ds_config)
+    return engine
+
+
+def compute_dtype(cfg: Config) -> torch.dtype:
+    return DTYPES[cfg.deepspeed.precision]
+
+
+def zero_stage(engine) -> int:
+    return engine.zero_optimization_stage()
+
+
+@contextlib.contextmanager
+def whole_parameters(engine) -> Iterator[nn.Module]:
+    """Yield the engine's module with whole parameters. Collective under ZeRO-3:
+    every rank must enter it together."""
+    if zero_stage(engine) == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
+            yield engine.module
+    else:
+        yield engine.module
+
+
+def average_buffers(module: nn.Module) -> None:
+    """All-reduce-average floating buffers (BatchNorm running stats) across ranks.
+
+    DeepSpeed, unlike DDP, never syncs buffers, so each replica's running
+    statistics drift apart; G_ema, samples and checkpoints (taken from rank 0)
+    would then depend on which rank happened to be first. One flat all-reduce
+    per G step keeps them identical.
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().float().reshape(-1) for b in buffers])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for b in buffers:
+        n = b.numel()
+        b.copy_(flat[offset:offset + n].view_as(b).to(b.dtype))
+        offset += n
+
+
+def deepspeed_grad_norm(engine):
+    """The global gradient norm DeepSpeed computed in the last step, or None.
+
+    ZeRO 1-3 and the mixed-precision optimizers compute it; plain fp32 ZeRO-0
+    does only when clipping, so the GAN phases measure it themselves there.
+    """
+    return engine.get_global_grad_norm()
+
+
+def grad_norm(module: nn.Module) -> torch.Tensor:
+    """L2 norm of ``module``'s gradients as they stand (already all-reduced under ZeRO-0)."""
+    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    if not norms:
+        return torch.tensor(float("nan"))
+    return torch.linalg.vector_norm(torch.stack(norms))

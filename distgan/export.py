@@ -1,0 +1,85 @@
+"""The exported generator: ``generator.safetensors`` + ``generator.json``.
+
+The JSON holds everything needed to rebuild the module (model config, data
+shape); the weights are fp32 safetensors, so loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Union
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+FORMAT = "distgan-generator"
+WEIGHTS = "generator.safetensors"
+META = "generator.json"
+
+
+def save_generator(directory: Union[str, Path], module: nn.Module, metadata: dict) -> Path:
+    """Write weights and metadata atomically into ``directory``; returns the weights path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+               for k, v in module.state_dict().items()}
+    tmp = directory / (WEIGHTS + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, directory / WEIGHTS)
+    meta_tmp = directory / (META + ".tmp")
+    meta_tmp.write_text(json.dumps({"format": FORMAT, "version": 1, **metadata}, indent=2, sort_keys=True))
+    os.replace(meta_tmp, directory / META)
+    return directory / WEIGHTS
+
+
+def find_generator(path: Union[str, Path]) -> Path:
+    """Resolve a run directory, checkpoint directory or weights file to a weights file.
+
+    A run directory without a final export falls back to its newest checkpoint,
+    so a run can be sampled while it trains.
+    """
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise FileNotFoundError(f"{path} is not a .safetensors generator file")
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist")
+    if (path / WEIGHTS).is_file():
+        return path / WEIGHTS
+    checkpoints = sorted(p for p in path.glob("checkpoint_*") if (p / WEIGHTS).is_file())
+    if checkpoints:
+        return checkpoints[-1] / WEIGHTS
+    raise FileNotFoundError(f"{path} holds no {WEIGHTS} and no checkpoint with one; has the run saved yet?")
+
+
+def load_generator(path: Union[str, Path]) -> tuple[nn.Module, dict]:
+    """Rebuild the generator from a run dir, checkpoint dir or ``generator.safetensors``.
+
+    Returns ``(module in eval mode on CPU, metadata)``.
+    """
+    from distgan import models
+    from distgan.config import ModelConfig, build_section
+
+    weights = find_generator(path)
+    meta_path = weights.with_name(META)
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} is missing; it describes how to rebuild {weights}")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_path} is not a distgan generator description")
+    model_cfg = build_section(ModelConfig, meta["model"], "model.")
+    module = models.build_generator(model_cfg, tuple(meta["data_shape"]))
+    module.load_state_dict(load_file(str(weights)))
+    return module.eval(), meta
+
+
+@torch.no_grad()
+def generate(module: nn.Module, n: int, seed: int, batch: int = 256) -> torch.Tensor:
+    """``n`` samples from latents drawn with ``seed``, in the model's output range."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, module.latent_dim, generator=gen)
+    return torch.cat([module(chunk) for chunk in z.split(batch)])

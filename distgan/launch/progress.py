@@ -1,0 +1,98 @@
+"""Console progress on the driver.
+
+Ray Train calls ``UserCallback.after_report`` in its controller actor, not in
+the driver, so the callback forwards each rank-0 report through a Ray queue
+and a driver thread prints it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from typing import Optional
+
+from ray.train import UserCallback
+from ray.util.queue import Empty, Queue
+
+
+class ForwardReports(UserCallback):
+    def __init__(self, queue: Queue):
+        self.queue = queue
+
+    def after_report(self, run_context, metrics, checkpoint):
+        if metrics:
+            self.queue.put_nowait({**metrics[0], "_checkpoint": checkpoint is not None})
+
+
+def format_eta(seconds: float) -> str:
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def format_line(name: str, record: dict, total: int, elapsed: float, start_step: int) -> str:
+    step = record.get("step", 0)
+    done = step - start_step
+    eta = elapsed / done * (total - step) if done > 0 else float("nan")
+    parts = [f"[{name}] step {step}/{total}"]
+    if "loss_d" in record:
+        parts.append(f"loss_d {record['loss_d']:.3f} loss_g {record['loss_g']:.3f} "
+                     f"D(x) {record['d_real']:+.2f} D(G(z)) {record['d_fake']:+.2f}")
+    if "images_per_s" in record:
+        parts.append(f"{record['images_per_s']:.0f} img/s")
+    parts.append(f"ETA {format_eta(eta)}")
+    if record.get("_checkpoint"):
+        parts.append("checkpoint saved")
+    return " | ".join(parts)
+
+
+class ProgressPrinter:
+    """Prints forwarded reports until ``stop``; lives in a daemon thread of the driver."""
+
+    def __init__(self, name: str, total_steps: int, out=sys.stdout):
+        self.queue = Queue()
+        self.callback = ForwardReports(self.queue)
+        self.name, self.total, self.out = name, total_steps, out
+        self.last: Optional[dict] = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> "ProgressPrinter":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._drain()
+        self.queue.shutdown()
+
+    def _loop(self) -> None:
+        start, start_step = time.monotonic(), None
+        while not self._stop.is_set():
+            try:
+                record = self.queue.get(timeout=0.5)
+            except Empty:
+                continue
+            except Exception:  # the queue actor went away with Ray; nothing left to print
+                return
+            if start_step is None:
+                # Rates are measured from the first report on, so the start-up
+                # time of Ray and the engines does not skew the ETA.
+                start_step, start = record.get("step", 0), time.monotonic()
+            self._print(record, time.monotonic() - start, start_step)
+
+    def _drain(self) -> None:
+        try:
+            while not self.queue.empty():
+                self._print(self.queue.get_nowait(), 0.0, 0)
+        except Exception:
+            pass
+
+    def _print(self, record: dict, elapsed: float, start_step: int) -> None:
+        self.last = record
+        print(format_line(self.name, record, self.total, elapsed, start_step), file=self.out, flush=True)

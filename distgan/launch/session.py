@@ -1,0 +1,45 @@
+"""The Ray Train entry point of each worker and the Session it hands the loop."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator, Optional
+
+import ray.train
+import ray.train.torch
+import torch
+
+from distgan.config import Config
+from distgan.worker import RunInfo, run_worker
+
+
+class RaySession:
+    """``distgan.worker.Session`` over Ray Train's context, report and checkpoints."""
+
+    def __init__(self, use_gpu: bool):
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+        self.device: torch.device = ray.train.torch.get_device()
+        self.use_gpu = use_gpu
+
+    @contextlib.contextmanager
+    def latest_checkpoint(self) -> Iterator[Optional[Path]]:
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            yield None
+            return
+        with ckpt.as_directory() as directory:
+            yield Path(directory)
+
+    def report(self, metrics: dict, checkpoint_dir: Optional[Path] = None, name: Optional[str] = None) -> None:
+        ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
+
+
+def train_fn(loop_config: dict) -> None:
+    """What ``TorchTrainer`` runs on every worker; plain dicts cross the Ray boundary."""
+    cfg = Config.from_dict(loop_config["config"])
+    info = RunInfo(Path(loop_config["run_dir"]), loop_config["name"], loop_config["wandb_id"])
+    run_worker(cfg, info, RaySession(loop_config["use_gpu"]))

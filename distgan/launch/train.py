@@ -1,0 +1,110 @@
+"""``distgan train``: one TorchTrainer whose workers run ``distgan.worker``.
+
+Order of work, so that bad input fails before anything starts:
+config (already validated) -> run directory -> Ray (embedded or ``address``)
+-> TorchTrainer with failure/checkpoint policy -> fit -> result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Union
+
+import ray
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from distgan import rundir
+from distgan.config import Config, ConfigError
+from distgan.launch.progress import ProgressPrinter
+from distgan.launch.session import train_fn
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "runs"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    name: str
+    metrics: dict
+    """The last metrics rank 0 reported."""
+    checkpoint: Optional[Path]
+    """The latest checkpoint directory."""
+
+
+@contextlib.contextmanager
+def ray_cluster(address: Optional[str], min_cpus: int) -> Iterator[None]:
+    """Join ``address``, reuse an already-initialised Ray, or start an embedded one sized to the machine."""
+    if ray.is_initialized():
+        yield
+        return
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        # Logical CPUs: at least what the workers ask for, so a 2-worker run
+        # also starts on a 1-core laptop (the workers then share the core).
+        ray.init(num_cpus=max(os.cpu_count() or 1, min_cpus), include_dashboard=False,
+                 logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def resolve_use_gpu(cfg: Config) -> bool:
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if cfg.scaling.use_gpu == "auto":
+        return gpus >= 1
+    if cfg.scaling.use_gpu and gpus < 1:
+        raise ConfigError("scaling.use_gpu: true, but the Ray cluster has no GPUs; use auto or false")
+    return bool(cfg.scaling.use_gpu)
+
+
+def build_trainer(cfg: Config, run: rundir.RunDir, storage: Path, use_gpu: bool, callbacks: list,
+                  train_loop: Callable[[dict], None] = train_fn) -> TorchTrainer:
+    loop_config = {"config": cfg.to_dict(), "run_dir": str(run.path), "name": run.name,
+                   "wandb_id": run.wandb_id, "use_gpu": use_gpu}
+    return TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=run.name,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+            callbacks=callbacks,
+            worker_runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}},
+        ),
+    )
+
+
+def train(cfg: Config, name: Optional[str] = None, address: Optional[str] = None,
+          storage: Union[str, Path, None] = None, progress: bool = True,
+          train_loop: Callable[[dict], None] = train_fn) -> TrainResult:
+    """Train ``cfg`` on Ray; resumes ``storage/name`` when it holds checkpoints of this run.
+
+    ``train_loop`` is the per-worker function (tests wrap it to inject faults).
+    """
+    storage = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
+    run = rundir.prepare(storage, name, cfg)
+    print(f"{'Resuming' if run.resumed else 'Starting'} run {run.name!r} in {run.path}", flush=True)
+    min_cpus = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
+    with ray_cluster(address, min_cpus):
+        use_gpu = resolve_use_gpu(cfg)
+        if cfg.deepspeed.precision == "fp16" and not use_gpu:
+            raise ConfigError("deepspeed.precision: fp16 needs GPUs and the cluster has none; use fp32 or bf16")
+        printer = ProgressPrinter(run.name, cfg.train.steps) if progress else None
+        with printer or contextlib.nullcontext():
+            trainer = build_trainer(cfg, run, storage, use_gpu, [printer.callback] if printer else [], train_loop)
+            result = trainer.fit()
+    ckpt = Path(result.checkpoint.path) if result.checkpoint is not None else None
+    return TrainResult(run.path, run.name, dict(result.metrics or {}), ckpt)

@@ -1,0 +1,64 @@
+"""Generator and discriminator architectures: plain ``nn.Module``s, unaware of Ray and DeepSpeed.
+
+A family registers how to build both networks for a data shape and how to
+check that a config fits it. Generators expose ``latent_dim`` and map
+``z [N, latent_dim]`` to samples ``[N, *data_shape]`` (images in [-1, 1]);
+discriminators map samples to raw logits ``[N]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from distgan.config import Config, ModelConfig
+from distgan.registry import Registry
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Family:
+    build_generator: Callable[[ModelConfig, Shape], nn.Module]
+    build_discriminator: Callable[[ModelConfig, Shape], nn.Module]
+    check: Callable[[Config, Shape], None]
+    """Raises ConfigError when the config cannot produce data of this shape."""
+
+
+MODELS: Registry[Family] = Registry("model family")
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN init: N(0, 0.02) weights, BatchNorm gains N(1, 0.02), zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def family(cfg: ModelConfig) -> Family:
+    return MODELS.get(cfg.family, key="model.family")
+
+
+def build_generator(cfg: ModelConfig, data_shape: Shape) -> nn.Module:
+    return family(cfg).build_generator(cfg, tuple(data_shape))
+
+
+def build_discriminator(cfg: ModelConfig, data_shape: Shape) -> nn.Module:
+    return family(cfg).build_discriminator(cfg, tuple(data_shape))
+
+
+def check(cfg: Config) -> None:
+    from distgan.data import data_shape
+
+    family(cfg.model).check(cfg, data_shape(cfg.data))
+
+
+# Families register themselves on import.
+from distgan.models import dcgan, mlp  # noqa: E402,F401

@@ -1,0 +1,83 @@
+"""The run directory ``STORAGE/NAME/``: its layout, and starting or resuming one.
+
+    config.yaml          the resolved config (written before any worker starts)
+    metrics.jsonl        one record per logged step (rank 0)
+    samples/             step_NNNNNN.png grids from a fixed latent batch
+    checkpoint_NNNNNN/   Ray Train checkpoints (see distgan.checkpoint)
+    generator.*          the exported generator (end of training)
+    wandb/, wandb_id     the W&B run and its id, kept across restarts
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from distgan.config import Config, ConfigError
+
+# Sections that decide the shapes of the checkpointed state: a resumed run may
+# change step counts or intervals, not these.
+FROZEN_SECTIONS = ("model", "data")
+
+
+@dataclass
+class RunDir:
+    path: Path
+    name: str
+    wandb_id: str
+    resumed: bool
+
+
+def default_name(cfg: Config) -> str:
+    data = Path(cfg.data.path).name if cfg.data.path else cfg.data.name
+    return f"{cfg.model.family}_{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def has_checkpoint(path: Path) -> bool:
+    return any(p.is_dir() for p in path.glob("checkpoint_*"))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def prepare(storage: Path, name: Optional[str], cfg: Config) -> RunDir:
+    """Create the run directory, or check that ``cfg`` may resume the one that is there."""
+    name = name or default_name(cfg)
+    if not name or "/" in name or name.startswith("."):
+        raise ConfigError(f"--name {name!r}: use a plain directory name")
+    path = (storage / name).resolve()
+    config_file = path / "config.yaml"
+    resumed = config_file.is_file() and has_checkpoint(path)
+    new = cfg.to_dict()
+    if config_file.is_file():
+        old = _flatten(yaml.safe_load(config_file.read_text()) or {})
+        changed = [k for k, v in _flatten(new).items()
+                   if k.split(".")[0] in FROZEN_SECTIONS and k in old and old[k] != v]
+        if changed and resumed:
+            details = ", ".join(f"{k}: {old[k]!r} -> {_flatten(new)[k]!r}" for k in changed)
+            raise ConfigError(f"run {name!r} in {path} was trained with different settings ({details}); "
+                              f"resume it with its own config.yaml, or pick a new --name")
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / "config.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(new, sort_keys=False))
+    os.replace(tmp, config_file)
+    id_file = path / "wandb_id"
+    if id_file.is_file():
+        wandb_id = id_file.read_text().strip()
+    else:
+        wandb_id = uuid.uuid4().hex[:12]
+        id_file.write_text(wandb_id + "\n")
+    return RunDir(path, name, wandb_id, resumed)

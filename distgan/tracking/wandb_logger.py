@@ -1,0 +1,61 @@
+"""Weights & Biases on rank 0: offline unless a key is configured, one run id per run.
+
+The run id is chosen by the driver and stored in the run directory, so a
+resumed run (after a worker or driver restart) appends to the same W&B run.
+No API key ever enters the config or the logged run config: W&B reads it
+from its own places (``WANDB_API_KEY``, ``~/.netrc``).
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from typing import Optional
+
+from distgan.config import TrackingConfig
+
+
+def has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def resolve_mode(cfg: TrackingConfig) -> str:
+    """The W&B mode to use: ``WANDB_MODE`` in the environment wins, then the config."""
+    env = os.environ.get("WANDB_MODE")
+    if env:
+        return env
+    if cfg.mode == "auto":
+        return "online" if has_api_key() else "offline"
+    return cfg.mode
+
+
+class WandbLogger:
+    def __init__(self, cfg: TrackingConfig, run_dir: Path, run_id: str, name: str, config: dict):
+        import wandb
+
+        self._wandb = wandb
+        self.run = wandb.init(
+            project=cfg.project, entity=cfg.entity, id=run_id, name=name, resume="allow",
+            dir=str(run_dir), mode=resolve_mode(cfg), config=config,
+            settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
+        )
+        # Steps go in as a metric, not W&B's own step counter: after a restart
+        # from a checkpoint the same steps are logged again, and W&B drops
+        # writes whose internal step goes backwards.
+        self.run.define_metric("step")
+        self.run.define_metric("*", step_metric="step")
+
+    def log(self, metrics: dict, images: Optional[dict] = None) -> None:
+        payload = dict(metrics)
+        for key, img in (images or {}).items():
+            payload[key] = self._wandb.Image(img)
+        self.run.log(payload)
+
+    def finish(self) -> None:
+        self.run.finish()

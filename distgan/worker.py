@@ -1,0 +1,253 @@
+"""The per-worker training loop, run by every rank.
+
+It knows nothing of Ray: the launcher hands it a ``Session`` (rank, device,
+report, last checkpoint). The loop reads top to bottom as a list of steps:
+data, models, engines, restore, then alternate D and G updates with metrics,
+samples and checkpoints at their intervals, and export the generator at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ContextManager, Optional, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from distgan import checkpoint, data, engines, models
+from distgan.checkpoint import TrainState
+from distgan.config import Config
+from distgan.export import save_generator
+from distgan.gan.ema import GeneratorEMA
+from distgan.gan.losses import build_loss
+from distgan.gan.phases import STAT_NAMES, AlternatingGAN
+from distgan.tracking.images import render_samples, save_image
+from distgan.tracking.jsonl import MetricsLog
+
+log = logging.getLogger(__name__)
+
+NUM_FIXED_SAMPLES = 64
+
+
+class Session(Protocol):
+    """What the loop needs from the process group it runs in."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    use_gpu: bool
+
+    def latest_checkpoint(self) -> ContextManager[Optional[Path]]: ...
+
+    def report(self, metrics: dict, checkpoint_dir: Optional[Path] = None, name: Optional[str] = None) -> None: ...
+
+
+@dataclass
+class RunInfo:
+    """Where the run writes and how it is known to trackers (set by the launcher)."""
+
+    run_dir: Path
+    name: str
+    wandb_id: str
+
+
+def latent_generator(seed: int, rank: int) -> torch.Generator:
+    # Distinct, well-mixed streams per (seed, rank); seed + rank would collide across runs.
+    state = int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+    return torch.Generator().manual_seed(state)
+
+
+def rng_state(z_gen: torch.Generator) -> dict[str, torch.Tensor]:
+    state = {"torch_cpu": torch.get_rng_state(), "latents": z_gen.get_state()}
+    if torch.cuda.is_available():
+        state["torch_cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng(state: dict[str, torch.Tensor], z_gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch_cpu"])
+    z_gen.set_state(state["latents"])
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["torch_cuda"])
+
+
+class Trainer:
+    """State of one rank's run; ``run`` is the loop."""
+
+    def __init__(self, cfg: Config, info: RunInfo, session: Session):
+        self.cfg, self.info, self.session = cfg, info, session
+        self.rank, self.world = session.rank, session.world_size
+        self.device = session.device
+        if self.device.type == "cpu":
+            torch.set_num_threads(cfg.scaling.cpus_per_worker)
+
+        # Data: every rank holds the set, the sampler gives each its own slice.
+        self.dataset = data.load_dataset(cfg.data)
+        self.sampler = data.ShardedBatches(len(self.dataset.x), cfg.train.batch_size, self.rank, self.world,
+                                           cfg.train.seed)
+        self.data_shape = tuple(self.dataset.x.shape[1:])
+
+        # Models: identical init on every rank from the shared seed.
+        torch.manual_seed(cfg.train.seed)
+        g_module = models.build_generator(cfg.model, self.data_shape)
+        d_module = models.build_discriminator(cfg.model, self.data_shape)
+        self.ema = None
+        if cfg.ema.enabled:
+            self.ema = GeneratorEMA(models.build_generator(cfg.model, self.data_shape),
+                                    cfg.ema.half_life_kimg, cfg.ema.rampup)
+            self.ema.copy_from(g_module)
+
+        # Engines: one per network, each with its own DeepSpeed JSON.
+        self.engine_g = engines.build_engine(g_module, cfg, "g", self.world, session.use_gpu)
+        self.engine_d = engines.build_engine(d_module, cfg, "d", self.world, session.use_gpu)
+        self.dtype = engines.compute_dtype(cfg)
+
+        self.z_gen = latent_generator(cfg.train.seed, self.rank)
+        self.fixed_z = torch.randn(NUM_FIXED_SAMPLES, cfg.model.latent_dim,
+                                   generator=torch.Generator().manual_seed(cfg.train.seed))
+        self.gan = AlternatingGAN(self.engine_g, self.engine_d, build_loss(cfg.loss.type), cfg.model.latent_dim,
+                                  cfg.train.n_critic, self.dtype, self.device, self.z_gen)
+        self.state = TrainState(world_size=self.world)
+        gas_d = cfg.deepspeed.d.gradient_accumulation_steps
+        self.real_per_step = cfg.train.batch_size * gas_d * cfg.train.n_critic * self.world
+        self.g_batch = cfg.train.batch_size * cfg.deepspeed.g.gradient_accumulation_steps * self.world
+
+    # -- the loop -------------------------------------------------------------
+    def run(self) -> TrainState:
+        cfg = self.cfg.train
+        self.restore()
+        metrics_log, wandb_run = self.open_trackers()
+        clock = time.perf_counter()
+        images_at_clock = self.state.images_seen
+        while self.state.step < cfg.steps:
+            upcoming = self.state.step + 1
+            self.gan.measure_grad_norms = upcoming % cfg.log_every == 0 or upcoming == cfg.steps
+            self.gan.step(self.next_real, cfg.batch_size)
+            self.state.step += 1
+            self.state.images_seen += self.real_per_step
+            engines.average_buffers(self.engine_g.module)
+            engines.average_buffers(self.engine_d.module)
+            if self.ema is not None:
+                with engines.whole_parameters(self.engine_g) as g:
+                    self.ema.update(g, self.state.images_seen, self.g_batch)
+
+            step, last = self.state.step, self.state.step == cfg.steps
+            record, images = None, {}
+            if step % cfg.log_every == 0 or last:
+                now = time.perf_counter()
+                record = self.collect_metrics((self.state.images_seen - images_at_clock) / (now - clock))
+                clock, images_at_clock = now, self.state.images_seen
+            if step % cfg.sample_every == 0 or last:
+                images = self.write_samples()
+            if self.rank == 0 and record is not None:
+                metrics_log.append(record)
+            if wandb_run is not None and (record is not None or images):
+                wandb_run.log({**(record or {"step": step})}, images)
+            if step % cfg.checkpoint_every == 0 or last:
+                self.save_checkpoint(record or {"step": step})
+            elif record is not None:
+                self.session.report(record)
+        self.export()
+        if wandb_run is not None:
+            wandb_run.finish()
+        return self.state
+
+    def next_real(self) -> torch.Tensor:
+        return self.dataset.x[self.sampler.next_indices()]
+
+    # -- steps of the loop ----------------------------------------------------
+    def restore(self) -> None:
+        with self.session.latest_checkpoint() as directory:
+            if directory is None:
+                return
+            state, rng, generator = checkpoint.load(directory, self.engine_g, self.engine_d, self.rank, self.world)
+        self.state = state
+        self.sampler.load_state_dict(state.data)
+        restore_rng(rng, self.z_gen)
+        if self.ema is not None:
+            self.ema.module.load_state_dict(generator)
+        if self.rank == 0:
+            log.info("resumed from step %d (%d images seen)", state.step, state.images_seen)
+
+    def open_trackers(self):
+        if self.rank != 0:
+            return None, None
+        metrics_log = MetricsLog(self.info.run_dir / "metrics.jsonl")
+        metrics_log.rewind(self.state.step)
+        wandb_run = None
+        if self.cfg.tracking.wandb:
+            from distgan.tracking.wandb_logger import WandbLogger
+
+            wandb_run = WandbLogger(self.cfg.tracking, self.info.run_dir, self.info.wandb_id, self.info.name,
+                                    self.cfg.to_dict())
+        return metrics_log, wandb_run
+
+    def collect_metrics(self, images_per_s: float) -> dict:
+        """Average the phase statistics over ranks (the one sync of a log step)."""
+        stats = self.gan.pop_stats()
+        if self.world > 1:
+            dist.all_reduce(stats)
+            stats /= self.world
+        values = stats.tolist()
+        record = {"step": self.state.step, "images_seen": self.state.images_seen}
+        record.update(dict(zip(STAT_NAMES, values)))
+        record["grad_norm_g"] = self.gan.grad_norms["g"]
+        record["grad_norm_d"] = self.gan.grad_norms["d"]
+        record["lr_g"] = float(self.engine_g.get_lr()[0])
+        record["lr_d"] = float(self.engine_d.get_lr()[0])
+        record["images_per_s"] = images_per_s
+        return record
+
+    @contextlib.contextmanager
+    def generator_snapshot(self):
+        """A whole, plain generator for sampling and export: G_ema, or a copy of G.
+
+        Collective under ZeRO-3 without EMA (G's weights are gathered), so every
+        rank enters it; only rank 0 should use what it yields.
+        """
+        if self.ema is not None:
+            yield self.ema.module
+            return
+        with engines.whole_parameters(self.engine_g) as g:
+            copy = models.build_generator(self.cfg.model, self.data_shape)
+            copy.load_state_dict({k: v.detach().float() for k, v in g.state_dict().items()})
+        yield copy.eval()
+
+    def export_metadata(self) -> dict:
+        return {"model": self.cfg.to_dict()["model"], "data_shape": list(self.data_shape),
+                "data": self.cfg.data.path or self.cfg.data.name, "ema": self.ema is not None,
+                "step": self.state.step, "images_seen": self.state.images_seen}
+
+    def write_samples(self) -> dict:
+        with self.generator_snapshot() as g:
+            if self.rank != 0:
+                return {}
+            with torch.no_grad():
+                samples = g(self.fixed_z)
+        img = render_samples(samples)
+        save_image(img, self.info.run_dir / "samples" / f"step_{self.state.step:06d}.png")
+        return {"samples": img}
+
+    def save_checkpoint(self, metrics: dict) -> None:
+        self.state.data = self.sampler.state_dict()
+        with tempfile.TemporaryDirectory(prefix="distgan-ckpt-") as tmp:
+            with self.generator_snapshot() as g:
+                export = (g, self.export_metadata()) if self.rank == 0 else None
+                checkpoint.save(Path(tmp), self.engine_g, self.engine_d, export, self.state,
+                                rng_state(self.z_gen), self.rank)
+            self.session.report(metrics, checkpoint_dir=Path(tmp), name=f"checkpoint_{self.state.step:06d}")
+
+    def export(self) -> None:
+        with self.generator_snapshot() as g:
+            if self.rank == 0:
+                save_generator(self.info.run_dir, g, self.export_metadata())
+
+
+def run_worker(cfg: Config, info: RunInfo, session: Session) -> TrainState:
+    return Trainer(cfg, info, session).run()

@@ -1,0 +1,46 @@
+"""Shared fixtures: one local Ray for the end-to-end tests, one in-process gloo group for engine tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+
+# W&B never reaches the network from tests; Ray never reports usage.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+torch.set_num_threads(1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def process_group():
+    """A world-size-1 gloo group in this process, so DeepSpeed engines can be built without Ray."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0",
+                          WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
+        dist.init_process_group("gloo", rank=0, world_size=1)
+    yield
+    # Left up: other session-scoped users may follow; the process exit tears it down.
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One embedded Ray for every end-to-end test: 4 logical CPUs on loopback (2 workers + headroom)."""
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING",
+             log_to_driver=True)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,94 @@
+"""The alternating step on real DeepSpeed engines (in-process, world size 1), every ZeRO stage.
+
+The two-worker versions of these checks run on Ray in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distgan import engines, models
+from distgan.config import Config
+from distgan.gan.losses import build_loss
+from distgan.gan.phases import AlternatingGAN
+
+SHAPE = (1, 8, 8)
+
+
+def tiny_config(stage: int, precision: str = "fp32") -> Config:
+    cfg = Config()
+    cfg.train.batch_size = 8
+    cfg.model.latent_dim = 8
+    cfg.model.g_width = cfg.model.d_width = 8
+    cfg.deepspeed.zero_stage = stage
+    cfg.deepspeed.precision = precision
+    return cfg
+
+
+def build_gan(cfg: Config) -> AlternatingGAN:
+    torch.manual_seed(0)
+    eg = engines.build_engine(models.build_generator(cfg.model, SHAPE), cfg, "g", 1, False)
+    ed = engines.build_engine(models.build_discriminator(cfg.model, SHAPE), cfg, "d", 1, False)
+    return AlternatingGAN(eg, ed, build_loss(cfg.loss.type), cfg.model.latent_dim, cfg.train.n_critic,
+                          engines.compute_dtype(cfg), torch.device("cpu"), torch.Generator().manual_seed(1))
+
+
+def snapshot(engine) -> list[torch.Tensor]:
+    with engines.whole_parameters(engine) as module:
+        return [p.detach().float().clone() for p in module.parameters()]
+
+
+def moved(before, after) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def real_batches():
+    gen = torch.Generator().manual_seed(2)
+    return lambda: torch.rand(8, *SHAPE, generator=gen) * 2 - 1
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_each_phase_moves_only_its_network(process_group, stage, precision):
+    gan = build_gan(tiny_config(stage, precision))
+    real = real_batches()
+    g0, d0 = snapshot(gan.engine_g), snapshot(gan.engine_d)
+    gan.measure_grad_norms = True
+    gan.d_phase(real)
+    g1, d1 = snapshot(gan.engine_g), snapshot(gan.engine_d)
+    assert moved(d0, d1), "D did not change in its own phase"
+    assert not moved(g0, g1), "G changed during the D phase"
+    gan.g_phase(8)
+    g2, d2 = snapshot(gan.engine_g), snapshot(gan.engine_d)
+    assert moved(g1, g2), "G did not change in its own phase"
+    assert not moved(d1, d2), "D changed during the G phase"
+    # D is trainable again after the G phase, and both norms were measured.
+    assert all(p.requires_grad for p in gan.engine_d.module.parameters())
+    assert all(0 < gan.grad_norms[n] < float("inf") for n in ("g", "d"))
+    stats = gan.pop_stats()
+    assert torch.isfinite(stats).all() and stats[0] > 0 and stats[1] > 0
+
+
+def test_gradient_accumulation_steps_once_per_boundary(process_group):
+    cfg = tiny_config(1)
+    cfg.deepspeed.d.gradient_accumulation_steps = 3
+    gan = build_gan(cfg)
+    drawn = []
+    source = real_batches()
+
+    def real():
+        drawn.append(1)
+        return source()
+
+    gan.d_phase(real)
+    assert len(drawn) == 3, "a D phase must consume gradient_accumulation_steps micro-batches"
+    assert gan.engine_d.global_steps == 1
+
+
+def test_n_critic_runs_that_many_d_steps(process_group):
+    cfg = tiny_config(0)
+    cfg.train.n_critic = 3
+    gan = build_gan(cfg)
+    gan.step(real_batches(), 8)
+    assert gan.engine_d.global_steps == 3 and gan.engine_g.global_steps == 1

@@ -1,0 +1,38 @@
+"""A single-process ``distgan.worker.Session`` for in-process tests of the loop (no Ray).
+
+Reports are kept in memory and reported checkpoint directories are copied
+into ``store``, the way Ray Train persists them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+
+
+class LocalSession:
+    rank = 0
+    world_size = 1
+    use_gpu = False
+
+    def __init__(self, store: Path, resume_from: Optional[Path] = None):
+        self.device = torch.device("cpu")
+        self.store = Path(store)
+        self.resume_from = resume_from
+        self.reports: list[dict] = []
+        self.checkpoints: list[Path] = []
+
+    @contextlib.contextmanager
+    def latest_checkpoint(self) -> Iterator[Optional[Path]]:
+        yield self.resume_from
+
+    def report(self, metrics: dict, checkpoint_dir: Optional[Path] = None, name: Optional[str] = None) -> None:
+        self.reports.append(dict(metrics))
+        if checkpoint_dir is not None:
+            dest = self.store / name
+            shutil.copytree(checkpoint_dir, dest)
+            self.checkpoints.append(dest)

@@ -1,0 +1,108 @@
+"""The typed config: loading, overrides, errors that name the key, and every shipped config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distgan.config import Config, ConfigError, load_config, parse_override
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def test_there_are_configs():
+    names = {p.name for p in CONFIGS}
+    assert {"dcgan_digits.yaml", "vanilla_ring8.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_file_loads_and_round_trips(path):
+    cfg = load_config(path)
+    assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_builtin_default_is_dcgan_digits():
+    assert Config.from_dict({}) == load_config(next(p for p in CONFIGS if p.name == "dcgan_digits.yaml"))
+    assert Config().model.family == "dcgan" and Config().data.name == "digits"
+
+
+def test_dotted_overrides_are_typed(tmp_path):
+    from PIL import Image
+
+    Image.new("L", (20, 12)).save(tmp_path / "a.png")
+    cfg = load_config(None, ("train.steps=200", "optim.g.lr=1e-4", "optim.d.betas=[0.0, 0.99]",
+                             "deepspeed.zero_stage=2", "deepspeed.d.zero_stage=3", "scaling.use_gpu=false",
+                             "data.path=" + str(tmp_path)))
+    assert cfg.train.steps == 200
+    assert cfg.optim.g.lr == pytest.approx(1e-4) and isinstance(cfg.optim.g.lr, float)
+    assert cfg.optim.d.betas == (0.0, 0.99)
+    assert cfg.deepspeed.stage("g") == 2 and cfg.deepspeed.stage("d") == 3
+    assert cfg.scaling.use_gpu is False
+
+
+def test_required_keys_exist():
+    cfg = Config()
+    for key in ("train.steps", "train.batch_size", "train.n_critic", "train.checkpoint_every", "train.sample_every",
+                "train.seed", "scaling.num_workers", "scaling.use_gpu", "deepspeed.zero_stage",
+                "deepspeed.precision", "model.family", "data.name", "data.path"):
+        node = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+    assert cfg.scaling.use_gpu == "auto"
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("train.stpes=5", "did you mean 'train.steps'"),
+    ("trian.steps=5", "did you mean 'train'"),
+    ("train.steps=abc", "train.steps: expected an integer, got 'abc'"),
+    ("train.steps=1.5", "train.steps: expected an integer"),
+    ("train.steps=0", "train.steps: must be > 0, got 0"),
+    ("train.batch_size=-4", "train.batch_size: must be > 0"),
+    ("deepspeed.zero_stage=4", "deepspeed.zero_stage: must be 0, 1, 2 or 3, got 4"),
+    ("deepspeed.precision=fp8", "deepspeed.precision: expected one of 'fp32', 'bf16', 'fp16', got 'fp8'"),
+    ("optim.g.lr=fast", "optim.g.lr: expected a number, got 'fast'"),
+    ("optim.g.betas=[0.5]", "optim.g.betas: expected a list of 2 values"),
+    ("optim.d.betas=[0.5, 1.0]", "optim.d.betas[1]: must be in [0, 1)"),
+    ("scaling.use_gpu=maybe", "scaling.use_gpu"),
+    ("model.family=stylegan", "model.family: unknown model family 'stylegan'"),
+    ("model.family=dcgam", "did you mean 'dcgan'"),
+    ("loss.type=hinj", "loss.type: unknown adversarial loss 'hinj'"),
+    ("data.name=mnist", "data.name: unknown data set 'mnist'"),
+    ("data.path=/no/such/folder", "/no/such/folder"),
+    ("train", "not of the form KEY=VALUE"),
+])
+def test_bad_values_name_the_key(override, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, (override,))
+    assert needle in str(info.value)
+
+
+def test_fp16_without_gpu_is_rejected():
+    with pytest.raises(ConfigError, match="fp16 needs GPUs"):
+        load_config(None, ("deepspeed.precision=fp16", "scaling.use_gpu=false"))
+
+
+def test_bad_yaml_files(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="nope.yaml' does not exist"):
+        load_config(missing)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: {steps: [1, 2\n")
+    with pytest.raises(ConfigError, match="broken.yaml' is not valid YAML"):
+        load_config(broken)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(listy)
+    section = tmp_path / "section.yaml"
+    section.write_text("train: 5\n")
+    with pytest.raises(ConfigError, match="train: expected a mapping"):
+        load_config(section)
+
+
+def test_parse_override_reads_yaml_values():
+    assert parse_override("a.b=3") == ("a.b", 3)
+    assert parse_override("a.b=true") == ("a.b", True)
+    assert parse_override("a.b=null") == ("a.b", None)
+    assert parse_override("a.b=x=y") == ("a.b", "x=y")
