@@ -40,6 +40,10 @@ def local_ray():
     """One embedded Ray for every end-to-end test: 4 logical CPUs on loopback (2 workers + headroom)."""
     import ray
 
+    # Ray workers unpickle test-defined worker functions by module name.
+    here = os.path.dirname(os.path.abspath(__file__))
+    paths = [here, os.path.join(here, "e2e"), os.environ.get("PYTHONPATH", "")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING",
              log_to_driver=True)
     yield ray

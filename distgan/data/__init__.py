@@ -1,9 +1,15 @@
 """Training data behind one interface: built-in sets by ``data.name``, image folders by ``data.path``.
 
-Every source yields a ``Dataset`` held in memory on each worker, and
-``ShardedBatches`` deals each rank its own slice of every global batch. The
-built-in sets are tiny; image folders at cluster scale will stream through
-Ray Data behind this same interface instead of being copied to every worker.
+Every source knows three things: the shape of one sample (answered without
+loading anything, so models can be checked and built first), a cheap check
+run by the driver before any Ray work and again by each worker, and how to
+load itself into a ``Dataset`` held in memory on each worker. ``ShardedBatches``
+then deals each rank its own slice of every global batch.
+
+The built-in sets are tiny, and so are the folders this targets today. Image
+folders at cluster scale will stream through Ray Data (``read_images`` plus
+``ray.train.get_dataset_shard``) behind this same ``Source`` interface instead
+of being decoded in full on every worker.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from distgan.config import Config, ConfigError, DataConfig
 from distgan.data.sampler import ShardedBatches
 from distgan.registry import Registry
 
-__all__ = ["Dataset", "DATASETS", "ShardedBatches", "check", "data_shape", "load_dataset"]
+__all__ = ["DATASETS", "Dataset", "ShardedBatches", "Source", "check", "data_shape", "load_dataset"]
 
 
 @dataclass
@@ -27,16 +33,23 @@ class Dataset:
     labels: Optional[torch.Tensor]
     """int64 class labels (N), when the source has them."""
     kind: Literal["image", "points"]
+    """``image`` (C x H x W in [-1, 1]) or ``points`` (unbounded vectors)."""
     name: str
+    """The data set's name, or the folder's name."""
     skipped: int = 0
-    """Unreadable files skipped (``data.skip_corrupt``)."""
+    """Unreadable files skipped under ``data.skip_corrupt``."""
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
 
 
 @dataclass(frozen=True)
 class Source:
     shape: Callable[[DataConfig], tuple[int, ...]]
-    load: Callable[[DataConfig], Dataset]
+    """Shape of one sample, without loading the data."""
     check: Callable[[DataConfig], None]
+    """Raises ConfigError, naming the key, when the data cannot be loaded as configured."""
+    load: Callable[[DataConfig], Dataset]
 
 
 DATASETS: Registry[Source] = Registry("data set")
@@ -44,19 +57,19 @@ DATASETS: Registry[Source] = Registry("data set")
 
 def _source(cfg: DataConfig) -> Source:
     if cfg.path is not None:
-        from distgan.data import folder
+        from distgan.data import folder  # PIL is only needed for folders
 
         return folder.SOURCE
     return DATASETS.get(cfg.name, key="data.name")
 
 
 def data_shape(cfg: DataConfig) -> tuple[int, ...]:
-    """The shape of one sample, without loading the data."""
+    """The shape of one sample: (C, R, R) for images, (D,) for points."""
     return _source(cfg).shape(cfg)
 
 
 def check(cfg: Config) -> None:
-    """Fail early (before Ray starts) on a data set that cannot be loaded."""
+    """Fail early (before Ray starts) on data that cannot be loaded as configured."""
     _source(cfg.data).check(cfg.data)
 
 
@@ -70,4 +83,4 @@ def require_resolution(cfg: DataConfig, allowed: tuple[int, ...]) -> None:
                           f"got {cfg.resolution}")
 
 
-from distgan.data import builtin  # noqa: E402,F401  (registers the built-in sets)
+from distgan.data import builtin  # noqa: E402,F401  (registers the built-in sets; needs DATASETS above)

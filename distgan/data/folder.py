@@ -1,4 +1,11 @@
-"""A folder of PNG/JPEG images of any size, resized and centre-cropped to the configured resolution."""
+"""A folder of PNG/JPEG images of any size, resized and centre-cropped to ``data.resolution``.
+
+The check runs once on the driver and again on every worker, so its verdict
+per file is cached by (path, size, mtime): a repeated check in one process
+only lists and stats the folder. ``Image.verify`` reads headers and, for PNG,
+chunk checksums without decoding pixels; files that pass it but still fail to
+decode (a truncated JPEG) are caught, and named, while loading.
+"""
 
 from __future__ import annotations
 
@@ -7,77 +14,103 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from distgan.config import ConfigError, DataConfig
 from distgan.data import Dataset, Source
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = {".png", ".jpg", ".jpeg"}
+EXTENSIONS = frozenset({".png", ".jpg", ".jpeg"})
+# What PIL raises on a bad file: not an image, truncated, bad checksum, or absurdly large.
+READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+_verdicts: dict[tuple[str, int, int], str] = {}
+"""(path, size, mtime_ns) -> "" if ``verify`` passed, else why it failed."""
 
 
 def image_files(cfg: DataConfig) -> list[Path]:
+    """Every PNG/JPEG under ``data.path`` (recursive, extension case-insensitive), in a stable order."""
     root = Path(cfg.path).expanduser()
     if not root.exists():
         raise ConfigError(f"data.path {cfg.path!r} does not exist")
     if not root.is_dir():
         raise ConfigError(f"data.path {cfg.path!r} is not a directory")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    # Sorted so that every worker indexes the same file by the same number.
+    files = sorted(p.resolve() for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
     if not files:
-        raise ConfigError(f"data.path {cfg.path!r}: no PNG/JPEG images found (searched recursively)")
+        raise ConfigError(f"data.path {cfg.path!r}: no PNG/JPEG images found (searched recursively for "
+                          f"{', '.join(sorted(EXTENSIONS))})")
     return files
 
 
+def _verify(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _verdicts:
+        try:
+            with Image.open(path) as img:
+                img.verify()
+            _verdicts[key] = ""
+        except READ_ERRORS as exc:
+            _verdicts[key] = str(exc) or type(exc).__name__
+    return _verdicts[key]
+
+
+def _unreadable(cfg: DataConfig, path: Path, why: str, more: int = 0) -> ConfigError:
+    others = f" (and {more} more)" if more else ""
+    return ConfigError(f"data.path {cfg.path!r}: cannot read image {str(path)!r}{others}: {why}; fix or remove "
+                       f"it, or set data.skip_corrupt=true to skip unreadable images")
+
+
+def _failures(cfg: DataConfig, files: list[Path]) -> dict[Path, str]:
+    """Files that fail ``verify``; raises unless ``data.skip_corrupt`` or when nothing is left."""
+    failed = {path: why for path in files if (why := _verify(path))}
+    if failed and not cfg.skip_corrupt:
+        path, why = next(iter(failed.items()))
+        raise _unreadable(cfg, path, why, more=len(failed) - 1)
+    if len(failed) == len(files):
+        raise ConfigError(f"data.path {cfg.path!r}: none of the {len(files)} images can be read")
+    return failed
+
+
+def check(cfg: DataConfig) -> None:
+    _failures(cfg, image_files(cfg))
+
+
 def _read(path: Path, cfg: DataConfig) -> np.ndarray:
+    """One image as uint8 [C, R, R]: upright, grey or RGB, shorter side resized to R, centre-cropped."""
+    size = cfg.resolution
     with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)  # cameras store rotation as a tag, not in the pixels
         img = img.convert("L" if cfg.channels == 1 else "RGB")
-        # Resize the shorter side to R with an anti-aliasing filter, then crop the centre square.
-        w, h = img.size
-        scale = cfg.resolution / min(w, h)
-        size = (max(cfg.resolution, round(w * scale)), max(cfg.resolution, round(h * scale)))
-        img = img.resize(size, Image.Resampling.LANCZOS)
-        left, top = (size[0] - cfg.resolution) // 2, (size[1] - cfg.resolution) // 2
-        img = img.crop((left, top, left + cfg.resolution, top + cfg.resolution))
+        # Crops the centre to a square, then resamples with Lanczos, which antialiases when shrinking.
+        img = ImageOps.fit(img, (size, size), method=Image.Resampling.LANCZOS)
         array = np.asarray(img, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
-def _readable(path: Path) -> bool:
-    try:
-        with Image.open(path) as img:
-            img.verify()
-        return True
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return False
-
-
-def check(cfg: DataConfig) -> None:
-    files = image_files(cfg)
-    bad = [f for f in files if not _readable(f)]
-    if bad and not cfg.skip_corrupt:
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise ConfigError(f"data.path: cannot read image {str(bad[0])!r}{more}; fix or remove it, "
-                          f"or set data.skip_corrupt=true to skip unreadable files")
-    if len(bad) == len(files):
-        raise ConfigError(f"data.path {cfg.path!r}: none of the {len(files)} images can be read")
-
-
 def load(cfg: DataConfig) -> Dataset:
-    arrays, skipped = [], 0
-    for path in image_files(cfg):
+    files = image_files(cfg)
+    failed = _failures(cfg, files)
+    arrays = []
+    for path in files:
+        if path in failed:
+            continue
         try:
             arrays.append(_read(path, cfg))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        except READ_ERRORS as exc:
             if not cfg.skip_corrupt:
-                raise ConfigError(f"data.path: cannot read image {str(path)!r}: {exc}") from None
-            skipped += 1
-    if skipped:
-        log.warning("data.path %s: skipped %d unreadable image(s) (data.skip_corrupt)", cfg.path, skipped)
+                raise _unreadable(cfg, path, str(exc) or type(exc).__name__) from None
+            failed[path] = str(exc)
+    if failed:
+        log.warning("data.path %r: skipped %d unreadable image(s) of %d (data.skip_corrupt=true), first %s",
+                    cfg.path, len(failed), len(files), next(iter(failed)))
     if not arrays:
-        raise ConfigError(f"data.path {cfg.path!r}: none of the images can be read")
+        raise ConfigError(f"data.path {cfg.path!r}: none of the {len(files)} images can be read")
     x = torch.from_numpy(np.stack(arrays)).float().div_(127.5).sub_(1.0)
-    return Dataset(x=x, labels=None, kind="image", name=Path(cfg.path).name, skipped=skipped)
+    name = Path(cfg.path).expanduser().resolve().name
+    return Dataset(x=x, labels=None, kind="image", name=name, skipped=len(failed))
 
 
-SOURCE = Source(shape=lambda cfg: (cfg.channels, cfg.resolution, cfg.resolution), load=load, check=check)
+SOURCE = Source(shape=lambda cfg: (cfg.channels, cfg.resolution, cfg.resolution), check=check, load=load)

@@ -1,9 +1,9 @@
 """Generator and discriminator architectures: plain ``nn.Module``s, unaware of Ray and DeepSpeed.
 
 A family registers how to build both networks for a data shape and how to
-check that a config fits it. Generators expose ``latent_dim`` and map
+check that a config fits that shape. Generators expose ``latent_dim`` and map
 ``z [N, latent_dim]`` to samples ``[N, *data_shape]`` (images in [-1, 1]);
-discriminators map samples to raw logits ``[N]``.
+discriminators map samples to raw logits ``[N]`` (the loss owns the sigmoid).
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from typing import Callable
 from torch import nn
 
 from distgan.config import Config, ModelConfig
+from distgan.data import data_shape as sample_shape
 from distgan.registry import Registry
 
 Shape = tuple[int, ...]
+
+__all__ = ["MODELS", "Family", "Shape", "build_discriminator", "build_generator", "check", "init_weights"]
 
 
 @dataclass(frozen=True)
@@ -24,14 +27,18 @@ class Family:
     build_generator: Callable[[ModelConfig, Shape], nn.Module]
     build_discriminator: Callable[[ModelConfig, Shape], nn.Module]
     check: Callable[[Config, Shape], None]
-    """Raises ConfigError when the config cannot produce data of this shape."""
+    """Raises ConfigError, naming the key, when the config cannot produce data of this shape."""
 
 
 MODELS: Registry[Family] = Registry("model family")
 
 
 def init_weights(module: nn.Module) -> None:
-    """DCGAN init: N(0, 0.02) weights, BatchNorm gains N(1, 0.02), zero biases."""
+    """DCGAN init (Radford et al., 2016): N(0, 0.02) weights, BatchNorm gains N(1, 0.02), zero biases.
+
+    Called at the end of every constructor, so ``torch.manual_seed(s)`` followed
+    by a build gives bit-identical weights on every rank without a broadcast.
+    """
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, 0.02)
@@ -55,10 +62,9 @@ def build_discriminator(cfg: ModelConfig, data_shape: Shape) -> nn.Module:
 
 
 def check(cfg: Config) -> None:
-    from distgan.data import data_shape
+    """Fail before any Ray work when the model family cannot handle the configured data."""
+    family(cfg.model).check(cfg, sample_shape(cfg.data))
 
-    family(cfg.model).check(cfg, data_shape(cfg.data))
 
-
-# Families register themselves on import.
+# Families register themselves on import; they need MODELS and Family defined above.
 from distgan.models import dcgan, mlp  # noqa: E402,F401

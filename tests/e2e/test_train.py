@@ -55,7 +55,7 @@ def test_run_directory_has_everything(finished_run):
     assert Image.open(run / "samples" / "step_000006.png").size[0] > 16 * 8
 
     # Ray kept the last two checkpoints, each with both engines and both ranks' manifests.
-    ckpts = sorted(p.name for p in run.glob("checkpoint_*"))
+    ckpts = sorted(p.name for p in run.glob("checkpoint_*") if p.is_dir())
     assert ckpts == ["checkpoint_000003", "checkpoint_000006"]
     last = run / "checkpoint_000006"
     assert (last / "G").is_dir() and (last / "D").is_dir()
@@ -103,8 +103,14 @@ def test_resuming_with_another_model_is_refused(finished_run):
         distgan.train(tiny("model.g_width=32"), name="tiny", storage=storage)
 
 
-def kill_rank1_after_first_checkpoint(loop_config: dict) -> None:
-    """The worker function, except that rank 1 SIGKILLs itself once, right after checkpoint 3 is saved."""
+def kill_rank1_between_checkpoints(loop_config: dict) -> None:
+    """The worker function, except that rank 1 SIGKILLs itself once, at step 4 (checkpoints at 3 and 6).
+
+    It waits a few seconds first: Ray Train's controller collects reports
+    every 2 s, and a checkpoint counts only once it has been collected.
+    """
+    import time
+
     import ray.train
 
     from distgan.launch import session as session_mod
@@ -114,20 +120,29 @@ def kill_rank1_after_first_checkpoint(loop_config: dict) -> None:
     class DyingSession(session_mod.RaySession):
         def report(self, metrics, checkpoint_dir=None, name=None):
             super().report(metrics, checkpoint_dir, name)
-            if self.rank == 1 and name == "checkpoint_000003" and not marker.exists():
+            if self.rank == 1 and metrics.get("step") == 4 and not marker.exists():
                 marker.touch()
+                time.sleep(5)
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    if ray.train.get_context().get_world_rank() == 1:
+    rank = ray.train.get_context().get_world_rank()
+    if rank == 1:
         session_mod.RaySession = DyingSession
+    if rank == 0:  # which checkpoint each attempt of the worker group starts from
+        ckpt = ray.train.get_checkpoint()
+        with (Path(loop_config["run_dir"]) / "attempts").open("a") as f:
+            f.write((Path(ckpt.path).name if ckpt else "none") + "\n")
     session_mod.train_fn(loop_config)
 
 
 def test_killed_worker_resumes_from_checkpoint_exactly(finished_run, tmp_path):
     storage, _ = finished_run
-    result = distgan.train(tiny(), name="killed", storage=tmp_path, train_loop=kill_rank1_after_first_checkpoint)
+    from distgan.launch.train import train
+
+    result = train(tiny(), name="killed", storage=tmp_path, train_loop=kill_rank1_between_checkpoints)
     run = tmp_path / "killed"
     assert (run / "killed-once").exists(), "the worker was never killed"
+    assert (run / "attempts").read_text().split() == ["none", "checkpoint_000003"]
     assert result.metrics["step"] == 6
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [2, 4, 6]
     # Restarted from step 3, the run ends bit-identical to the uninterrupted one.
