@@ -27,6 +27,9 @@ def train(config: Union[Config, dict, str, Path, None] = None, name: Optional[st
           address: Optional[str] = None, storage: Union[str, Path, None] = None,
           progress: bool = True) -> "TrainResult":
     """Run distributed training; ``config`` is a Config, a plain dict, a YAML path or None (defaults)."""
+    from distgan.launch.loopback import keep_embedded_ray_on_loopback
+
+    keep_embedded_ray_on_loopback(address)
     from distgan.launch.train import train as _train
 
     if config is None:

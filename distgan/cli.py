@@ -24,6 +24,9 @@ def split_config_args(items: Sequence[str]) -> tuple[Optional[str], list[str]]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from distgan.launch.loopback import keep_embedded_ray_on_loopback
+
+    keep_embedded_ray_on_loopback(args.address)
     from distgan.launch.train import train
 
     config_path, overrides = split_config_args(args.items)
@@ -35,6 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
+    from PIL import Image
 
     from distgan.export import generate, load_generator
     from distgan.tracking.images import render_samples, save_image, to_unit
@@ -44,10 +48,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out!r}: must end in .png (a grid) or .npz (an array)")
     if args.n <= 0:
         raise ConfigError(f"--n: must be > 0, got {args.n}")
+    if args.zoom < 1:
+        raise ConfigError(f"--zoom: must be >= 1, got {args.zoom}")
     module, meta = load_generator(args.source)
     samples = generate(module, args.n, args.seed)
     if out.suffix == ".png":
-        save_image(render_samples(samples), out)
+        img = render_samples(samples)
+        if args.zoom > 1:  # pixel-exact enlargement, for looking at 16 px samples
+            img = img.resize((img.width * args.zoom, img.height * args.zoom), Image.NEAREST)
+        save_image(img, out)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         array = to_unit(samples) if samples.dim() == 4 else samples.float()
@@ -73,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=64, help="number of samples")
     p.add_argument("--out", required=True, help="FILE.png for a grid, FILE.npz for an array 'images'")
     p.add_argument("--seed", type=int, default=0, help="latent seed")
+    p.add_argument("--zoom", type=int, default=1, help="enlarge a .png grid this many times (nearest pixel)")
     p.set_defaults(func=cmd_sample)
     return parser
 

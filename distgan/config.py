@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000
+    steps: int = 1500
     """Generator updates in total (each preceded by ``n_critic`` D updates)."""
     batch_size: int = 64
     """Real (and fake) samples per worker per micro-step."""
@@ -38,7 +38,7 @@ class TrainConfig:
     """Discriminator updates before each generator update."""
     log_every: int = 25
     """Generator steps between metric reports (losses are synced only then)."""
-    checkpoint_every: int = 250
+    checkpoint_every: int = 500
     """Generator steps between checkpoints; the last step is always saved."""
     sample_every: int = 250
     """Generator steps between sample grids written to ``samples/``."""
@@ -114,9 +114,9 @@ class ModelConfig:
     """Model family from the model registry: ``dcgan`` or ``mlp``."""
     latent_dim: int = 64
     """Size of the latent vector z."""
-    g_width: int = 64
+    g_width: int = 32
     """Generator width: base channels (dcgan) or hidden units (mlp)."""
-    d_width: int = 64
+    d_width: int = 32
     """Discriminator width: base channels (dcgan) or hidden units (mlp)."""
     g_depth: int = 0
     """Extra layers: 3x3 convs per resolution block (dcgan) or hidden layers (mlp)."""
@@ -124,8 +124,8 @@ class ModelConfig:
     """Same as ``g_depth`` for the discriminator."""
     g_norm: Literal["batch", "none"] = "batch"
     """Normalization in G's hidden layers."""
-    d_norm: Literal["batch", "none"] = "none"
-    """Normalization in D's hidden layers (batch stats mix reals and fakes)."""
+    d_norm: Literal["batch", "none"] = "batch"
+    """Normalization in D's hidden layers; reals and fakes go through D as separate batches."""
 
 
 @dataclass
@@ -150,7 +150,7 @@ class DataConfig:
     """Built-in data set (``digits``, ``ring8``); ignored when ``path`` is set."""
     path: Optional[str] = None
     """Folder of PNG/JPEG images (searched recursively); replaces ``name``."""
-    resolution: int = 32
+    resolution: int = 16
     """Image side in pixels; images are resized and centre-cropped to it."""
     channels: int = 1
     """1 (grey) or 3 (RGB) for image folders; digits are grey."""

@@ -8,12 +8,16 @@ import socket
 import pytest
 import torch
 
+from distgan.launch.loopback import keep_embedded_ray_on_loopback
+
 # W&B never reaches the network from tests; Ray never reports usage.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 torch.set_num_threads(1)
+# Before anything imports ray: the test cluster's servers listen on 127.0.0.1 only.
+keep_embedded_ray_on_loopback(None)
 
 
 def free_port() -> int:
@@ -44,7 +48,8 @@ def local_ray():
     here = os.path.dirname(os.path.abspath(__file__))
     paths = [here, os.path.join(here, "e2e"), os.environ.get("PYTHONPATH", "")]
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING",
-             log_to_driver=True)
+    # The dashboard serves the state API that Ray Train's placement-group cleaner polls.
+    ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+             logging_level="WARNING", log_to_driver=True)
     yield ray
     ray.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -38,8 +39,16 @@ class RaySession:
         ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
 
 
+def quiet_ray_reports() -> None:
+    """Ray Train logs every ``report`` call in full at INFO; the driver's progress line says it better."""
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)  # that module names its logger by path
+
+
 def train_fn(loop_config: dict) -> None:
     """What ``TorchTrainer`` runs on every worker; plain dicts cross the Ray boundary."""
+    quiet_ray_reports()
     cfg = Config.from_dict(loop_config["config"])
     info = RunInfo(Path(loop_config["run_dir"]), loop_config["name"], loop_config["wandb_id"])
     run_worker(cfg, info, RaySession(loop_config["use_gpu"]))

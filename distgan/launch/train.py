@@ -49,8 +49,10 @@ def ray_cluster(address: Optional[str], min_cpus: int) -> Iterator[None]:
     else:
         # Logical CPUs: at least what the workers ask for, so a 2-worker run
         # also starts on a 1-core laptop (the workers then share the core).
-        ray.init(num_cpus=max(os.cpu_count() or 1, min_cpus), include_dashboard=False,
-                 logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
+        # The dashboard serves Ray's state API, which Train's placement-group cleaner polls;
+        # without it every poll logs a warning. Everything binds to loopback only.
+        ray.init(num_cpus=max(os.cpu_count() or 1, min_cpus), include_dashboard=True,
+                 dashboard_host="127.0.0.1", logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
     try:
         yield
     finally:
@@ -64,6 +66,14 @@ def resolve_use_gpu(cfg: Config) -> bool:
     if cfg.scaling.use_gpu and gpus < 1:
         raise ConfigError("scaling.use_gpu: true, but the Ray cluster has no GPUs; use auto or false")
     return bool(cfg.scaling.use_gpu)
+
+
+def worker_env(use_gpu: bool) -> dict[str, str]:
+    env = {"PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    if not use_gpu:
+        # Tells DeepSpeed up front, instead of a probe that warns "unable to detect" on every worker.
+        env["DS_ACCELERATOR"] = "cpu"
+    return env
 
 
 def build_trainer(cfg: Config, run: rundir.RunDir, storage: Path, use_gpu: bool, callbacks: list,
@@ -82,7 +92,7 @@ def build_trainer(cfg: Config, run: rundir.RunDir, storage: Path, use_gpu: bool,
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
             callbacks=callbacks,
-            worker_runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}},
+            worker_runtime_env={"env_vars": worker_env(use_gpu)},
         ),
     )
 

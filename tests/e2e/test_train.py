@@ -3,10 +3,12 @@ the run directory, sampling, resuming a finished run, and surviving a killed wor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -17,16 +19,9 @@ import distgan
 from distgan.cli import main as cli_main
 from distgan.config import load_config
 from distgan.tracking.jsonl import read_metrics
+from tiny_run import OVERRIDES, tiny
 
 pytestmark = pytest.mark.ray
-
-OVERRIDES = ("train.steps=6", "train.batch_size=16", "train.log_every=2", "train.checkpoint_every=3",
-             "train.sample_every=3", "train.keep_checkpoints=2", "model.g_width=16", "model.d_width=16",
-             "model.latent_dim=16", "data.resolution=16")
-
-
-def tiny(*extra: str):
-    return load_config(None, OVERRIDES + extra)
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +77,9 @@ def test_sample_command(finished_run, tmp_path):
     assert 0.0 <= images.min() and images.max() <= 1.0 and images.std() > 0
     assert cli_main(["sample", str(run / "generator.safetensors"), "--n", "9", "--out", str(tmp_path / "g.png")]) == 0
     assert Image.open(tmp_path / "g.png").size == (3 * 17 + 1, 3 * 17 + 1)
+    assert cli_main(["sample", str(run), "--n", "9", "--zoom", "3", "--out", str(tmp_path / "z.png")]) == 0
+    zoomed, plain = np.asarray(Image.open(tmp_path / "z.png")), np.asarray(Image.open(tmp_path / "g.png"))
+    assert np.array_equal(zoomed[::3, ::3], plain), "zoom must repeat pixels, not resample them"
     # Same seed, same samples.
     cli_main(["sample", str(run), "--n", "10", "--out", str(tmp_path / "t.npz"), "--seed", "3"])
     assert np.array_equal(np.load(tmp_path / "t.npz")["images"], images)
@@ -101,6 +99,19 @@ def test_resuming_with_another_model_is_refused(finished_run):
     storage, _ = finished_run
     with pytest.raises(distgan.ConfigError, match=r"model.g_width: 16 -> 32"):
         distgan.train(tiny("model.g_width=32"), name="tiny", storage=storage)
+
+
+def record_start_checkpoint(loop_config: dict) -> None:
+    """The worker function; rank 0 first notes which checkpoint this attempt starts from."""
+    import ray.train
+
+    from distgan.launch import session as session_mod
+
+    if ray.train.get_context().get_world_rank() == 0:
+        ckpt = ray.train.get_checkpoint()
+        with (Path(loop_config["run_dir"]) / "attempts").open("a") as f:
+            f.write((Path(ckpt.path).name if ckpt else "none") + "\n")
+    session_mod.train_fn(loop_config)
 
 
 def kill_rank1_between_checkpoints(loop_config: dict) -> None:
@@ -125,14 +136,9 @@ def kill_rank1_between_checkpoints(loop_config: dict) -> None:
                 time.sleep(5)
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    rank = ray.train.get_context().get_world_rank()
-    if rank == 1:
+    if ray.train.get_context().get_world_rank() == 1:
         session_mod.RaySession = DyingSession
-    if rank == 0:  # which checkpoint each attempt of the worker group starts from
-        ckpt = ray.train.get_checkpoint()
-        with (Path(loop_config["run_dir"]) / "attempts").open("a") as f:
-            f.write((Path(ckpt.path).name if ckpt else "none") + "\n")
-    session_mod.train_fn(loop_config)
+    record_start_checkpoint(loop_config)
 
 
 def test_killed_worker_resumes_from_checkpoint_exactly(finished_run, tmp_path):
@@ -149,3 +155,55 @@ def test_killed_worker_resumes_from_checkpoint_exactly(finished_run, tmp_path):
     a = load_file(str(storage / "tiny" / "checkpoint_000006" / "generator.safetensors"))
     b = load_file(str(run / "generator.safetensors"))
     assert all((a[k] == b[k]).all() for k in a)
+
+
+def latest_committed_checkpoint(run: Path) -> Optional[str]:
+    """The newest checkpoint Ray has recorded as complete: what a restart resumes from."""
+    snapshot = run / "checkpoint_manager_snapshot.json"
+    try:
+        latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]
+    except (FileNotFoundError, json.JSONDecodeError):  # not yet written, or caught mid-write
+        return None
+    return latest["checkpoint_dir_name"] if latest else None
+
+
+def test_killed_driver_resumes_with_the_same_name(finished_run, tmp_path):
+    """``distgan train --name`` SIGKILLed together with its embedded Ray; running it again resumes the run."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from distgan.launch.train import train
+
+    overrides = ("train.steps=40", "train.checkpoint_every=5", "train.log_every=5", "train.sample_every=20")
+    run = tmp_path / "driver"
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen([sys.executable, "-m", "distgan", "train", *OVERRIDES, *overrides, "--name", "driver",
+                             "--storage", str(tmp_path)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while latest_committed_checkpoint(run) is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, "the driver ended before it could be killed"
+        assert latest_committed_checkpoint(run), "no checkpoint was committed within 3 minutes"
+    finally:
+        # The driver and its embedded Ray (GCS, raylet, controller, workers) all at once, as in a crash.
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(tree, timeout=60)
+    latest = latest_committed_checkpoint(run)
+    assert latest != "checkpoint_000040", "the driver finished before the kill"
+    wandb_id = (run / "wandb_id").read_text()
+
+    result = train(tiny(*overrides), name="driver", storage=tmp_path, train_loop=record_start_checkpoint)
+    assert (run / "attempts").read_text().split() == [latest]
+    assert result.metrics["step"] == 40 and result.metrics["images_seen"] == 40 * 16 * 2
+    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl")]
+    assert steps == list(range(5, 45, 5)), "metrics must continue the run, once per logged step"
+    assert (run / "wandb_id").read_text() == wandb_id
+    assert (run / "generator.safetensors").is_file()

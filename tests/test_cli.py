@@ -1,0 +1,75 @@
+"""``distgan train`` refuses bad input before any Ray work starts, naming what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from distgan.cli import main as cli_main
+from distgan.launch import train as launch_train
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fails the test if the launcher gets as far as starting or joining Ray."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("Ray was started before the input was validated")
+
+    monkeypatch.setattr(launch_train, "ray_cluster", refuse)
+
+
+@pytest.fixture
+def folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    Image.new("L", (20, 20)).save(broken / "fine.png")
+    (broken / "bad.png").write_text("not an image")
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["train.stepz=5"], ["train.stepz", "did you mean 'train.steps'"]),
+    (["train.steps=abc"], ["train.steps", "integer", "'abc'"]),
+    (["train.steps=0"], ["train.steps", "> 0"]),
+    (["deepspeed.zero_stage=4"], ["deepspeed.zero_stage", "0, 1, 2 or 3"]),
+    (["deepspeed.precision=fp8"], ["deepspeed.precision", "fp8"]),
+    (["scaling.num_workers=-1"], ["scaling.num_workers"]),
+    (["data.path={tmp}/missing"], ["data.path", "missing", "does not exist"]),
+    (["data.path={tmp}/empty"], ["data.path", "empty", "no PNG/JPEG images"]),
+    (["data.path={tmp}/broken"], ["bad.png", "data.skip_corrupt"]),
+    (["{tmp}/absent.yaml"], ["absent.yaml", "does not exist"]),
+    (["train.steps=5", "stray"], ["'stray'", "KEY=VALUE"]),
+])
+def test_bad_input_fails_before_ray_and_names_the_culprit(no_ray, folders, capsys, args, needles):
+    storage = folders / "runs"
+    argv = ["train", *(a.format(tmp=folders) for a in args), "--storage", str(storage)]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("distgan: error: ")
+    for needle in needles:
+        assert needle.format(tmp=folders) in err, (needle, err)
+    assert not storage.exists(), "a refused run must not create its run directory"
+
+
+def test_skip_corrupt_gets_past_the_unreadable_image(no_ray, folders, capsys):
+    """With data.skip_corrupt the same folder validates, so the launcher proceeds (to the Ray stand-in)."""
+    argv = ["train", f"data.path={folders}/broken", "data.skip_corrupt=true", "data.resolution=16",
+            "--storage", str(folders / "runs")]
+    with pytest.raises(AssertionError, match="Ray was started"):
+        cli_main(argv)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--n", "4", "--out", "{tmp}/x.jpg"], "must end in .png"),
+    (["--n", "0", "--out", "{tmp}/x.png"], "--n: must be > 0"),
+    (["--zoom", "0", "--out", "{tmp}/x.png"], "--zoom: must be >= 1"),
+])
+def test_sample_refuses_bad_arguments(tmp_path, capsys, args, needle):
+    assert cli_main(["sample", str(tmp_path), *(a.format(tmp=tmp_path) for a in args)]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_sample_names_a_run_without_a_generator(tmp_path, capsys):
+    assert cli_main(["sample", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
+    assert "no generator.safetensors" in capsys.readouterr().err
