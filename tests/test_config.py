@@ -83,22 +83,18 @@ def test_fp16_without_gpu_is_rejected():
         load_config(None, ("deepspeed.precision=fp16", "scaling.use_gpu=false"))
 
 
-def test_bad_yaml_files(tmp_path):
-    missing = tmp_path / "nope.yaml"
-    with pytest.raises(ConfigError, match="nope.yaml' does not exist"):
-        load_config(missing)
-    broken = tmp_path / "broken.yaml"
-    broken.write_text("train: {steps: [1, 2\n")
-    with pytest.raises(ConfigError, match="broken.yaml' is not valid YAML"):
-        load_config(broken)
-    listy = tmp_path / "list.yaml"
-    listy.write_text("- 1\n- 2\n")
-    with pytest.raises(ConfigError, match="must hold a mapping"):
-        load_config(listy)
-    section = tmp_path / "section.yaml"
-    section.write_text("train: 5\n")
-    with pytest.raises(ConfigError, match="train: expected a mapping"):
-        load_config(section)
+@pytest.mark.parametrize("name, text, needle", [
+    ("nope.yaml", None, "nope.yaml' does not exist"),
+    ("broken.yaml", "train: {steps: [1, 2\n", "broken.yaml' is not valid YAML"),
+    ("list.yaml", "- 1\n- 2\n", "must hold a mapping"),
+    ("section.yaml", "train: 5\n", "train: expected a mapping"),
+])
+def test_bad_yaml_files(tmp_path, name, text, needle):
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        load_config(path)
 
 
 def test_parse_override_reads_yaml_values():
