@@ -126,12 +126,27 @@ class ModelConfig:
     """Normalization in G's hidden layers."""
     d_norm: Literal["batch", "none"] = "batch"
     """Normalization in D's hidden layers; reals and fakes go through D as separate batches."""
+    d_spectral_norm: bool = False
+    """Spectral normalization of every D layer (Miyato et al.), a Lipschitz constraint; use with d_norm none."""
+
+
+@dataclass
+class RegularizerConfig:
+    type: str = "none"
+    """D regularizer from the registry: ``none``, ``r1`` (penalty on reals) or ``gp`` (WGAN-GP)."""
+    weight: float = 10.0
+    """Strength: R1's gamma (the penalty is gamma/2 E||grad D||^2) or WGAN-GP's lambda."""
+    interval: int = 1
+    """Apply every this many steps as its own D step, scaled by the interval, with D's Adam lr and betas
+    corrected as in StyleGAN2 (lazy regularization); 1 adds it to every D step."""
 
 
 @dataclass
 class LossConfig:
     type: str = "nonsaturating"
-    """Adversarial loss from the loss registry (``nonsaturating``, ``hinge``)."""
+    """Adversarial loss from the loss registry: ``nonsaturating``, ``hinge``, ``wgan``, ``lsgan``, ``ragan``."""
+    d_reg: RegularizerConfig = field(default_factory=RegularizerConfig)
+    """Regularizer of the discriminator."""
 
 
 @dataclass
@@ -408,4 +423,29 @@ def validate(cfg: Config) -> None:
 
     models.check(cfg)
     data_mod.check(cfg)
-    losses.LOSSES.get(cfg.loss.type, key="loss.type")
+    _check_loss(cfg)
+
+
+def _check_loss(cfg: Config) -> None:
+    from distgan.gan import losses, regularizers
+
+    loss = losses.LOSSES.get(cfg.loss.type, key="loss.type")
+    reg = cfg.loss.d_reg
+    if reg.type != "none":
+        regularizers.REGULARIZERS.get(reg.type, key="loss.d_reg.type")
+        _positive("loss.d_reg.weight", reg.weight)
+    _positive("loss.d_reg.interval", reg.interval)
+    if reg.type != "none" and cfg.deepspeed.stage("d") == 3:
+        raise ConfigError(f"loss.d_reg.type: {reg.type} backpropagates through D's input gradient (a double "
+                          f"backward), which DeepSpeed's ZeRO-3 does not support; set deepspeed.d.zero_stage "
+                          f"to 0, 1 or 2 (G can stay at 3)")
+    if loss.needs_lipschitz and reg.type != "gp" and not cfg.model.d_spectral_norm:
+        raise ConfigError(f"loss.type: {cfg.loss.type} needs a Lipschitz discriminator, or its D loss grows "
+                          f"without bound; set loss.d_reg.type=gp (WGAN-GP) or model.d_spectral_norm=true")
+    if loss.needs_lipschitz and reg.type == "gp" and reg.interval > 1 and not cfg.model.d_spectral_norm:
+        raise ConfigError(f"loss.d_reg.interval: {cfg.loss.type} relies on the gradient penalty at every D step; "
+                          f"a lazy penalty every {reg.interval} steps leaves the critic unbounded in between "
+                          f"(lazy intervals suit r1); set loss.d_reg.interval=1")
+    if cfg.model.d_spectral_norm and cfg.model.d_norm == "batch":
+        raise ConfigError("model.d_spectral_norm: BatchNorm after a spectrally normalized layer undoes its "
+                          "Lipschitz bound; set model.d_norm=none")

@@ -32,6 +32,13 @@ def deepspeed_config(cfg: Config, net: str, world_size: int, use_gpu: bool) -> d
     gas = engine.gradient_accumulation_steps
     stage = cfg.deepspeed.stage(net)
     precision = cfg.deepspeed.precision
+    lr, betas = opt.lr, list(opt.betas)
+    reg = cfg.loss.d_reg
+    if net == "d" and reg.type != "none" and reg.interval > 1:
+        # Lazy regularization (StyleGAN2, appendix B): D now takes interval + 1 optimizer
+        # steps per interval, so lr and the betas are rescaled to keep its per-step dynamics.
+        ratio = reg.interval / (reg.interval + 1)
+        lr, betas = lr * ratio, [b ** ratio for b in betas]
     return {
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": gas,
@@ -39,8 +46,8 @@ def deepspeed_config(cfg: Config, net: str, world_size: int, use_gpu: bool) -> d
         "optimizer": {
             "type": "AdamW" if opt.type == "adamw" else "Adam",
             "params": {
-                "lr": opt.lr,
-                "betas": list(opt.betas),
+                "lr": lr,
+                "betas": betas,
                 "eps": opt.eps,
                 "weight_decay": opt.weight_decay,
                 "adam_w_mode": opt.type == "adamw",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from distgan.export import save_generator
 from distgan.gan.ema import GeneratorEMA
 from distgan.gan.losses import build_loss
 from distgan.gan.phases import STAT_NAMES, AlternatingGAN
+from distgan.gan.regularizers import build_regularizer
 from distgan.tracking.images import render_samples, save_image
 from distgan.tracking.jsonl import MetricsLog
 
@@ -111,12 +113,17 @@ class Trainer:
         self.z_gen = latent_generator(cfg.train.seed, self.rank)
         self.fixed_z = torch.randn(NUM_FIXED_SAMPLES, cfg.model.latent_dim,
                                    generator=torch.Generator().manual_seed(cfg.train.seed))
-        self.gan = AlternatingGAN(self.engine_g, self.engine_d, build_loss(cfg.loss.type), cfg.model.latent_dim,
-                                  cfg.train.n_critic, self.dtype, self.device, self.z_gen)
+        loss, reg = build_loss(cfg.loss.type), cfg.loss.d_reg
+        self.gan = AlternatingGAN(self.engine_g, self.engine_d, loss, cfg.model.latent_dim,
+                                  cfg.train.n_critic, self.dtype, self.device, self.z_gen,
+                                  regularizer=build_regularizer(reg.type) if reg.type != "none" else None,
+                                  reg_weight=reg.weight, reg_interval=reg.interval)
         self.state = TrainState(world_size=self.world)
         gas_d = cfg.deepspeed.d.gradient_accumulation_steps
-        self.real_per_step = cfg.train.batch_size * gas_d * cfg.train.n_critic * self.world
         self.g_batch = cfg.train.batch_size * cfg.deepspeed.g.gradient_accumulation_steps * self.world
+        # Real samples drawn per step over all ranks: D's micro-batches, and G's when its loss compares with reals.
+        self.real_per_step = (cfg.train.batch_size * gas_d * cfg.train.n_critic * self.world
+                              + (self.g_batch if loss.g_needs_real else 0))
 
     # -- the loop -------------------------------------------------------------
     def run(self) -> TrainState:
@@ -168,6 +175,7 @@ class Trainer:
                 return
             state, rng, generator = checkpoint.load(directory, self.engine_g, self.engine_d, self.rank, self.world)
         self.state = state
+        self.gan.steps_done = state.step
         self.sampler.load_state_dict(state.data)
         restore_rng(rng, self.z_gen)
         if self.ema is not None:
@@ -196,7 +204,8 @@ class Trainer:
             stats /= self.world
         values = stats.tolist()
         record = {"step": self.state.step, "images_seen": self.state.images_seen}
-        record.update(dict(zip(STAT_NAMES, values)))
+        # A statistic no phase produced in this window (reg_d without a regularizer) is left out.
+        record.update({name: v for name, v in zip(STAT_NAMES, values) if not math.isnan(v)})
         record["grad_norm_g"] = self.gan.grad_norms["g"]
         record["grad_norm_d"] = self.gan.grad_norms["d"]
         record["lr_g"] = float(self.engine_g.get_lr()[0])

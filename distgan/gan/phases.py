@@ -1,11 +1,12 @@
-"""The alternating GAN update as named phases (StyleGAN's Dmain / Gmain).
+"""The alternating GAN update as named phases (StyleGAN's Dmain / Dreg / Gmain).
 
-One ``step`` is ``n_critic`` D phases followed by one G phase, identical on
-every rank, so the collectives inside the engines line up.
+One ``step`` is ``n_critic`` D phases, a lazy Dreg phase on the steps it is
+due, then one G phase, identical on every rank, so the collectives inside the
+engines line up.
 
 Two rules keep DeepSpeed's engines from tangling the networks' gradients:
 
-* D phase: fakes are made under ``no_grad`` through G's bare module, so D's
+* D phases: fakes are made under ``no_grad`` through G's bare module, so D's
   backward ends at the fakes and G's engine sees nothing.
 * G phase: D is frozen (``requires_grad_(False)``) and run through
   ``engine_d.module``, never the engine. Calling the engine would register
@@ -13,25 +14,35 @@ Two rules keep DeepSpeed's engines from tangling the networks' gradients:
   it raises, under ZeRO 1-3 it silently fills D's gradient buckets. Under
   ZeRO-3 the module's own hooks still gather D's partitioned weights.
 
+A regularizer with ``interval`` 1 joins every Dmain loss (StyleGAN's Dboth);
+with a larger interval it runs as its own optimizer step every ``interval``
+steps, its loss multiplied by the interval so its average strength is
+unchanged (the optimizer correction lives in ``engines``).
+
 Statistics are accumulated as device tensors and read only when the caller
 asks, so the hot path never waits on the device.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
 from distgan import engines
 from distgan.gan.losses import AdversarialLoss
+from distgan.gan.regularizers import Regularizer
 
-STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake")
+STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake", "reg_d", "d_acc_real", "d_acc_fake", "d_real_sign")
+"""``d_real``/``d_fake``: D's mean logit; ``d_acc_*``: shares D classifies right; ``d_real_sign``:
+E[sign D(real)], StyleGAN2-ADA's overfitting signal (near 1: D has memorized the reals)."""
+_INDEX = {name: i for i, name in enumerate(STAT_NAMES)}
 
 
 class AlternatingGAN:
     def __init__(self, engine_g, engine_d, loss: AdversarialLoss, latent_dim: int, n_critic: int,
-                 dtype: torch.dtype, device: torch.device, z_generator: torch.Generator):
+                 dtype: torch.dtype, device: torch.device, z_generator: torch.Generator,
+                 regularizer: Optional[Regularizer] = None, reg_weight: float = 0.0, reg_interval: int = 1):
         self.engine_g = engine_g
         self.engine_d = engine_d
         self.loss = loss
@@ -40,8 +51,14 @@ class AlternatingGAN:
         self.dtype = dtype
         self.device = device
         self.z_generator = z_generator
+        self.regularizer = regularizer
+        self.reg_weight = reg_weight
+        self.reg_interval = reg_interval
+        self.steps_done = 0
+        """Completed ``step`` calls; schedules the lazy Dreg phase (restored from the checkpoint's step)."""
         self._sums = torch.zeros(len(STAT_NAMES), device=device)
         self._counts = torch.zeros(len(STAT_NAMES), device=device)
+        self._last_reals: list[torch.Tensor] = []
         self.grad_norms: dict[str, float] = {"g": float("nan"), "d": float("nan")}
         """Gradient norm of each network's last optimizer step (set when ``measure_grad_norms``)."""
         self.measure_grad_norms = False
@@ -54,40 +71,68 @@ class AlternatingGAN:
         z = torch.randn(n, self.latent_dim, generator=self.z_generator)
         return z.to(self.device, self.dtype)
 
+    def fakes_without_graph(self, n: int) -> torch.Tensor:
+        with torch.no_grad():
+            return self.engine_g.module(self.latents(n))
+
+    @property
+    def reg_every_step(self) -> bool:
+        return self.regularizer is not None and self.reg_interval == 1
+
     # -- phases -------------------------------------------------------------
     def d_phase(self, next_real: Callable[[], torch.Tensor]) -> None:
         """Dmain: one optimizer step of D (gradient_accumulation_steps micro-batches)."""
+        self._last_reals = []
         for _ in range(self.engine_d.gradient_accumulation_steps()):
             real = next_real().to(self.device, self.dtype)
-            with torch.no_grad():
-                fake = self.engine_g.module(self.latents(real.shape[0]))
+            self._last_reals.append(real)
+            fake = self.fakes_without_graph(real.shape[0])
             real_logits = self.engine_d(real)
             fake_logits = self.engine_d(fake)
             loss = self.loss.d_loss(real_logits, fake_logits)
+            self._add("loss_d", loss)
+            if self.reg_every_step:
+                penalty = self.regularizer.penalty(self.engine_d.module, real, fake)
+                self._add("reg_d", penalty)
+                loss = loss + self.reg_weight * penalty
             self.engine_d.backward(loss)
             self._optimizer_step("d", self.engine_d)
-            self._add(0, loss)
-            self._add(2, real_logits.detach().float().mean())
-            self._add(3, fake_logits.detach().float().mean())
+            self._add_d_health(real_logits.detach(), fake_logits.detach())
 
-    def g_phase(self, batch_size: int) -> None:
+    def dreg_phase(self) -> None:
+        """Dreg: the lazy regularizer as its own D step, on the reals of the last Dmain."""
+        for real in self._last_reals:
+            fake = self.fakes_without_graph(real.shape[0]) if self.regularizer.needs_fake else None
+            penalty = self.regularizer.penalty(self.engine_d.module, real, fake)
+            self._add("reg_d", penalty)
+            self.engine_d.backward(self.reg_weight * self.reg_interval * penalty)
+            self.engine_d.step()
+
+    def g_phase(self, batch_size: int, next_real: Optional[Callable[[], torch.Tensor]] = None) -> None:
         """Gmain: one optimizer step of G through a frozen D."""
         d_module = self.engine_d.module
         d_module.requires_grad_(False)
         try:
             for _ in range(self.engine_g.gradient_accumulation_steps()):
+                real_logits = None
+                if self.loss.g_needs_real:
+                    with torch.no_grad():  # D is frozen and reals do not depend on G: no graph needed
+                        real_logits = d_module(next_real().to(self.device, self.dtype))
                 fake = self.engine_g(self.latents(batch_size))
-                loss = self.loss.g_loss(d_module(fake))
+                loss = self.loss.g_loss(d_module(fake), real_logits)
                 self.engine_g.backward(loss)
                 self._optimizer_step("g", self.engine_g)
-                self._add(1, loss)
+                self._add("loss_g", loss)
         finally:
             d_module.requires_grad_(True)
 
     def step(self, next_real: Callable[[], torch.Tensor], batch_size: int) -> None:
         for _ in range(self.n_critic):
             self.d_phase(next_real)
-        self.g_phase(batch_size)
+        self.steps_done += 1
+        if self.regularizer is not None and self.reg_interval > 1 and self.steps_done % self.reg_interval == 0:
+            self.dreg_phase()
+        self.g_phase(batch_size, next_real)
 
     def _optimizer_step(self, net: str, engine) -> None:
         if not (self.measure_grad_norms and engine.is_gradient_accumulation_boundary()):
@@ -100,13 +145,23 @@ class AlternatingGAN:
         self.grad_norms[net] = float(norm if norm is not None else manual if manual is not None else float("nan"))
 
     # -- statistics ---------------------------------------------------------
-    def _add(self, index: int, value: torch.Tensor) -> None:
+    def _add(self, name: str, value: torch.Tensor) -> None:
+        index = _INDEX[name]
         self._sums[index] += value.detach().float()
         self._counts[index] += 1
 
+    def _add_d_health(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> None:
+        acc_real, acc_fake = self.loss.d_accuracy(real_logits, fake_logits)
+        self._add("d_real", real_logits.float().mean())
+        self._add("d_fake", fake_logits.float().mean())
+        self._add("d_acc_real", acc_real)
+        self._add("d_acc_fake", acc_fake)
+        self._add("d_real_sign", real_logits.float().sign().mean())
+
     def pop_stats(self) -> torch.Tensor:
-        """Means since the last call, in ``STAT_NAMES`` order (a device tensor)."""
-        means = self._sums / self._counts.clamp(min=1)
+        """Means since the last call, in ``STAT_NAMES`` order (a device tensor); NaN for a stat not seen."""
+        means = torch.where(self._counts > 0, self._sums / self._counts.clamp(min=1),
+                            torch.full_like(self._sums, float("nan")))
         self._sums.zero_()
         self._counts.zero_()
         return means

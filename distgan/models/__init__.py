@@ -19,7 +19,8 @@ from distgan.registry import Registry
 
 Shape = tuple[int, ...]
 
-__all__ = ["MODELS", "Family", "Shape", "build_discriminator", "build_generator", "check", "init_weights"]
+__all__ = ["MODELS", "Family", "Shape", "build_discriminator", "build_generator", "check", "init_weights",
+           "spectral_normalize"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,22 @@ def build_generator(cfg: ModelConfig, data_shape: Shape) -> nn.Module:
 
 
 def build_discriminator(cfg: ModelConfig, data_shape: Shape) -> nn.Module:
-    return family(cfg).build_discriminator(cfg, tuple(data_shape))
+    d = family(cfg).build_discriminator(cfg, tuple(data_shape))
+    return spectral_normalize(d) if cfg.d_spectral_norm else d
+
+
+def spectral_normalize(module: nn.Module) -> nn.Module:
+    """Spectral normalization (Miyato et al., 2018) on every conv and linear layer, in place.
+
+    Uses the parametrization API: the weight seen in forward is divided by its
+    largest singular value, estimated by one power iteration per training-mode
+    forward; ``u``/``v`` are buffers, so they are checkpointed and synchronized
+    like BatchNorm statistics.
+    """
+    layers = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    for layer in layers:
+        nn.utils.parametrizations.spectral_norm(layer)
+    return module
 
 
 def check(cfg: Config) -> None:

@@ -19,6 +19,7 @@ import torch.distributed as dist
 from distgan import engines
 from distgan.config import Config
 from distgan.worker import RunInfo, Trainer
+from replica_checks import flat, max_rank_difference
 
 pytestmark = pytest.mark.ray
 
@@ -33,21 +34,6 @@ def small_config(stage: int, precision: str) -> Config:
     cfg.deepspeed.precision = precision
     cfg.tracking.wandb = False
     return cfg
-
-
-def flat(engine, buffers: bool = False) -> torch.Tensor:
-    """Parameters (and, for replica checks, buffers: G's BatchNorm statistics move in every forward)."""
-    with engines.whole_parameters(engine) as module:
-        tensors = [p.detach().float().reshape(-1) for p in module.parameters()]
-        if buffers:
-            tensors += [b.detach().float().reshape(-1) for b in module.buffers() if b.is_floating_point()]
-    return torch.cat(tensors)
-
-
-def max_rank_difference(x: torch.Tensor) -> float:
-    gathered = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, x)
-    return max(float((g - gathered[0]).abs().max()) for g in gathered)
 
 
 def check_fn(loop_config: dict) -> None:

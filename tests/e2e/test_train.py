@@ -65,7 +65,11 @@ def test_run_directory_has_everything(finished_run):
 
     # W&B ran offline under the run directory with the run's id.
     wandb_id = (run / "wandb_id").read_text().strip()
-    assert list((run / "wandb").glob(f"offline-run-*-{wandb_id}"))
+    (wandb_run,) = (run / "wandb").glob(f"offline-run-*-{wandb_id}")
+    # Its record file holds every logged step's losses; its media the sample grids.
+    records_bytes = (wandb_run / f"run-{wandb_id}.wandb").read_bytes()
+    assert records_bytes.count(b"loss_d") >= 3 and records_bytes.count(b"grad_norm_g") >= 3
+    assert len(list((wandb_run / "files" / "media" / "images").glob("samples_*.png"))) == 2
 
 
 def test_sample_command(finished_run, tmp_path):

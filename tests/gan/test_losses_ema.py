@@ -20,7 +20,8 @@ def test_losses_prefer_a_discriminator_that_separates(name):
     bad = loss.d_loss(torch.full((4,), -3.0), torch.full((4,), 3.0))
     assert good < bad
     # G gains by raising D's score of its fakes.
-    assert loss.g_loss(torch.full((4,), 2.0)) < loss.g_loss(torch.full((4,), -2.0))
+    real = torch.zeros(4)
+    assert loss.g_loss(torch.full((4,), 2.0), real) < loss.g_loss(torch.full((4,), -2.0), real)
 
 
 def test_nonsaturating_values():
@@ -28,6 +29,51 @@ def test_nonsaturating_values():
     zero = torch.zeros(3)
     assert loss.d_loss(zero, zero).item() == pytest.approx(2 * math.log(2))
     assert loss.g_loss(zero).item() == pytest.approx(math.log(2))
+
+
+# Hand-computed on real = [2, 0], fake = [-1, 1] (BasicSR style: tiny tensors, exact numbers).
+REAL, FAKE = torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 1.0])
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+@pytest.mark.parametrize("name, d_expected, g_expected", [
+    # softplus(-r) + softplus(f), averaged; G: softplus(-f)
+    ("nonsaturating", (softplus(-2) + softplus(0)) / 2 + (softplus(-1) + softplus(1)) / 2,
+     (softplus(1) + softplus(-1)) / 2),
+    # relu(1 - r) + relu(1 + f): reals [0, 1] -> 0.5, fakes [0, 2] -> 1.0; G: -mean f = 0
+    ("hinge", 0.5 + 1.0, 0.0),
+    # mean f - mean r = 0 - 1
+    ("wgan", -1.0, 0.0),
+    # 0.5 * (mean (r-1)^2 + mean f^2) = 0.5 * (1 + 1); G: 0.5 * mean (f-1)^2 = 0.5 * 2
+    ("lsgan", 1.0, 1.0),
+    # mean f = 0, mean r = 1: D: softplus(-(r - 0)) + softplus(f - 1); G: softplus(-(f - 1)) + softplus(r - 0)
+    ("ragan", (softplus(-2) + softplus(0)) / 2 + (softplus(-2) + softplus(0)) / 2,
+     (softplus(2) + softplus(0)) / 2 + (softplus(2) + softplus(0)) / 2),
+])
+def test_loss_values_by_hand(name, d_expected, g_expected):
+    loss = build_loss(name)
+    assert loss.d_loss(REAL, FAKE).item() == pytest.approx(d_expected, rel=1e-6)
+    assert loss.g_loss(FAKE, REAL).item() == pytest.approx(g_expected, rel=1e-6, abs=1e-7)
+
+
+def test_d_accuracy_uses_each_losses_threshold():
+    # Logits: reals [2, 0] fakes [-1, 1]; threshold 0 calls one real right and one fake right.
+    acc_real, acc_fake = build_loss("nonsaturating").d_accuracy(REAL, FAKE)
+    assert (acc_real.item(), acc_fake.item()) == (0.5, 0.5)
+    # LSGAN's coding puts the boundary at 0.5: 2 > 0.5 (right), 0 (wrong); -1 < 0.5 (right), 1 (wrong).
+    assert [t.item() for t in build_loss("lsgan").d_accuracy(REAL, FAKE)] == [0.5, 0.5]
+    # Relativistic: a real is right when above the mean fake (-0.25), a fake when below the mean real (1),
+    # so all four are right where a fixed threshold of 0 would call the real 0 wrong.
+    fake = torch.tensor([-1.0, 0.5])
+    assert [t.item() for t in build_loss("ragan").d_accuracy(REAL, fake)] == [1.0, 1.0]
+
+
+def test_relativistic_generator_loss_needs_reals():
+    with pytest.raises(ValueError, match="needs D's logits on a real batch"):
+        build_loss("ragan").g_loss(FAKE)
 
 
 def test_bf16_logits_give_fp32_losses():
