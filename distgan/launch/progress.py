@@ -16,6 +16,8 @@ from typing import Optional
 from ray.train import UserCallback
 from ray.util.queue import Empty, Queue
 
+from distgan.tracking.health import HealthMonitor
+
 
 class ForwardReports(UserCallback):
     def __init__(self, queue: Queue):
@@ -42,6 +44,10 @@ def format_line(name: str, record: dict, total: int, elapsed: float, start_step:
     if "loss_d" in record:
         parts.append(f"loss_d {record['loss_d']:.3f} loss_g {record['loss_g']:.3f} "
                      f"D(x) {record['d_real']:+.2f} D(G(z)) {record['d_fake']:+.2f}")
+    if "d_acc_real" in record:
+        parts.append(f"D acc {record['d_acc_real']:.0%}/{record['d_acc_fake']:.0%}")
+    if "reg_d" in record:
+        parts.append(f"reg_d {record['reg_d']:.3g}")
     if "images_per_s" in record:
         parts.append(f"{record['images_per_s']:.0f} img/s")
     parts.append(f"ETA {format_eta(eta)}")
@@ -58,6 +64,7 @@ class ProgressPrinter:
         self.callback = ForwardReports(self.queue)
         self.name, self.total, self.out = name, total_steps, out
         self.last: Optional[dict] = None
+        self.health = HealthMonitor()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -96,3 +103,5 @@ class ProgressPrinter:
     def _print(self, record: dict, elapsed: float, start_step: int) -> None:
         self.last = record
         print(format_line(self.name, record, self.total, elapsed, start_step), file=self.out, flush=True)
+        for warning in self.health.observe(record):
+            print(f"[{self.name}] WARNING: {warning}", file=self.out, flush=True)

@@ -39,10 +39,11 @@ def test_run_directory_has_everything(finished_run):
     assert load_config(run / "config.yaml") == tiny()
     records = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in records] == [2, 4, 6]
-    for key in ("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_g", "grad_norm_d", "lr_g", "lr_d",
-                "images_per_s", "images_seen"):
+    for key in ("loss_d", "loss_g", "d_real", "d_fake", "d_acc_real", "d_acc_fake", "d_real_sign", "grad_norm_g",
+                "grad_norm_d", "lr_g", "lr_d", "images_per_s", "images_seen"):
         assert all(r[key] is not None for r in records), key
     assert records[-1]["images_seen"] == 6 * 16 * 2
+    assert all("reg_d" not in r for r in records), "no regularizer is configured, so none may be reported"
     assert records[-1]["lr_g"] == pytest.approx(2e-4)
 
     grids = sorted(p.name for p in (run / "samples").glob("*.png"))

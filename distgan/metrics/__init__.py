@@ -1,0 +1,1 @@
+"""Measures of generated samples, run on the exported (EMA) generator."""
