@@ -150,6 +150,13 @@ class LossConfig:
 
 
 @dataclass
+class AugmentConfig:
+    policy: str = ""
+    """Differentiable augmentations of D's inputs, comma-separated (``color``, ``translation``, ``cutout``);
+    empty for none. Meant for small image data sets; reals and fakes get the same treatment."""
+
+
+@dataclass
 class EmaConfig:
     enabled: bool = True
     """Keep an exponential moving average of G for samples and export."""
@@ -203,6 +210,8 @@ class Config:
     """Adversarial loss."""
     ema: EmaConfig = field(default_factory=EmaConfig)
     """Exponential moving average of G."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Augmentation of D's inputs."""
     data: DataConfig = field(default_factory=DataConfig)
     """Training data."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -424,6 +433,19 @@ def validate(cfg: Config) -> None:
     models.check(cfg)
     data_mod.check(cfg)
     _check_loss(cfg)
+    _check_augment(cfg)
+
+
+def _check_augment(cfg: Config) -> None:
+    from distgan import data as data_mod
+    from distgan.gan import augment
+
+    names = augment.parse_policy(cfg.augment.policy)
+    for name in names:
+        augment.AUGMENTS.get(name, key="augment.policy")
+    if names and len(data_mod.data_shape(cfg.data)) != 3:
+        raise ConfigError(f"augment.policy: {cfg.augment.policy!r} transforms images, but the data set "
+                          f"{cfg.data.name!r} holds points; leave augment.policy empty")
 
 
 def _check_loss(cfg: Config) -> None:

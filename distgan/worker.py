@@ -25,6 +25,7 @@ from distgan import checkpoint, data, engines, models
 from distgan.checkpoint import TrainState
 from distgan.config import Config
 from distgan.export import save_generator
+from distgan.gan.augment import build_augment
 from distgan.gan.ema import GeneratorEMA
 from distgan.gan.losses import build_loss
 from distgan.gan.phases import STAT_NAMES, AlternatingGAN
@@ -117,7 +118,8 @@ class Trainer:
         self.gan = AlternatingGAN(self.engine_g, self.engine_d, loss, cfg.model.latent_dim,
                                   cfg.train.n_critic, self.dtype, self.device, self.z_gen,
                                   regularizer=build_regularizer(reg.type) if reg.type != "none" else None,
-                                  reg_weight=reg.weight, reg_interval=reg.interval)
+                                  reg_weight=reg.weight, reg_interval=reg.interval,
+                                  augment=build_augment(cfg.augment.policy) if cfg.augment.policy else None)
         self.state = TrainState(world_size=self.world)
         gas_d = cfg.deepspeed.d.gradient_accumulation_steps
         self.g_batch = cfg.train.batch_size * cfg.deepspeed.g.gradient_accumulation_steps * self.world

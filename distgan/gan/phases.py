@@ -42,7 +42,8 @@ _INDEX = {name: i for i, name in enumerate(STAT_NAMES)}
 class AlternatingGAN:
     def __init__(self, engine_g, engine_d, loss: AdversarialLoss, latent_dim: int, n_critic: int,
                  dtype: torch.dtype, device: torch.device, z_generator: torch.Generator,
-                 regularizer: Optional[Regularizer] = None, reg_weight: float = 0.0, reg_interval: int = 1):
+                 regularizer: Optional[Regularizer] = None, reg_weight: float = 0.0, reg_interval: int = 1,
+                 augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         self.engine_g = engine_g
         self.engine_d = engine_d
         self.loss = loss
@@ -54,6 +55,8 @@ class AlternatingGAN:
         self.regularizer = regularizer
         self.reg_weight = reg_weight
         self.reg_interval = reg_interval
+        self.augment = augment or (lambda x: x)
+        """Applied to every input of D, real or fake, in every phase (differentiable)."""
         self.steps_done = 0
         """Completed ``step`` calls; schedules the lazy Dreg phase (restored from the checkpoint's step)."""
         self._sums = torch.zeros(len(STAT_NAMES), device=device)
@@ -75,6 +78,10 @@ class AlternatingGAN:
         with torch.no_grad():
             return self.engine_g.module(self.latents(n))
 
+    def d_module_on_augmented(self, x: torch.Tensor) -> torch.Tensor:
+        """D's bare module behind the augmentation: what penalties differentiate (never the engine)."""
+        return self.engine_d.module(self.augment(x))
+
     @property
     def reg_every_step(self) -> bool:
         return self.regularizer is not None and self.reg_interval == 1
@@ -87,12 +94,12 @@ class AlternatingGAN:
             real = next_real().to(self.device, self.dtype)
             self._last_reals.append(real)
             fake = self.fakes_without_graph(real.shape[0])
-            real_logits = self.engine_d(real)
-            fake_logits = self.engine_d(fake)
+            real_logits = self.engine_d(self.augment(real))
+            fake_logits = self.engine_d(self.augment(fake))
             loss = self.loss.d_loss(real_logits, fake_logits)
             self._add("loss_d", loss)
             if self.reg_every_step:
-                penalty = self.regularizer.penalty(self.engine_d.module, real, fake)
+                penalty = self.regularizer.penalty(self.d_module_on_augmented, real, fake)
                 self._add("reg_d", penalty)
                 loss = loss + self.reg_weight * penalty
             self.engine_d.backward(loss)
@@ -103,7 +110,7 @@ class AlternatingGAN:
         """Dreg: the lazy regularizer as its own D step, on the reals of the last Dmain."""
         for real in self._last_reals:
             fake = self.fakes_without_graph(real.shape[0]) if self.regularizer.needs_fake else None
-            penalty = self.regularizer.penalty(self.engine_d.module, real, fake)
+            penalty = self.regularizer.penalty(self.d_module_on_augmented, real, fake)
             self._add("reg_d", penalty)
             self.engine_d.backward(self.reg_weight * self.reg_interval * penalty)
             self.engine_d.step()
@@ -117,9 +124,9 @@ class AlternatingGAN:
                 real_logits = None
                 if self.loss.g_needs_real:
                     with torch.no_grad():  # D is frozen and reals do not depend on G: no graph needed
-                        real_logits = d_module(next_real().to(self.device, self.dtype))
+                        real_logits = d_module(self.augment(next_real().to(self.device, self.dtype)))
                 fake = self.engine_g(self.latents(batch_size))
-                loss = self.loss.g_loss(d_module(fake), real_logits)
+                loss = self.loss.g_loss(d_module(self.augment(fake)), real_logits)
                 self.engine_g.backward(loss)
                 self._optimizer_step("g", self.engine_g)
                 self._add("loss_g", loss)

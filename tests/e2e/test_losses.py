@@ -1,4 +1,4 @@
-"""Every adversarial loss and regularizer on two Ray Train workers under ZeRO-2.
+"""Every adversarial loss and regularizer (and DiffAugment) on two Ray Train workers under ZeRO-2.
 
 One TorchTrainer (one worker-group start-up) runs a few real steps of each
 variant through ``distgan.worker.Trainer`` and checks across the process
@@ -28,6 +28,7 @@ VARIANTS = {
     "wgan_gp": ["loss.type=wgan", "loss.d_reg.type=gp", "train.n_critic=2", "model.d_norm=none"],
     "wgan_sn": ["loss.type=wgan", "model.d_spectral_norm=true", "model.d_norm=none"],
     "r1_lazy": ["loss.d_reg.type=r1", "loss.d_reg.interval=2"],
+    "ragan_augmented_r1": ["loss.type=ragan", "augment.policy=color,translation,cutout", "loss.d_reg.type=r1"],
 }
 
 

@@ -12,6 +12,7 @@ import torch
 
 from distgan import engines, models
 from distgan.config import Config
+from distgan.gan.augment import build_augment
 from distgan.gan.losses import build_loss
 from distgan.gan.phases import STAT_NAMES, AlternatingGAN
 from distgan.gan.regularizers import build_regularizer
@@ -37,7 +38,8 @@ def build_gan(cfg: Config) -> AlternatingGAN:
     return AlternatingGAN(eg, ed, build_loss(cfg.loss.type), cfg.model.latent_dim, cfg.train.n_critic,
                           engines.compute_dtype(cfg), torch.device("cpu"), torch.Generator().manual_seed(1),
                           regularizer=build_regularizer(reg.type) if reg.type != "none" else None,
-                          reg_weight=reg.weight, reg_interval=reg.interval)
+                          reg_weight=reg.weight, reg_interval=reg.interval,
+                          augment=build_augment(cfg.augment.policy) if cfg.augment.policy else None)
 
 
 def snapshot(engine) -> list[torch.Tensor]:
@@ -152,3 +154,18 @@ def test_relativistic_g_step_draws_reals(process_group):
 
     gan.g_phase(8, real)
     assert len(drawn) == 1 and gan.engine_g.global_steps == 1
+
+
+def test_augmented_phases_still_move_only_their_network(process_group):
+    cfg = tiny_config(2)
+    cfg.augment.policy = "color,translation,cutout"
+    cfg.loss.d_reg.type = "r1"
+    gan = build_gan(cfg)
+    real = real_batches()
+    g0, d0 = snapshot(gan.engine_g), snapshot(gan.engine_d)
+    gan.d_phase(real)
+    g1, d1 = snapshot(gan.engine_g), snapshot(gan.engine_d)
+    gan.g_phase(8)
+    g2, d2 = snapshot(gan.engine_g), snapshot(gan.engine_d)
+    assert moved(d0, d1) and not moved(g0, g1)
+    assert moved(g1, g2) and not moved(d1, d2)
