@@ -9,6 +9,9 @@ numbers have a scale.
 
     python benchmarks/digits_quality.py runs/NAME [--n 2000] [--seed 0]
 
+For a conditional generator it asks for every class in turn and reports, per
+class, how often the classifier sees the class that was requested.
+
 Exit status 1 when a class holds under MIN_CLASS_SHARE of the samples or
 under MIN_CONFIDENT of them are labelled confidently, so a script can gate on
 it. The bars are set far above noise (0% confident) and below real digits
@@ -27,6 +30,8 @@ import torch.nn.functional as F
 
 CONFIDENT = 0.8
 """A sample counts as recognized when the classifier gives its label at least this probability."""
+MIN_CONDITIONAL_ACCURACY = 0.9
+"""Conditional generators: share of each class's samples the classifier assigns to the requested class."""
 MIN_CONFIDENT = 0.25
 MIN_CLASS_SHARE = 0.02
 
@@ -46,6 +51,19 @@ def summarize(name: str, probs: np.ndarray) -> dict:
     print(f"{name:>9}: confident {confident.mean():6.1%}   mean max prob {probs.max(1).mean():.3f}   "
           f"classes " + " ".join(f"{k}:{s:4.0%}" for k, s in enumerate(shares)))
     return {"confident": float(confident.mean()), "shares": shares}
+
+
+def report_conditional(probs: np.ndarray, requested: np.ndarray) -> int:
+    """A conditional generator: does the classifier see the class that was asked for?"""
+    hits = probs.argmax(1) == requested
+    per_class = [float(hits[requested == k].mean()) for k in range(10)]
+    print("requested class recognized: " + " ".join(f"{k}:{a:4.0%}" for k, a in enumerate(per_class))
+          + f"   overall {hits.mean():.1%}")
+    worst = min(per_class)
+    ok = worst >= MIN_CONDITIONAL_ACCURACY
+    print("verdict:", f"every class at least {MIN_CONDITIONAL_ACCURACY:.0%}" if ok else
+          f"NOT good enough: class {per_class.index(worst)} recognized in {worst:.0%}")
+    return 0 if ok else 1
 
 
 def main(argv=None) -> int:
@@ -78,7 +96,9 @@ def main(argv=None) -> int:
     module, meta = load_generator(args.source)
     if meta.get("data") != "digits":
         raise SystemExit(f"{args.source}: trained on {meta.get('data')!r}, not the digits data set")
-    samples = generate(module, args.n, args.seed)
+    conditional = bool(meta.get("num_classes"))
+    labels = torch.arange(args.n) % 10 if conditional else None
+    samples = generate(module, args.n, args.seed, labels=labels)
     rng = np.random.default_rng(args.seed)
     resolution = meta["data_shape"][-1]
     # The held-out digits as the GAN saw them (upsampled to its resolution), then back to 8x8.
@@ -88,6 +108,8 @@ def main(argv=None) -> int:
     summarize("noise", clf.predict_proba(rng.uniform(0, 16, size=(args.n, 64))))
     summarize("shuffled", clf.predict_proba(rng.permuted(x_test, axis=1)))  # digit ink, no digit shape
     result = summarize(f"step {meta.get('step')}", clf.predict_proba(to_8x8(samples)))
+    if conditional:
+        return report_conditional(clf.predict_proba(to_8x8(samples)), labels.numpy())
     rare = [k for k, share in enumerate(result["shares"]) if share < MIN_CLASS_SHARE]
     ok = not rare and result["confident"] >= MIN_CONFIDENT
     print("verdict:", "recognizable digits, all ten classes" if ok else

@@ -51,7 +51,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.zoom < 1:
         raise ConfigError(f"--zoom: must be >= 1, got {args.zoom}")
     module, meta = load_generator(args.source)
-    samples = generate(module, args.n, args.seed)
+    labels = sample_labels(args.labels, meta, args.n)
+    samples = generate(module, args.n, args.seed, labels=labels)
     if out.suffix == ".png":
         img = render_samples(samples)
         if args.zoom > 1:  # pixel-exact enlargement, for looking at 16 px samples
@@ -60,9 +61,39 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         array = to_unit(samples) if samples.dim() == 4 else samples.float()
-        np.savez(out, images=array.numpy().astype(np.float32))
+        arrays = {"images": array.numpy().astype(np.float32)}
+        if labels is not None:
+            arrays["labels"] = labels.numpy().astype(np.int64)
+        np.savez(out, **arrays)
     print(f"wrote {args.n} samples (step {meta.get('step')}) to {out}")
     return 0
+
+
+def sample_labels(text: Optional[str], meta: dict, n: int):
+    """``--labels``: ``all`` (the default for a conditional generator) or a comma list of class indices or
+    names; the n samples cycle through them, so each gets an equal share (within one)."""
+    import torch
+
+    names = list(meta.get("class_names") or [])
+    if not names:
+        if text is not None:
+            raise ConfigError(f"--labels {text!r}: this generator is unconditional; leave --labels out")
+        return None
+    if text is None or text.strip() == "all":
+        chosen = list(range(len(names)))
+    else:
+        chosen = []
+        for item in (t.strip() for t in text.split(",") if t.strip()):
+            if item in names:
+                chosen.append(names.index(item))
+            elif item.lstrip("-").isdigit() and 0 <= int(item) < len(names):
+                chosen.append(int(item))
+            else:
+                raise ConfigError(f"--labels: {item!r} is not a class of this generator; it was trained on "
+                                  f"{len(names)} classes: 0-{len(names) - 1} or {', '.join(names)}")
+        if not chosen:
+            raise ConfigError("--labels: give 'all' or a comma-separated list of classes")
+    return torch.tensor(chosen)[torch.arange(n) % len(chosen)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="FILE.png for a grid, FILE.npz for an array 'images'")
     p.add_argument("--seed", type=int, default=0, help="latent seed")
     p.add_argument("--zoom", type=int, default=1, help="enlarge a .png grid this many times (nearest pixel)")
+    p.add_argument("--labels", help="conditional generators: 'all' (default, equal shares) or classes, "
+                                    "e.g. 0,1,2 or class names; .npz output then holds 'labels'")
     p.set_defaults(func=cmd_sample)
     return parser
 

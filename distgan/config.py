@@ -126,6 +126,13 @@ class ModelConfig:
     """Normalization in G's hidden layers."""
     d_norm: Literal["batch", "none"] = "batch"
     """Normalization in D's hidden layers; reals and fakes go through D as separate batches."""
+    conditional: bool = False
+    """Condition G and D on class labels (conditional GAN); the data set must carry labels."""
+    embed_dim: int = 32
+    """Size of G's learned label embedding, concatenated to z."""
+    d_conditioning: Literal["projection", "concat"] = "projection"
+    """How D sees the label: ``projection`` (Miyato & Koyama, 2018: an inner product of a label embedding with
+    D's features) or ``concat`` (one-hot labels as extra input channels or features)."""
     d_spectral_norm: bool = False
     """Spectral normalization of every D layer (Miyato et al.), a Lipschitz constraint; use with d_norm none."""
 
@@ -411,6 +418,7 @@ def validate(cfg: Config) -> None:
     m = cfg.model
     for name in ("latent_dim", "g_width", "d_width"):
         _positive(f"model.{name}", getattr(m, name))
+    _positive("model.embed_dim", m.embed_dim)
     _positive("model.g_depth", m.g_depth, allow_zero=True)
     _positive("model.d_depth", m.d_depth, allow_zero=True)
     _positive("ema.half_life_kimg", cfg.ema.half_life_kimg)

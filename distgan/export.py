@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -72,14 +72,25 @@ def load_generator(path: Union[str, Path]) -> tuple[nn.Module, dict]:
     if meta.get("format") != FORMAT:
         raise ValueError(f"{meta_path} is not a distgan generator description")
     model_cfg = build_section(ModelConfig, meta["model"], "model.")
-    module = models.build_generator(model_cfg, tuple(meta["data_shape"]))
+    module = models.build_generator(model_cfg, tuple(meta["data_shape"]), meta.get("num_classes", 0))
     module.load_state_dict(load_file(str(weights)))
     return module.eval(), meta
 
 
 @torch.no_grad()
-def generate(module: nn.Module, n: int, seed: int, batch: int = 256) -> torch.Tensor:
-    """``n`` samples from latents drawn with ``seed``, in the model's output range."""
+def generate(module: nn.Module, n: int, seed: int, batch: int = 256,
+             labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``n`` samples from latents drawn with ``seed``, in the model's output range.
+
+    A conditional generator needs ``labels`` (n class indices); an unconditional one takes none.
+    """
+    num_classes = getattr(module, "num_classes", 0)
+    if num_classes and labels is None:
+        raise ValueError(f"this generator is conditional on {num_classes} classes; pass labels")
+    if not num_classes and labels is not None:
+        raise ValueError("this generator is unconditional; it takes no labels")
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(n, module.latent_dim, generator=gen)
-    return torch.cat([module(chunk) for chunk in z.split(batch)])
+    if labels is None:
+        return torch.cat([module(chunk) for chunk in z.split(batch)])
+    return torch.cat([module(zc, yc) for zc, yc in zip(z.split(batch), labels.split(batch))])

@@ -95,14 +95,16 @@ class Trainer:
         self.sampler = data.ShardedBatches(len(self.dataset.x), cfg.train.batch_size, self.rank, self.world,
                                            cfg.train.seed)
         self.data_shape = tuple(self.dataset.x.shape[1:])
+        self.class_names = data.class_names(cfg.data) if cfg.model.conditional else ()
+        self.num_classes = len(self.class_names)
 
         # Models: identical init on every rank from the shared seed.
         torch.manual_seed(cfg.train.seed)
-        g_module = models.build_generator(cfg.model, self.data_shape)
-        d_module = models.build_discriminator(cfg.model, self.data_shape)
+        g_module = self.build_generator()
+        d_module = models.build_discriminator(cfg.model, self.data_shape, self.num_classes)
         self.ema = None
         if cfg.ema.enabled:
-            self.ema = GeneratorEMA(models.build_generator(cfg.model, self.data_shape),
+            self.ema = GeneratorEMA(self.build_generator(),
                                     cfg.ema.half_life_kimg, cfg.ema.rampup)
             self.ema.copy_from(g_module)
 
@@ -114,12 +116,15 @@ class Trainer:
         self.z_gen = latent_generator(cfg.train.seed, self.rank)
         self.fixed_z = torch.randn(NUM_FIXED_SAMPLES, cfg.model.latent_dim,
                                    generator=torch.Generator().manual_seed(cfg.train.seed))
+        # Conditional grids cycle through the classes, so every class shows in every grid.
+        self.fixed_labels = torch.arange(NUM_FIXED_SAMPLES) % self.num_classes if self.num_classes else None
         loss, reg = build_loss(cfg.loss.type), cfg.loss.d_reg
         self.gan = AlternatingGAN(self.engine_g, self.engine_d, loss, cfg.model.latent_dim,
                                   cfg.train.n_critic, self.dtype, self.device, self.z_gen,
                                   regularizer=build_regularizer(reg.type) if reg.type != "none" else None,
                                   reg_weight=reg.weight, reg_interval=reg.interval,
-                                  augment=build_augment(cfg.augment.policy) if cfg.augment.policy else None)
+                                  augment=build_augment(cfg.augment.policy) if cfg.augment.policy else None,
+                                  num_classes=self.num_classes)
         self.state = TrainState(world_size=self.world)
         gas_d = cfg.deepspeed.d.gradient_accumulation_steps
         self.g_batch = cfg.train.batch_size * cfg.deepspeed.g.gradient_accumulation_steps * self.world
@@ -167,8 +172,13 @@ class Trainer:
             wandb_run.finish()
         return self.state
 
-    def next_real(self) -> torch.Tensor:
-        return self.dataset.x[self.sampler.next_indices()]
+    def next_real(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """This rank's next real batch and, for a conditional GAN, its labels."""
+        index = self.sampler.next_indices()
+        return self.dataset.x[index], self.dataset.labels[index] if self.num_classes else None
+
+    def build_generator(self) -> torch.nn.Module:
+        return models.build_generator(self.cfg.model, self.data_shape, self.num_classes)
 
     # -- steps of the loop ----------------------------------------------------
     def restore(self) -> None:
@@ -226,12 +236,13 @@ class Trainer:
             yield self.ema.module
             return
         with engines.whole_parameters(self.engine_g) as g:
-            copy = models.build_generator(self.cfg.model, self.data_shape)
+            copy = self.build_generator()
             copy.load_state_dict({k: v.detach().float() for k, v in g.state_dict().items()})
         yield copy.eval()
 
     def export_metadata(self) -> dict:
         return {"model": self.cfg.to_dict()["model"], "data_shape": list(self.data_shape),
+                "num_classes": self.num_classes, "class_names": list(self.class_names),
                 "data": self.cfg.data.path or self.cfg.data.name, "ema": self.ema is not None,
                 "step": self.state.step, "images_seen": self.state.images_seen}
 
@@ -240,7 +251,7 @@ class Trainer:
             if self.rank != 0:
                 return {}
             with torch.no_grad():
-                samples = g(self.fixed_z)
+                samples = g(self.fixed_z) if self.fixed_labels is None else g(self.fixed_z, self.fixed_labels)
         img = render_samples(samples)
         save_image(img, self.info.run_dir / "samples" / f"step_{self.state.step:06d}.png")
         return {"samples": img}

@@ -73,3 +73,18 @@ def test_sample_refuses_bad_arguments(tmp_path, capsys, args, needle):
 def test_sample_names_a_run_without_a_generator(tmp_path, capsys):
     assert cli_main(["sample", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
     assert "no generator.safetensors" in capsys.readouterr().err
+
+
+def test_sample_labels_for_conditional_generators():
+    from distgan.cli import sample_labels
+    from distgan.config import ConfigError
+
+    meta = {"class_names": ["zero", "one", "two"]}
+    assert sample_labels(None, meta, 7).tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert sample_labels("all", meta, 6).tolist() == [0, 1, 2, 0, 1, 2]
+    assert sample_labels("2, zero", meta, 4).tolist() == [2, 0, 2, 0]
+    with pytest.raises(ConfigError, match=r"--labels: '3' is not a class of this generator.*0-2 or zero, one, two"):
+        sample_labels("1,3", meta, 4)
+    with pytest.raises(ConfigError, match="unconditional"):
+        sample_labels("1", {"class_names": []}, 4)
+    assert sample_labels(None, {}, 4) is None

@@ -23,7 +23,8 @@ from distgan.config import Config, ConfigError, DataConfig
 from distgan.data.sampler import ShardedBatches
 from distgan.registry import Registry
 
-__all__ = ["DATASETS", "Dataset", "ShardedBatches", "Source", "check", "data_shape", "load_dataset"]
+__all__ = ["DATASETS", "Dataset", "ShardedBatches", "Source", "check", "class_names", "data_shape",
+           "load_dataset"]
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Source:
     check: Callable[[DataConfig], None]
     """Raises ConfigError, naming the key, when the data cannot be loaded as configured."""
     load: Callable[[DataConfig], Dataset]
+    classes: Callable[[DataConfig], tuple[str, ...]] = lambda cfg: ()
+    """Class names, label i naming class i; empty when the samples carry no labels."""
 
 
 DATASETS: Registry[Source] = Registry("data set")
@@ -66,6 +69,11 @@ def _source(cfg: DataConfig) -> Source:
 def data_shape(cfg: DataConfig) -> tuple[int, ...]:
     """The shape of one sample: (C, R, R) for images, (D,) for points."""
     return _source(cfg).shape(cfg)
+
+
+def class_names(cfg: DataConfig) -> tuple[str, ...]:
+    """The data set's classes (empty when unlabelled), answered without loading it."""
+    return _source(cfg).classes(cfg)
 
 
 def check(cfg: Config) -> None:

@@ -51,5 +51,7 @@ DATASETS.register("digits")(Source(
     shape=lambda cfg: (1, cfg.resolution, cfg.resolution),
     check=lambda cfg: require_resolution(cfg, DIGIT_RESOLUTIONS),
     load=load_digits,
+    classes=lambda cfg: tuple(str(d) for d in range(10)),
 ))
-DATASETS.register("ring8")(Source(shape=lambda cfg: (2,), check=_any_config, load=load_ring8))
+DATASETS.register("ring8")(Source(shape=lambda cfg: (2,), check=_any_config, load=load_ring8,
+                                  classes=lambda cfg: tuple(f"mode{m}" for m in range(RING_MODES))))

@@ -109,8 +109,25 @@ def load(cfg: DataConfig) -> Dataset:
     if not arrays:
         raise ConfigError(f"data.path {cfg.path!r}: none of the {len(files)} images can be read")
     x = torch.from_numpy(np.stack(arrays)).float().div_(127.5).sub_(1.0)
-    name = Path(cfg.path).expanduser().resolve().name
-    return Dataset(x=x, labels=None, kind="image", name=name, skipped=len(failed))
+    root = Path(cfg.path).expanduser().resolve()
+    names = classes(cfg)
+    labels = None
+    if names:
+        index = {name: i for i, name in enumerate(names)}
+        labels = torch.tensor([index[p.relative_to(root).parts[0]] for p in files if p not in failed])
+    return Dataset(x=x, labels=labels, kind="image", name=root.name, skipped=len(failed))
 
 
-SOURCE = Source(shape=lambda cfg: (cfg.channels, cfg.resolution, cfg.resolution), check=check, load=load)
+def classes(cfg: DataConfig) -> tuple[str, ...]:
+    """One class per sub-folder when every image lies in a sub-folder of ``data.path`` and there are two or
+    more of them (the ImageFolder layout); otherwise the folder is unlabelled."""
+    root = Path(cfg.path).expanduser().resolve()
+    tops = {p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None
+            for p in image_files(cfg)}
+    if None in tops or len(tops) < 2:
+        return ()
+    return tuple(sorted(tops))
+
+
+SOURCE = Source(shape=lambda cfg: (cfg.channels, cfg.resolution, cfg.resolution), check=check, load=load,
+                classes=classes)

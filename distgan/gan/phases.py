@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
+from torch import nn
 
 from distgan import engines
 from distgan.gan.losses import AdversarialLoss
@@ -38,12 +39,21 @@ STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake", "reg_d", "d_acc_real", "d_
 E[sign D(real)], StyleGAN2-ADA's overfitting signal (near 1: D has memorized the reals)."""
 _INDEX = {name: i for i, name in enumerate(STAT_NAMES)}
 
+Batch = tuple[torch.Tensor, Optional[torch.Tensor]]
+"""Samples and their class labels (None for an unconditional GAN)."""
+RealSource = Callable[[], Batch]
+
+
+def _call(net: Callable, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+    """A network of an unconditional GAN takes only its input; a conditional one also the labels."""
+    return net(x) if labels is None else net(x, labels)
+
 
 class AlternatingGAN:
     def __init__(self, engine_g, engine_d, loss: AdversarialLoss, latent_dim: int, n_critic: int,
                  dtype: torch.dtype, device: torch.device, z_generator: torch.Generator,
                  regularizer: Optional[Regularizer] = None, reg_weight: float = 0.0, reg_interval: int = 1,
-                 augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+                 augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, num_classes: int = 0):
         self.engine_g = engine_g
         self.engine_d = engine_d
         self.loss = loss
@@ -57,11 +67,13 @@ class AlternatingGAN:
         self.reg_interval = reg_interval
         self.augment = augment or (lambda x: x)
         """Applied to every input of D, real or fake, in every phase (differentiable)."""
+        self.num_classes = num_classes
+        """0 for an unconditional GAN; else fakes get uniformly drawn labels of this many classes."""
         self.steps_done = 0
         """Completed ``step`` calls; schedules the lazy Dreg phase (restored from the checkpoint's step)."""
         self._sums = torch.zeros(len(STAT_NAMES), device=device)
         self._counts = torch.zeros(len(STAT_NAMES), device=device)
-        self._last_reals: list[torch.Tensor] = []
+        self._last_reals: list[Batch] = []
         self.grad_norms: dict[str, float] = {"g": float("nan"), "d": float("nan")}
         """Gradient norm of each network's last optimizer step (set when ``measure_grad_norms``)."""
         self.measure_grad_norms = False
@@ -74,32 +86,43 @@ class AlternatingGAN:
         z = torch.randn(n, self.latent_dim, generator=self.z_generator)
         return z.to(self.device, self.dtype)
 
-    def fakes_without_graph(self, n: int) -> torch.Tensor:
-        with torch.no_grad():
-            return self.engine_g.module(self.latents(n))
+    def fake_labels(self, n: int) -> Optional[torch.Tensor]:
+        if not self.num_classes:
+            return None
+        return torch.randint(self.num_classes, (n,), generator=self.z_generator).to(self.device)
 
-    def d_module_on_augmented(self, x: torch.Tensor) -> torch.Tensor:
-        """D's bare module behind the augmentation: what penalties differentiate (never the engine)."""
-        return self.engine_d.module(self.augment(x))
+    def real_batch(self, next_real: RealSource) -> Batch:
+        x, labels = next_real()
+        return x.to(self.device, self.dtype), None if labels is None else labels.to(self.device)
+
+    def fakes_without_graph(self, labels: Optional[torch.Tensor], n: int) -> torch.Tensor:
+        with torch.no_grad():
+            return _call(self.engine_g.module, self.latents(n), labels)
+
+    def d_for_penalty(self, labels: Optional[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """D's bare module behind the augmentation, for the reals' labels: what penalties differentiate."""
+        module: nn.Module = self.engine_d.module
+        return lambda x: _call(module, self.augment(x), labels)
 
     @property
     def reg_every_step(self) -> bool:
         return self.regularizer is not None and self.reg_interval == 1
 
     # -- phases -------------------------------------------------------------
-    def d_phase(self, next_real: Callable[[], torch.Tensor]) -> None:
+    def d_phase(self, next_real: RealSource) -> None:
         """Dmain: one optimizer step of D (gradient_accumulation_steps micro-batches)."""
         self._last_reals = []
         for _ in range(self.engine_d.gradient_accumulation_steps()):
-            real = next_real().to(self.device, self.dtype)
-            self._last_reals.append(real)
-            fake = self.fakes_without_graph(real.shape[0])
-            real_logits = self.engine_d(self.augment(real))
-            fake_logits = self.engine_d(self.augment(fake))
+            real, real_labels = self.real_batch(next_real)
+            self._last_reals.append((real, real_labels))
+            fake_labels = self.fake_labels(real.shape[0])
+            fake = self.fakes_without_graph(fake_labels, real.shape[0])
+            real_logits = _call(self.engine_d, self.augment(real), real_labels)
+            fake_logits = _call(self.engine_d, self.augment(fake), fake_labels)
             loss = self.loss.d_loss(real_logits, fake_logits)
             self._add("loss_d", loss)
             if self.reg_every_step:
-                penalty = self.regularizer.penalty(self.d_module_on_augmented, real, fake)
+                penalty = self.regularizer.penalty(self.d_for_penalty(real_labels), real, fake)
                 self._add("reg_d", penalty)
                 loss = loss + self.reg_weight * penalty
             self.engine_d.backward(loss)
@@ -108,14 +131,15 @@ class AlternatingGAN:
 
     def dreg_phase(self) -> None:
         """Dreg: the lazy regularizer as its own D step, on the reals of the last Dmain."""
-        for real in self._last_reals:
-            fake = self.fakes_without_graph(real.shape[0]) if self.regularizer.needs_fake else None
-            penalty = self.regularizer.penalty(self.d_module_on_augmented, real, fake)
+        for real, labels in self._last_reals:
+            # The interpolates of a penalty on fakes take the reals' labels, as they do at every step.
+            fake = self.fakes_without_graph(labels, real.shape[0]) if self.regularizer.needs_fake else None
+            penalty = self.regularizer.penalty(self.d_for_penalty(labels), real, fake)
             self._add("reg_d", penalty)
             self.engine_d.backward(self.reg_weight * self.reg_interval * penalty)
             self.engine_d.step()
 
-    def g_phase(self, batch_size: int, next_real: Optional[Callable[[], torch.Tensor]] = None) -> None:
+    def g_phase(self, batch_size: int, next_real: Optional[RealSource] = None) -> None:
         """Gmain: one optimizer step of G through a frozen D."""
         d_module = self.engine_d.module
         d_module.requires_grad_(False)
@@ -124,16 +148,18 @@ class AlternatingGAN:
                 real_logits = None
                 if self.loss.g_needs_real:
                     with torch.no_grad():  # D is frozen and reals do not depend on G: no graph needed
-                        real_logits = d_module(self.augment(next_real().to(self.device, self.dtype)))
-                fake = self.engine_g(self.latents(batch_size))
-                loss = self.loss.g_loss(d_module(self.augment(fake)), real_logits)
+                        real, real_labels = self.real_batch(next_real)
+                        real_logits = _call(d_module, self.augment(real), real_labels)
+                labels = self.fake_labels(batch_size)
+                fake = _call(self.engine_g, self.latents(batch_size), labels)
+                loss = self.loss.g_loss(_call(d_module, self.augment(fake), labels), real_logits)
                 self.engine_g.backward(loss)
                 self._optimizer_step("g", self.engine_g)
                 self._add("loss_g", loss)
         finally:
             d_module.requires_grad_(True)
 
-    def step(self, next_real: Callable[[], torch.Tensor], batch_size: int) -> None:
+    def step(self, next_real: RealSource, batch_size: int) -> None:
         for _ in range(self.n_critic):
             self.d_phase(next_real)
         self.steps_done += 1

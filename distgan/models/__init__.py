@@ -13,7 +13,8 @@ from typing import Callable
 
 from torch import nn
 
-from distgan.config import Config, ModelConfig
+from distgan.config import Config, ConfigError, ModelConfig
+from distgan.data import class_names
 from distgan.data import data_shape as sample_shape
 from distgan.registry import Registry
 
@@ -54,12 +55,26 @@ def family(cfg: ModelConfig) -> Family:
     return MODELS.get(cfg.family, key="model.family")
 
 
-def build_generator(cfg: ModelConfig, data_shape: Shape) -> nn.Module:
-    return family(cfg).build_generator(cfg, tuple(data_shape))
+def build_generator(cfg: ModelConfig, data_shape: Shape, num_classes: int = 0) -> nn.Module:
+    """The family's G; with ``model.conditional`` it takes ``(z, labels)`` for ``num_classes`` classes."""
+    build = family(cfg).build_generator
+    if not cfg.conditional:
+        return build(cfg, tuple(data_shape))
+    from distgan.models.conditional import ConditionalGenerator
+
+    return ConditionalGenerator(build, cfg, tuple(data_shape), num_classes)
 
 
-def build_discriminator(cfg: ModelConfig, data_shape: Shape) -> nn.Module:
-    d = family(cfg).build_discriminator(cfg, tuple(data_shape))
+def build_discriminator(cfg: ModelConfig, data_shape: Shape, num_classes: int = 0) -> nn.Module:
+    """The family's D; with ``model.conditional`` it takes ``(samples, labels)``."""
+    build = family(cfg).build_discriminator
+    if not cfg.conditional:
+        d = build(cfg, tuple(data_shape))
+    else:
+        from distgan.models.conditional import ConcatDiscriminator, ProjectionDiscriminator
+
+        d = (ProjectionDiscriminator(build(cfg, tuple(data_shape)), num_classes)
+             if cfg.d_conditioning == "projection" else ConcatDiscriminator(build, cfg, tuple(data_shape), num_classes))
     return spectral_normalize(d) if cfg.d_spectral_norm else d
 
 
@@ -80,6 +95,11 @@ def spectral_normalize(module: nn.Module) -> nn.Module:
 def check(cfg: Config) -> None:
     """Fail before any Ray work when the model family cannot handle the configured data."""
     family(cfg.model).check(cfg, sample_shape(cfg.data))
+    if cfg.model.conditional and len(class_names(cfg.data)) < 2:
+        source = f"data.path {cfg.data.path!r}" if cfg.data.path else f"data set {cfg.data.name!r}"
+        hint = " (put its images in one sub-folder per class)" if cfg.data.path else ""
+        raise ConfigError(f"model.conditional: {source} carries no class labels{hint}; "
+                          f"set model.conditional=false or use labelled data")
 
 
 # Families register themselves on import; they need MODELS and Family defined above.

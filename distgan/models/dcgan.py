@@ -83,11 +83,15 @@ class DCGANDiscriminator(nn.Module):
                                          nn.LeakyReLU(0.2))
             blocks.append(nn.Sequential(*layers))
         self.blocks = nn.Sequential(*blocks)
-        self.logit = nn.Linear(widths[-1] * 4 * 4, 1)
+        self.head = nn.Linear(widths[-1] * 4 * 4, 1)
         init_weights(self)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The flattened 4x4 feature map; a projection discriminator adds its class term here."""
+        return self.blocks(x).flatten(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logit(self.blocks(x).flatten(1)).squeeze(1)
+        return self.head(self.features(x)).squeeze(1)
 
 
 def _check(cfg: Config, data_shape: Shape) -> None:

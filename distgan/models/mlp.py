@@ -53,12 +53,16 @@ class MLPDiscriminator(nn.Module):
         self.net = nn.Sequential(
             *_mlp(math.prod(data_shape), cfg.d_width, 1 + cfg.d_depth, cfg.d_norm == "batch",
                   lambda: nn.LeakyReLU(0.2)),
-            nn.Linear(cfg.d_width, 1),
         )
+        self.head = nn.Linear(cfg.d_width, 1)
         init_weights(self)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer [N, d_width]; a projection discriminator adds its class term here."""
+        return self.net(x.flatten(1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.flatten(1)).squeeze(1)
+        return self.head(self.features(x)).squeeze(1)
 
 
 def _check(cfg: Config, data_shape: Shape) -> None:

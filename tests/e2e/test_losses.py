@@ -1,4 +1,4 @@
-"""Every adversarial loss and regularizer (and DiffAugment) on two Ray Train workers under ZeRO-2.
+"""Every adversarial loss and regularizer, DiffAugment and conditional GANs on two Ray workers under ZeRO-2.
 
 One TorchTrainer (one worker-group start-up) runs a few real steps of each
 variant through ``distgan.worker.Trainer`` and checks across the process
@@ -29,6 +29,9 @@ VARIANTS = {
     "wgan_sn": ["loss.type=wgan", "model.d_spectral_norm=true", "model.d_norm=none"],
     "r1_lazy": ["loss.d_reg.type=r1", "loss.d_reg.interval=2"],
     "ragan_augmented_r1": ["loss.type=ragan", "augment.policy=color,translation,cutout", "loss.d_reg.type=r1"],
+    "cgan_projection": ["model.conditional=true"],
+    "cgan_concat_gp": ["model.conditional=true", "model.d_conditioning=concat", "loss.type=wgan",
+                       "loss.d_reg.type=gp", "model.d_norm=none"],
 }
 
 

@@ -30,16 +30,17 @@ def tiny_config(stage: int, precision: str = "fp32") -> Config:
     return cfg
 
 
-def build_gan(cfg: Config) -> AlternatingGAN:
+def build_gan(cfg: Config, num_classes: int = 0) -> AlternatingGAN:
     torch.manual_seed(0)
-    eg = engines.build_engine(models.build_generator(cfg.model, SHAPE), cfg, "g", 1, False)
-    ed = engines.build_engine(models.build_discriminator(cfg.model, SHAPE), cfg, "d", 1, False)
+    eg = engines.build_engine(models.build_generator(cfg.model, SHAPE, num_classes), cfg, "g", 1, False)
+    ed = engines.build_engine(models.build_discriminator(cfg.model, SHAPE, num_classes), cfg, "d", 1, False)
     reg = cfg.loss.d_reg
     return AlternatingGAN(eg, ed, build_loss(cfg.loss.type), cfg.model.latent_dim, cfg.train.n_critic,
                           engines.compute_dtype(cfg), torch.device("cpu"), torch.Generator().manual_seed(1),
                           regularizer=build_regularizer(reg.type) if reg.type != "none" else None,
                           reg_weight=reg.weight, reg_interval=reg.interval,
-                          augment=build_augment(cfg.augment.policy) if cfg.augment.policy else None)
+                          augment=build_augment(cfg.augment.policy) if cfg.augment.policy else None,
+                          num_classes=num_classes)
 
 
 def snapshot(engine) -> list[torch.Tensor]:
@@ -51,9 +52,15 @@ def moved(before, after) -> bool:
     return any(not torch.equal(a, b) for a, b in zip(before, after))
 
 
-def real_batches():
+def real_batches(num_classes: int = 0):
+    """Batches of 8 (samples, labels); labels only for a conditional GAN."""
     gen = torch.Generator().manual_seed(2)
-    return lambda: torch.rand(8, *SHAPE, generator=gen) * 2 - 1
+
+    def draw():
+        x = torch.rand(8, *SHAPE, generator=gen) * 2 - 1
+        return x, torch.randint(num_classes, (8,), generator=gen) if num_classes else None
+
+    return draw
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -156,12 +163,7 @@ def test_relativistic_g_step_draws_reals(process_group):
     assert len(drawn) == 1 and gan.engine_g.global_steps == 1
 
 
-def test_augmented_phases_still_move_only_their_network(process_group):
-    cfg = tiny_config(2)
-    cfg.augment.policy = "color,translation,cutout"
-    cfg.loss.d_reg.type = "r1"
-    gan = build_gan(cfg)
-    real = real_batches()
+def assert_phases_move_only_their_network(gan: AlternatingGAN, real) -> None:
     g0, d0 = snapshot(gan.engine_g), snapshot(gan.engine_d)
     gan.d_phase(real)
     g1, d1 = snapshot(gan.engine_g), snapshot(gan.engine_d)
@@ -169,3 +171,21 @@ def test_augmented_phases_still_move_only_their_network(process_group):
     g2, d2 = snapshot(gan.engine_g), snapshot(gan.engine_d)
     assert moved(d0, d1) and not moved(g0, g1)
     assert moved(g1, g2) and not moved(d1, d2)
+
+
+def test_augmented_phases_still_move_only_their_network(process_group):
+    cfg = tiny_config(2)
+    cfg.augment.policy = "color,translation,cutout"
+    cfg.loss.d_reg.type = "r1"
+    assert_phases_move_only_their_network(build_gan(cfg), real_batches())
+
+
+@pytest.mark.parametrize("conditioning", ["projection", "concat"])
+@pytest.mark.parametrize("stage", [0, 3])
+def test_conditional_phases_move_only_their_network(process_group, stage, conditioning):
+    cfg = tiny_config(stage)
+    cfg.model.conditional, cfg.model.d_conditioning = True, conditioning
+    gan = build_gan(cfg, num_classes=3)
+    assert_phases_move_only_their_network(gan, real_batches(num_classes=3))
+    labels = gan.fake_labels(1000)
+    assert labels.min() == 0 and labels.max() == 2, "fake labels must cover the classes"
