@@ -22,26 +22,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-CONFIDENT = 0.8
-"""A sample counts as recognized when the classifier gives its label at least this probability."""
+from distgan.metrics.digits import CONFIDENT, DigitClassifier, requested_class_accuracy
+
 MIN_CONDITIONAL_ACCURACY = 0.9
 """Conditional generators: share of each class's samples the classifier assigns to the requested class."""
 MIN_CONFIDENT = 0.25
 MIN_CLASS_SHARE = 0.02
-
-
-def to_8x8(images: torch.Tensor) -> np.ndarray:
-    """[N, 1, R, R] in [-1, 1] -> [N, 64] on the real digits' 0..16 scale."""
-    unit = images.float().clamp(-1, 1).add(1).div(2)
-    if unit.shape[-1] != 8:
-        unit = F.adaptive_avg_pool2d(unit, 8)
-    return (unit * 16.0).reshape(len(unit), 64).numpy()
 
 
 def summarize(name: str, probs: np.ndarray) -> dict:
@@ -55,10 +45,10 @@ def summarize(name: str, probs: np.ndarray) -> dict:
 
 def report_conditional(probs: np.ndarray, requested: np.ndarray) -> int:
     """A conditional generator: does the classifier see the class that was asked for?"""
-    hits = probs.argmax(1) == requested
-    per_class = [float(hits[requested == k].mean()) for k in range(10)]
+    per_class = requested_class_accuracy(probs, requested)
+    overall = float((probs.argmax(1) == requested).mean())
     print("requested class recognized: " + " ".join(f"{k}:{a:4.0%}" for k, a in enumerate(per_class))
-          + f"   overall {hits.mean():.1%}")
+          + f"   overall {overall:.1%}")
     worst = min(per_class)
     ok = worst >= MIN_CONDITIONAL_ACCURACY
     print("verdict:", f"every class at least {MIN_CONDITIONAL_ACCURACY:.0%}" if ok else
@@ -67,10 +57,6 @@ def report_conditional(probs: np.ndarray, requested: np.ndarray) -> int:
 
 
 def main(argv=None) -> int:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    from sklearn.svm import SVC
-
     from distgan.config import DataConfig
     from distgan.data.builtin import load_digits as load_training_digits
     from distgan.export import generate, load_generator
@@ -81,17 +67,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    digits = load_digits()
-    x_train, x_test, y_train, y_test, _, test_index = train_test_split(
-        digits.data, digits.target, np.arange(len(digits.data)), test_size=0.25, random_state=0,
-        stratify=digits.target)
-    # Platt-scaled SVM probabilities stay low far from the real digits (noise and pixel-shuffled
-    # digits score 0% confident); a calibrated wrapper, logistic regression or an MLP give those
-    # 75-85%, which would make the measure meaningless. scikit-learn 1.9 deprecates the flag.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        clf = SVC(probability=True, random_state=0).fit(x_train, y_train)
-    print(f"classifier: RBF SVM on {len(x_train)} real digits, held-out accuracy {clf.score(x_test, y_test):.1%}")
+    clf = DigitClassifier.fit()
+    print(f"classifier: RBF SVM on {len(clf.test_index) * 3} real digits, "
+          f"held-out accuracy {clf.held_out_accuracy():.1%}")
 
     module, meta = load_generator(args.source)
     if meta.get("data") != "digits":
@@ -102,14 +80,15 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     resolution = meta["data_shape"][-1]
     # The held-out digits as the GAN saw them (upsampled to its resolution), then back to 8x8.
-    seen = load_training_digits(DataConfig(name="digits", resolution=resolution)).x[test_index]
-    summarize("real", clf.predict_proba(x_test))
-    summarize(f"real {resolution}px", clf.predict_proba(to_8x8(seen)))
-    summarize("noise", clf.predict_proba(rng.uniform(0, 16, size=(args.n, 64))))
-    summarize("shuffled", clf.predict_proba(rng.permuted(x_test, axis=1)))  # digit ink, no digit shape
-    result = summarize(f"step {meta.get('step')}", clf.predict_proba(to_8x8(samples)))
+    seen = load_training_digits(DataConfig(name="digits", resolution=resolution)).x[clf.test_index]
+    summarize("real", clf.proba(clf.x_test))
+    summarize(f"real {resolution}px", clf.proba_images(seen))
+    summarize("noise", clf.proba(rng.uniform(0, 16, size=(args.n, 64))))
+    summarize("shuffled", clf.proba(rng.permuted(clf.x_test, axis=1)))  # digit ink, no digit shape
+    probs = clf.proba_images(samples)
+    result = summarize(f"step {meta.get('step')}", probs)
     if conditional:
-        return report_conditional(clf.predict_proba(to_8x8(samples)), labels.numpy())
+        return report_conditional(probs, labels.numpy())
     rare = [k for k, share in enumerate(result["shares"]) if share < MIN_CLASS_SHARE]
     ok = not rare and result["confident"] >= MIN_CONFIDENT
     print("verdict:", "recognizable digits, all ten classes" if ok else
