@@ -189,3 +189,22 @@ def test_conditional_phases_move_only_their_network(process_group, stage, condit
     assert_phases_move_only_their_network(gan, real_batches(num_classes=3))
     labels = gan.fake_labels(1000)
     assert labels.min() == 0 and labels.max() == 2, "fake labels must cover the classes"
+
+
+@pytest.mark.parametrize("stage", [0, 3])
+def test_ema_follows_the_gathered_generator_at_every_stage(process_group, stage):
+    """Under ZeRO-3 G's parameters are partitioned; the EMA must average the whole, gathered weights."""
+    from distgan.gan.ema import GeneratorEMA
+
+    cfg = tiny_config(stage)
+    gan = build_gan(cfg)
+    ema = GeneratorEMA(models.build_generator(cfg.model, SHAPE), half_life_kimg=1.0, rampup=None)
+    with engines.whole_parameters(gan.engine_g) as g:
+        ema.copy_from(g)
+    start = [p.clone() for p in ema.module.parameters()]
+    gan.step(real_batches(), 8)
+    with engines.whole_parameters(gan.engine_g) as g:
+        ema.update(g, images_seen=10**6, batch=1000)  # beta = 1/2: halfway to the new G
+        expected = [(a + b.detach().float()) / 2 for a, b in zip(start, g.parameters())]
+    assert all(torch.allclose(e, p) for e, p in zip(expected, ema.module.parameters()))
+    assert moved(start, list(ema.module.parameters()))
