@@ -80,6 +80,10 @@ class Wasserstein(AdversarialLoss):
     def g_loss(self, fake_logits, real_logits=None):
         return -fake_logits.float().mean()
 
+    def d_accuracy(self, real_logits, fake_logits):
+        # A critic's scores have no fixed zero (adding a constant changes nothing), only an order.
+        return _relative_accuracy(real_logits, fake_logits)
+
 
 @LOSSES.register("lsgan")
 class LeastSquares(AdversarialLoss):
@@ -116,8 +120,13 @@ class RelativisticAverage(AdversarialLoss):
         return F.softplus(-(fake - real.mean())).mean() + F.softplus(real - fake.mean()).mean()
 
     def d_accuracy(self, real_logits, fake_logits):
-        real, fake = real_logits.float(), fake_logits.float()
-        return (real > fake.mean()).float().mean(), (fake < real.mean()).float().mean()
+        return _relative_accuracy(real_logits, fake_logits)
+
+
+def _relative_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reals scored above the average fake, fakes below the average real."""
+    real, fake = real_logits.float(), fake_logits.float()
+    return (real > fake.mean()).float().mean(), (fake < real.mean()).float().mean()
 
 
 def build_loss(name: str) -> AdversarialLoss:

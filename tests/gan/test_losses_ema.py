@@ -69,6 +69,8 @@ def test_d_accuracy_uses_each_losses_threshold():
     # so all four are right where a fixed threshold of 0 would call the real 0 wrong.
     fake = torch.tensor([-1.0, 0.5])
     assert [t.item() for t in build_loss("ragan").d_accuracy(REAL, fake)] == [1.0, 1.0]
+    # A Wasserstein critic ranks too: shifting every score by a constant must not change its accuracy.
+    assert [t.item() for t in build_loss("wgan").d_accuracy(REAL + 5, fake + 5)] == [1.0, 1.0]
 
 
 def test_relativistic_generator_loss_needs_reals():
