@@ -20,12 +20,12 @@ it. The bars are set far above noise (0% confident) and below real digits
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
 import torch
 
+from _generator_args import load_from_args
 from distgan.metrics.digits import CONFIDENT, DigitClassifier, requested_class_accuracy
 
 MIN_CONDITIONAL_ACCURACY = 0.9
@@ -59,21 +59,12 @@ def report_conditional(probs: np.ndarray, requested: np.ndarray) -> int:
 def main(argv=None) -> int:
     from distgan.config import DataConfig
     from distgan.data.builtin import load_digits as load_training_digits
-    from distgan.export import generate, load_generator
+    from distgan.export import generate
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", help="run directory, checkpoint directory or generator.safetensors")
-    parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
+    args, module, meta = load_from_args(argv, __doc__.splitlines()[0], "digits")
     clf = DigitClassifier.fit()
-    print(f"classifier: RBF SVM on {len(clf.test_index) * 3} real digits, "
+    print(f"classifier: RBF SVM on the other {1797 - len(clf.test_index)} real digits, "
           f"held-out accuracy {clf.held_out_accuracy():.1%}")
-
-    module, meta = load_generator(args.source)
-    if meta.get("data") != "digits":
-        raise SystemExit(f"{args.source}: trained on {meta.get('data')!r}, not the digits data set")
     conditional = bool(meta.get("num_classes"))
     labels = torch.arange(args.n) % 10 if conditional else None
     samples = generate(module, args.n, args.seed, labels=labels)

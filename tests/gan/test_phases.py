@@ -63,6 +63,17 @@ def real_batches(num_classes: int = 0):
     return draw
 
 
+def counting(source):
+    """``source`` wrapped to record each batch drawn; returns (wrapped, list of draws)."""
+    drawn: list[int] = []
+
+    def draw():
+        drawn.append(1)
+        return source()
+
+    return draw, drawn
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_each_phase_moves_only_its_network(process_group, stage, precision):
@@ -92,13 +103,7 @@ def test_gradient_accumulation_steps_once_per_boundary(process_group):
     cfg = tiny_config(1)
     cfg.deepspeed.d.gradient_accumulation_steps = 3
     gan = build_gan(cfg)
-    drawn = []
-    source = real_batches()
-
-    def real():
-        drawn.append(1)
-        return source()
-
+    real, drawn = counting(real_batches())
     gan.d_phase(real)
     assert len(drawn) == 3, "a D phase must consume gradient_accumulation_steps micro-batches"
     assert gan.engine_d.global_steps == 1
@@ -152,13 +157,7 @@ def test_relativistic_g_step_draws_reals(process_group):
     cfg = tiny_config(0)
     cfg.loss.type = "ragan"
     gan = build_gan(cfg)
-    drawn = []
-    source = real_batches()
-
-    def real():
-        drawn.append(1)
-        return source()
-
+    real, drawn = counting(real_batches())
     gan.g_phase(8, real)
     assert len(drawn) == 1 and gan.engine_g.global_steps == 1
 
