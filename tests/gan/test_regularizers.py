@@ -65,3 +65,19 @@ def test_impossible_combinations_are_refused_with_the_reason(overrides, needle):
 ])
 def test_sound_combinations_load(overrides):
     load_config(None, tuple(overrides))
+
+
+def test_lazy_r1_rescales_only_d_adam():
+    """StyleGAN2's correction: with interval k, D's lr x k/(k+1) and betas ** (k/(k+1)); G untouched."""
+    from distgan.engines import deepspeed_config
+
+    cfg = load_config(None, ("loss.d_reg.type=r1", "loss.d_reg.interval=16", "optim.d.lr=0.002",
+                             "optim.d.betas=[0.0,0.99]"))
+    d = deepspeed_config(cfg, "d", 2, False)["optimizer"]["params"]
+    g = deepspeed_config(cfg, "g", 2, False)["optimizer"]["params"]
+    ratio = 16 / 17
+    assert d["lr"] == pytest.approx(0.002 * ratio)
+    assert d["betas"] == pytest.approx([0.0, 0.99 ** ratio])
+    assert g["lr"] == cfg.optim.g.lr and g["betas"] == list(cfg.optim.g.betas)
+    every_step = load_config(None, ("loss.d_reg.type=r1", "optim.d.lr=0.002"))
+    assert deepspeed_config(every_step, "d", 2, False)["optimizer"]["params"]["lr"] == 0.002
