@@ -25,11 +25,8 @@ from distgan import checkpoint, data, engines, models
 from distgan.checkpoint import TrainState
 from distgan.config import Config
 from distgan.export import save_generator
-from distgan.gan.augment import build_augment
 from distgan.gan.ema import GeneratorEMA
-from distgan.gan.losses import build_loss
 from distgan.gan.phases import STAT_NAMES, AlternatingGAN
-from distgan.gan.regularizers import build_regularizer
 from distgan.tracking.images import render_samples, save_image
 from distgan.tracking.jsonl import MetricsLog
 
@@ -118,19 +115,14 @@ class Trainer:
                                    generator=torch.Generator().manual_seed(cfg.train.seed))
         # Conditional grids cycle through the classes, so every class shows in every grid.
         self.fixed_labels = torch.arange(NUM_FIXED_SAMPLES) % self.num_classes if self.num_classes else None
-        loss, reg = build_loss(cfg.loss.type), cfg.loss.d_reg
-        self.gan = AlternatingGAN(self.engine_g, self.engine_d, loss, cfg.model.latent_dim,
-                                  cfg.train.n_critic, self.dtype, self.device, self.z_gen,
-                                  regularizer=build_regularizer(reg.type) if reg.type != "none" else None,
-                                  reg_weight=reg.weight, reg_interval=reg.interval,
-                                  augment=build_augment(cfg.augment.policy) if cfg.augment.policy else None,
-                                  num_classes=self.num_classes)
+        self.gan = AlternatingGAN.from_config(cfg, self.engine_g, self.engine_d, self.device, self.z_gen,
+                                              self.num_classes)
         self.state = TrainState(world_size=self.world)
         gas_d = cfg.deepspeed.d.gradient_accumulation_steps
         self.g_batch = cfg.train.batch_size * cfg.deepspeed.g.gradient_accumulation_steps * self.world
         # Real samples drawn per step over all ranks: D's micro-batches, and G's when its loss compares with reals.
         self.real_per_step = (cfg.train.batch_size * gas_d * cfg.train.n_critic * self.world
-                              + (self.g_batch if loss.g_needs_real else 0))
+                              + (self.g_batch if self.gan.loss.g_needs_real else 0))
 
     # -- the loop -------------------------------------------------------------
     def run(self) -> TrainState:

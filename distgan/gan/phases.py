@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from distgan import engines
+from distgan.config import Config
 from distgan.gan.losses import AdversarialLoss
 from distgan.gan.regularizers import Regularizer
 
@@ -78,6 +79,22 @@ class AlternatingGAN:
         """Gradient norm of each network's last optimizer step (set when ``measure_grad_norms``)."""
         self.measure_grad_norms = False
         """Set by the loop before steps whose metrics are logged; norms cost a sync."""
+
+    @classmethod
+    def from_config(cls, cfg: Config, engine_g, engine_d, device: torch.device, z_generator: torch.Generator,
+                    num_classes: int = 0) -> "AlternatingGAN":
+        """The algorithm ``cfg`` describes: loss, regularizer, augmentation, n_critic, precision."""
+        from distgan.gan.augment import build_augment
+        from distgan.gan.losses import build_loss
+        from distgan.gan.regularizers import build_regularizer
+
+        reg = cfg.loss.d_reg
+        return cls(engine_g, engine_d, build_loss(cfg.loss.type), cfg.model.latent_dim, cfg.train.n_critic,
+                   engines.compute_dtype(cfg), device, z_generator,
+                   regularizer=build_regularizer(reg.type) if reg.type != "none" else None,
+                   reg_weight=reg.weight, reg_interval=reg.interval,
+                   augment=build_augment(cfg.augment.policy) if cfg.augment.policy else None,
+                   num_classes=num_classes)
 
     # -- inputs -------------------------------------------------------------
     def latents(self, n: int) -> torch.Tensor:

@@ -12,10 +12,7 @@ import torch
 
 from distgan import engines, models
 from distgan.config import Config
-from distgan.gan.augment import build_augment
-from distgan.gan.losses import build_loss
 from distgan.gan.phases import STAT_NAMES, AlternatingGAN
-from distgan.gan.regularizers import build_regularizer
 
 SHAPE = (1, 8, 8)
 
@@ -34,13 +31,8 @@ def build_gan(cfg: Config, num_classes: int = 0) -> AlternatingGAN:
     torch.manual_seed(0)
     eg = engines.build_engine(models.build_generator(cfg.model, SHAPE, num_classes), cfg, "g", 1, False)
     ed = engines.build_engine(models.build_discriminator(cfg.model, SHAPE, num_classes), cfg, "d", 1, False)
-    reg = cfg.loss.d_reg
-    return AlternatingGAN(eg, ed, build_loss(cfg.loss.type), cfg.model.latent_dim, cfg.train.n_critic,
-                          engines.compute_dtype(cfg), torch.device("cpu"), torch.Generator().manual_seed(1),
-                          regularizer=build_regularizer(reg.type) if reg.type != "none" else None,
-                          reg_weight=reg.weight, reg_interval=reg.interval,
-                          augment=build_augment(cfg.augment.policy) if cfg.augment.policy else None,
-                          num_classes=num_classes)
+    return AlternatingGAN.from_config(cfg, eg, ed, torch.device("cpu"), torch.Generator().manual_seed(1),
+                                      num_classes)
 
 
 def snapshot(engine) -> list[torch.Tensor]:
