@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "distgan needs Python 3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --constraint constraints.txt --editable '.[test]'
+	# The Inception-FID reference for the tests. Only its feature extractor is imported, which needs torch
+	# alone; its declared torchvision dependency would pull a build that does not load against the CPU torch.
+	$(BIN)/pip install --quiet --constraint constraints.txt --no-deps torch-fidelity
 	touch $@
 
 # The built-in default: DCGAN on the digits data set (configs/dcgan_digits.yaml).

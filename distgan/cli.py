@@ -1,4 +1,4 @@
-"""Command line: ``distgan train | sample``. A thin layer over the Python API."""
+"""Command line: ``distgan train | sample | evaluate``. A thin layer over the Python API."""
 
 from __future__ import annotations
 
@@ -69,6 +69,36 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+    import warnings
+
+    from distgan.evaluate import evaluate_generator, format_table
+
+    overrides = list(args.overrides)
+    for flag, key in (("metrics", "eval.metrics"), ("n", "eval.n"), ("features", "eval.features"),
+                      ("inception_weights", "eval.inception_weights"), ("seed", "eval.seed"),
+                      ("batch_size", "eval.batch_size")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    stray = [o for o in overrides if "=" not in o]
+    if stray:
+        raise ConfigError(f"expected KEY=VALUE overrides after the generator, got {stray[0]!r}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        scores, info = evaluate_generator(args.source, overrides)
+    for w in caught:
+        print(f"distgan: warning: {w.message}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({**info, **scores}, sort_keys=False))
+    else:
+        print(f"{info['generator']} (step {info['step']}): {info['n']} samples, seed {info['seed']}, "
+              f"{info['features']} features {info['features_digest'][:12]}")
+        print(format_table(scores))
+    return 0
+
+
 def sample_labels(text: Optional[str], meta: dict, n: int):
     """``--labels``: ``all`` (the default for a conditional generator) or a comma list of class indices or
     names; the n samples cycle through them, so each gets an equal share (within one)."""
@@ -117,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="conditional generators: 'all' (default, equal shares) or classes, "
                                     "e.g. 0,1,2 or class names; .npz output then holds 'labels'")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("evaluate", help="FID, KID, precision/recall (and class accuracy) of a generator")
+    p.add_argument("source", metavar="RUN_DIR_OR_GENERATOR")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="eval.* or data.* overrides")
+    p.add_argument("--metrics", help="comma-separated: fid, kid, pr, class_acc (default: the run's eval.metrics)")
+    p.add_argument("--n", type=int, help="generated samples (default: the run's eval.n)")
+    p.add_argument("--features", choices=["auto", "domain", "inception", "identity"], help="feature space")
+    p.add_argument("--inception-weights", help="FID Inception-v3 weights file (for --features inception)")
+    p.add_argument("--seed", type=int, help="latent seed")
+    p.add_argument("--batch-size", type=int, help="samples per forward pass")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -190,6 +190,36 @@ class DataConfig:
 
 
 @dataclass
+class EvalConfig:
+    every: int = 500
+    """Generator steps between evaluations of G_ema (and at the last step); 0 turns evaluation off."""
+    metrics: str = "fid,kid,pr"
+    """Comma-separated: ``fid``, ``kid``, ``pr`` (improved precision/recall), ``class_acc`` (conditional
+    models: how often a classifier trained on the real data sees the requested class)."""
+    n: int = 2000
+    """Generated samples per evaluation, split across the workers (published FIDs use 50,000)."""
+    features: str = "auto"
+    """Feature space: ``inception`` (needs ``inception_weights``), ``domain`` (a network trained on the real
+    data, offline), ``identity`` (the samples; for points), or ``auto`` (domain for images, identity for points)."""
+    inception_weights: Optional[str] = None
+    """Path of the FID Inception-v3 weights (``pt_inception-2015-12-05-6726825d.pth``); null reads
+    ``DISTGAN_INCEPTION_WEIGHTS``. Must exist on every node."""
+    batch_size: int = 250
+    """Samples per forward pass of G and of the feature network."""
+    seed: int = 0
+    """Seeds the evaluation latents: the same samples at every evaluation, whatever the worker count."""
+    kid_subsets: int = 100
+    """Random subsets KID is averaged over."""
+    kid_subset_size: int = 1000
+    """Samples per KID subset (capped at the sample count)."""
+    pr_k: int = 3
+    """Nearest neighbour that sets the manifold radius for precision/recall."""
+    cache_dir: Optional[str] = None
+    """Where feature networks and real-data features are cached; null reads ``DISTGAN_CACHE_DIR``, else
+    ``~/.cache/distgan``."""
+
+
+@dataclass
 class TrackingConfig:
     wandb: bool = True
     """Log to Weights & Biases from rank 0 (offline without an API key)."""
@@ -221,6 +251,8 @@ class Config:
     """Augmentation of D's inputs."""
     data: DataConfig = field(default_factory=DataConfig)
     """Training data."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation metrics during training and for ``distgan evaluate``."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     """Experiment tracking."""
 
@@ -442,6 +474,7 @@ def validate(cfg: Config) -> None:
     data_mod.check(cfg)
     _check_loss(cfg)
     _check_augment(cfg)
+    _check_eval(cfg)
 
 
 def _check_augment(cfg: Config) -> None:
@@ -479,3 +512,43 @@ def _check_loss(cfg: Config) -> None:
     if cfg.model.d_spectral_norm and cfg.model.d_norm == "batch":
         raise ConfigError("model.d_spectral_norm: BatchNorm after a spectrally normalized layer undoes its "
                           "Lipschitz bound; set model.d_norm=none")
+
+
+def _check_eval(cfg: Config) -> None:
+    from distgan import data as data_mod
+    from distgan import evaluate
+
+    e = cfg.eval
+    _positive("eval.every", e.every, allow_zero=True)
+    for name in ("batch_size", "kid_subsets", "pr_k"):
+        _positive(f"eval.{name}", getattr(e, name))
+    _positive("eval.seed", e.seed, allow_zero=True)
+    if e.n < 2:
+        raise ConfigError(f"eval.n: FID and KID need at least 2 samples, got {e.n}")
+    if e.kid_subset_size < 2:
+        raise ConfigError(f"eval.kid_subset_size: must be >= 2, got {e.kid_subset_size}")
+    names = evaluate.parse_metrics(e.metrics)
+    if "pr" in names and e.n <= e.pr_k:
+        raise ConfigError(f"eval.n: precision/recall with eval.pr_k={e.pr_k} needs more than {e.pr_k} samples")
+    if e.features not in ("auto", "domain", "inception", "identity"):
+        raise ConfigError(f"eval.features: expected auto, domain, inception or identity, got {e.features!r}")
+    image_data = len(data_mod.data_shape(cfg.data)) == 3
+    from distgan.metrics.features import resolve_kind
+
+    kind = resolve_kind(e.features, "image" if image_data else "points")
+    if "class_acc" in names:
+        if not cfg.model.conditional:
+            raise ConfigError("eval.metrics: class_acc measures whether a conditional generator draws the "
+                              "requested class; this model is unconditional (model.conditional=false)")
+        if kind != "domain":
+            raise ConfigError(f"eval.metrics: class_acc uses the domain network's classifier; set "
+                              f"eval.features=domain (it is {e.features!r})")
+    if kind == "inception":
+        import os
+
+        path = e.inception_weights or os.environ.get("DISTGAN_INCEPTION_WEIGHTS")
+        if not path or not Path(path).expanduser().is_file():
+            where = f"{path!r} does not exist" if path else "neither it nor DISTGAN_INCEPTION_WEIGHTS is set"
+            raise ConfigError(f"eval.inception_weights: {where}; inception features need the FID Inception-v3 "
+                              f"weights file (pt_inception-2015-12-05-6726825d.pth) on every node, or use "
+                              f"eval.features=domain to evaluate offline")

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from distgan import checkpoint, data, engines, models
 from distgan.checkpoint import TrainState
 from distgan.config import Config
+from distgan.evaluate import Evaluator
 from distgan.export import save_generator
 from distgan.gan.ema import GeneratorEMA
 from distgan.gan.phases import STAT_NAMES, AlternatingGAN
@@ -101,7 +102,8 @@ class Trainer:
         d_module = models.build_discriminator(cfg.model, self.data_shape, self.num_classes)
         self.ema = None
         if cfg.ema.enabled:
-            self.ema = GeneratorEMA(self.build_generator(),
+            # On G's device: the average is updated from G's (gathered) weights every step.
+            self.ema = GeneratorEMA(self.build_generator().to(self.device),
                                     cfg.ema.half_life_kimg, cfg.ema.rampup)
             self.ema.copy_from(g_module)
 
@@ -118,6 +120,11 @@ class Trainer:
         self.gan = AlternatingGAN.from_config(cfg, self.engine_g, self.engine_d, self.device, self.z_gen,
                                               self.num_classes)
         self.state = TrainState(world_size=self.world)
+        # Collective: rank 0 prepares the feature network and real statistics, the others receive it.
+        self.evaluator = None
+        if cfg.eval.every > 0:
+            self.evaluator = Evaluator(cfg.eval, self.dataset.x, self.dataset.labels, self.dataset.kind,
+                                       self.class_names, self.rank, self.world, self.device)
         gas_d = cfg.deepspeed.d.gradient_accumulation_steps
         self.g_batch = cfg.train.batch_size * cfg.deepspeed.g.gradient_accumulation_steps * self.world
         # Real samples drawn per step over all ranks: D's micro-batches, and G's when its loss compares with reals.
@@ -151,6 +158,8 @@ class Trainer:
                 clock, images_at_clock = now, self.state.images_seen
             if step % cfg.sample_every == 0 or last:
                 images = self.write_samples()
+            if self.evaluator is not None and (step % self.cfg.eval.every == 0 or last):
+                record = {**(record or {"step": step, "images_seen": self.state.images_seen}), **self.evaluate()}
             if self.rank == 0 and record is not None:
                 metrics_log.append(record)
             if wandb_run is not None and (record is not None or images):
@@ -228,22 +237,30 @@ class Trainer:
             yield self.ema.module
             return
         with engines.whole_parameters(self.engine_g) as g:
-            copy = self.build_generator()
+            copy = self.build_generator().to(self.device)
             copy.load_state_dict({k: v.detach().float() for k, v in g.state_dict().items()})
         yield copy.eval()
 
     def export_metadata(self) -> dict:
-        return {"model": self.cfg.to_dict()["model"], "data_shape": list(self.data_shape),
+        return {"model": self.cfg.to_dict()["model"], "data_config": self.cfg.to_dict()["data"],
+                "data_shape": list(self.data_shape),
                 "num_classes": self.num_classes, "class_names": list(self.class_names),
                 "data": self.cfg.data.path or self.cfg.data.name, "ema": self.ema is not None,
                 "step": self.state.step, "images_seen": self.state.images_seen}
+
+    def evaluate(self) -> dict:
+        """FID and friends of G_ema (or G), every rank taking its share of the samples."""
+        with self.generator_snapshot() as g:
+            return self.evaluator.run(g)
 
     def write_samples(self) -> dict:
         with self.generator_snapshot() as g:
             if self.rank != 0:
                 return {}
             with torch.no_grad():
-                samples = g(self.fixed_z) if self.fixed_labels is None else g(self.fixed_z, self.fixed_labels)
+                z = self.fixed_z.to(self.device)
+                samples = g(z) if self.fixed_labels is None else g(z, self.fixed_labels.to(self.device))
+                samples = samples.float().cpu()
         img = render_samples(samples)
         save_image(img, self.info.run_dir / "samples" / f"step_{self.state.step:06d}.png")
         return {"samples": img}

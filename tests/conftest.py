@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
+import tempfile
 
 import pytest
 import torch
@@ -16,6 +19,10 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 torch.set_num_threads(1)
+# One cache of feature networks and real-data features for the session (Ray workers inherit it), not ~/.cache.
+if "DISTGAN_CACHE_DIR" not in os.environ:
+    os.environ["DISTGAN_CACHE_DIR"] = tempfile.mkdtemp(prefix="distgan-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["DISTGAN_CACHE_DIR"], True)
 # Before anything imports ray: the test cluster's servers listen on 127.0.0.1 only.
 keep_embedded_ray_on_loopback(None)
 

@@ -50,6 +50,10 @@ def format_line(name: str, record: dict, total: int, elapsed: float, start_step:
         parts.append(f"reg_d {record['reg_d']:.3g}")
     if "images_per_s" in record:
         parts.append(f"{record['images_per_s']:.0f} img/s")
+    scores = [f"{key} {record[key]:.4g}" for key in ("fid", "kid", "precision", "recall", "class_acc")
+              if key in record]
+    if scores:
+        parts.append(" ".join(scores))
     parts.append(f"ETA {format_eta(eta)}")
     if record.get("_checkpoint"):
         parts.append("checkpoint saved")

@@ -45,6 +45,10 @@ def test_run_directory_has_everything(finished_run):
     assert records[-1]["images_seen"] == 6 * 16 * 2
     assert all("reg_d" not in r for r in records), "no regularizer is configured, so none may be reported"
     assert records[-1]["lr_g"] == pytest.approx(2e-4)
+    # Evaluated at the last step only (eval.every=500), across both workers, and reported through Ray.
+    assert [("fid" in r) for r in records] == [False, False, True]
+    assert records[-1]["fid"] > 0 and 0 <= records[-1]["precision"] <= 1 and "kid" in records[-1]
+    assert result.metrics["fid"] == records[-1]["fid"]
 
     grids = sorted(p.name for p in (run / "samples").glob("*.png"))
     assert grids == ["step_000003.png", "step_000006.png"]
