@@ -21,6 +21,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 import torch.distributed as dist
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from distgan.config import ConfigError, EvalConfig
@@ -163,8 +164,10 @@ class Evaluator:
         scores: Scores = {}
         if self.rank == 0:
             ev = Evaluation(self.cfg, self.real, self.real_stats, fake, predicted, requested, self.class_names)
-            for name in self.metrics:
-                scores.update(METRICS.get(name)(ev))
+            # numpy's BLAS would start a thread per core and fight the other workers on a shared node.
+            with threadpool_limits(torch.get_num_threads(), user_api="blas"):
+                for name in self.metrics:
+                    scores.update(METRICS.get(name)(ev))
             scores["eval_seconds"] = time.perf_counter() - started
         if self.world > 1:
             box = [scores]

@@ -19,8 +19,10 @@ class LocalSession:
     world_size = 1
     use_gpu = False
 
-    def __init__(self, store: Path, resume_from: Optional[Path] = None):
-        self.device = torch.device("cpu")
+    def __init__(self, store: Path, resume_from: Optional[Path] = None,
+                 device: torch.device = torch.device("cpu")):
+        self.device = device
+        self.use_gpu = device.type == "cuda"
         self.store = Path(store)
         self.resume_from = resume_from
         self.reports: list[dict] = []
