@@ -6,6 +6,7 @@ The Python API mirrors the CLI::
     cfg = distgan.load_config("configs/dcgan_digits.yaml", ["train.steps=200"])
     result = distgan.train(cfg, name="digits")
     generator, meta = distgan.load_generator(result.run_dir)
+    scores, info = distgan.evaluate_generator(result.run_dir, ["eval.n=5000"])
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from distgan.launch.train import TrainResult
 
 __version__ = "0.1.0"
-__all__ = ["Config", "ConfigError", "load_config", "load_generator", "train", "__version__"]
+__all__ = ["Config", "ConfigError", "evaluate_generator", "load_config", "load_generator", "train", "__version__"]
 
 
 def train(config: Union[Config, dict, str, Path, None] = None, name: Optional[str] = None,
@@ -39,3 +40,13 @@ def train(config: Union[Config, dict, str, Path, None] = None, name: Optional[st
     elif isinstance(config, (str, Path)):
         config = load_config(config)
     return _train(config, name=name, address=address, storage=storage, progress=progress)
+
+
+def evaluate_generator(source: Union[str, Path], overrides: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """FID/KID/precision-recall (and class accuracy) of a run, checkpoint or generator file, in this process.
+
+    ``overrides`` are ``eval.*`` or ``data.*`` ``KEY=VALUE`` strings; returns (scores, what was evaluated).
+    """
+    from distgan.evaluate import evaluate_generator as _evaluate
+
+    return _evaluate(source, overrides)

@@ -74,6 +74,7 @@ def test_run_directory_has_everything(finished_run):
     # Its record file holds every logged step's losses; its media the sample grids.
     records_bytes = (wandb_run / f"run-{wandb_id}.wandb").read_bytes()
     assert records_bytes.count(b"loss_d") >= 3 and records_bytes.count(b"grad_norm_g") >= 3
+    assert b'"fid"' in records_bytes and b'"precision"' in records_bytes
     assert len(list((wandb_run / "files" / "media" / "images").glob("samples_*.png"))) == 2
 
 
