@@ -1,4 +1,4 @@
-"""Command line: ``distgan train | sample | evaluate``. A thin layer over the Python API."""
+"""Command line: ``distgan train | tune | sample | evaluate``. A thin layer over the Python API."""
 
 from __future__ import annotations
 
@@ -34,6 +34,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(cfg, name=args.name, address=args.address, storage=args.storage)
     print(f"Done: {result.run_dir} (generator: {result.run_dir / 'generator.safetensors'})")
     return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from distgan.launch.loopback import keep_embedded_ray_on_loopback
+
+    keep_embedded_ray_on_loopback(args.address)
+    from distgan.launch.tune import run_tune
+
+    config_path, overrides = split_config_args(args.items)
+    if args.resume and (config_path or overrides):
+        raise ConfigError("--resume continues a sweep with the config it was started with; give only --name")
+    if args.resume and not args.name:
+        raise ConfigError("--resume: name the sweep to continue with --name")
+    cfg = load_config(config_path, tuple(overrides))
+    result = run_tune(cfg, name=args.name, address=args.address, storage=args.storage, resume=args.resume)
+    return 0 if result.best is not None else 1
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -137,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster to join (e.g. auto or ray://HEAD:10001)")
     p.add_argument("--storage", help="directory that holds runs (default ./runs)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="a Ray Tune sweep over the config's tune.space, each trial a distributed run")
+    p.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE]",
+                   help="a YAML config with a tune section, and dotted overrides")
+    p.add_argument("--name", help="sweep name (directory under --storage)")
+    p.add_argument("--address", help="Ray cluster to join (e.g. auto or ray://HEAD:10001)")
+    p.add_argument("--storage", help="directory that holds runs and sweeps (default ./runs)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials stay done")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("sample", help="generate samples from a run or an exported generator")
     p.add_argument("source", metavar="RUN_DIR_OR_GENERATOR")

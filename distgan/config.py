@@ -220,6 +220,47 @@ class EvalConfig:
 
 
 @dataclass
+class SchedulerConfig:
+    type: Literal["fifo", "asha", "pbt"] = "fifo"
+    """``fifo`` runs every trial to the end; ``asha`` stops poor trials early; ``pbt`` copies good trials'
+    checkpoints into poor ones and perturbs their values (population based training)."""
+    grace_period: int = 0
+    """ASHA: steps a trial runs before it may be stopped; 0 means ``eval.every``."""
+    reduction_factor: int = 2
+    """ASHA: keep 1 of this many trials at each rung."""
+    perturbation_interval: int = 0
+    """PBT: steps between exploit/explore decisions; 0 means ``train.checkpoint_every``."""
+    quantile_fraction: float = 0.25
+    """PBT: the bottom fraction copies from the top fraction."""
+    resample_probability: float = 0.25
+    """PBT: chance a perturbed value is drawn afresh from its domain instead of scaled by 0.8 or 1.2."""
+    synch: bool = False
+    """PBT: wait for every trial to reach a perturbation point before deciding (suits small populations)."""
+
+
+@dataclass
+class TuneConfig:
+    metric: str = "fid"
+    """The objective: an evaluation metric (``fid``, ``kid``, ``precision``, ``recall``, ``class_acc``),
+    never a GAN loss; ``eval.metrics`` must produce it."""
+    mode: Literal["auto", "min", "max"] = "auto"
+    """``auto``: min for fid and kid, max for the others."""
+    num_samples: int = 4
+    """Trials to sample (with grid entries: repeats of the whole grid)."""
+    max_concurrent: int = 0
+    """Trials at once; 0 fits as many as the cluster's CPUs (or GPUs) hold."""
+    search: Literal["random", "optuna"] = "random"
+    """``random`` (random and grid search) or ``optuna`` (TPE)."""
+    seed: Optional[int] = None
+    """Seeds the searcher, for a reproducible sequence of trials."""
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    """Early stopping or population based training."""
+    space: dict[str, Any] = field(default_factory=dict)
+    """Dotted config key -> domain, e.g. ``optim.g.lr: {loguniform: [1.0e-4, 1.0e-3]}``; see
+    ``distgan/search_space.py``."""
+
+
+@dataclass
 class TrackingConfig:
     wandb: bool = True
     """Log to Weights & Biases from rank 0 (offline without an API key)."""
@@ -253,6 +294,8 @@ class Config:
     """Training data."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation metrics during training and for ``distgan evaluate``."""
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    """Hyperparameter sweeps (``distgan tune``); ignored by ``distgan train``."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     """Experiment tracking."""
 
@@ -370,6 +413,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if value not in allowed:
             raise ConfigError(f"{key}: expected one of {', '.join(map(repr, allowed))}, got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key}: expected a mapping of names to values, got {value!r}")
+        return dict(value)
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
@@ -413,7 +460,7 @@ def _plain(obj: Any) -> Any:
 # --------------------------------------------------------------------------
 
 
-def _positive(key: str, value: float, allow_zero: bool = False) -> None:
+def positive(key: str, value: float, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
@@ -423,11 +470,11 @@ def validate(cfg: Config) -> None:
     t = cfg.train
     for name in ("steps", "batch_size", "n_critic", "log_every", "checkpoint_every", "sample_every",
                  "keep_checkpoints"):
-        _positive(f"train.{name}", getattr(t, name))
-    _positive("train.max_failures", t.max_failures, allow_zero=True)
-    _positive("train.seed", t.seed, allow_zero=True)
-    _positive("scaling.num_workers", cfg.scaling.num_workers)
-    _positive("scaling.cpus_per_worker", cfg.scaling.cpus_per_worker)
+        positive(f"train.{name}", getattr(t, name))
+    positive("train.max_failures", t.max_failures, allow_zero=True)
+    positive("train.seed", t.seed, allow_zero=True)
+    positive("scaling.num_workers", cfg.scaling.num_workers)
+    positive("scaling.cpus_per_worker", cfg.scaling.cpus_per_worker)
 
     ds = cfg.deepspeed
     for key, stage in (("deepspeed.zero_stage", ds.zero_stage), ("deepspeed.g.zero_stage", ds.g.zero_stage),
@@ -435,12 +482,12 @@ def validate(cfg: Config) -> None:
         if stage is not None and stage not in (0, 1, 2, 3):
             raise ConfigError(f"{key}: must be 0, 1, 2 or 3, got {stage!r}")
     for net in ("g", "d"):
-        _positive(f"deepspeed.{net}.gradient_accumulation_steps", getattr(ds, net).gradient_accumulation_steps)
-        _positive(f"deepspeed.{net}.gradient_clipping", getattr(ds, net).gradient_clipping, allow_zero=True)
+        positive(f"deepspeed.{net}.gradient_accumulation_steps", getattr(ds, net).gradient_accumulation_steps)
+        positive(f"deepspeed.{net}.gradient_clipping", getattr(ds, net).gradient_clipping, allow_zero=True)
         opt = getattr(cfg.optim, net)
-        _positive(f"optim.{net}.lr", opt.lr)
-        _positive(f"optim.{net}.eps", opt.eps)
-        _positive(f"optim.{net}.weight_decay", opt.weight_decay, allow_zero=True)
+        positive(f"optim.{net}.lr", opt.lr)
+        positive(f"optim.{net}.eps", opt.eps)
+        positive(f"optim.{net}.weight_decay", opt.weight_decay, allow_zero=True)
         for i, beta in enumerate(opt.betas):
             if not 0.0 <= beta < 1.0:
                 raise ConfigError(f"optim.{net}.betas[{i}]: must be in [0, 1), got {beta!r}")
@@ -449,32 +496,34 @@ def validate(cfg: Config) -> None:
 
     m = cfg.model
     for name in ("latent_dim", "g_width", "d_width"):
-        _positive(f"model.{name}", getattr(m, name))
-    _positive("model.embed_dim", m.embed_dim)
-    _positive("model.g_depth", m.g_depth, allow_zero=True)
-    _positive("model.d_depth", m.d_depth, allow_zero=True)
-    _positive("ema.half_life_kimg", cfg.ema.half_life_kimg)
+        positive(f"model.{name}", getattr(m, name))
+    positive("model.embed_dim", m.embed_dim)
+    positive("model.g_depth", m.g_depth, allow_zero=True)
+    positive("model.d_depth", m.d_depth, allow_zero=True)
+    positive("ema.half_life_kimg", cfg.ema.half_life_kimg)
     if cfg.ema.rampup is not None:
-        _positive("ema.rampup", cfg.ema.rampup)
+        positive("ema.rampup", cfg.ema.rampup)
 
     d = cfg.data
     if d.path is None and d.name is None:
         raise ConfigError("data: set data.name (a built-in data set) or data.path (a folder of images)")
-    _positive("data.resolution", d.resolution)
-    _positive("data.num_samples", d.num_samples)
+    positive("data.resolution", d.resolution)
+    positive("data.num_samples", d.num_samples)
     if d.channels not in (1, 3):
         raise ConfigError(f"data.channels: must be 1 or 3, got {d.channels!r}")
 
     # Names resolved through registries, imported here so the error is early.
     from distgan import data as data_mod
-    from distgan import models
+    from distgan import evaluate, models, search_space
     from distgan.gan import losses
 
     models.check(cfg)
     data_mod.check(cfg)
     _check_loss(cfg)
     _check_augment(cfg)
-    _check_eval(cfg)
+    evaluate.check_config(cfg)
+    if cfg.tune.space:
+        search_space.check_config(cfg)
 
 
 def _check_augment(cfg: Config) -> None:
@@ -496,8 +545,8 @@ def _check_loss(cfg: Config) -> None:
     reg = cfg.loss.d_reg
     if reg.type != "none":
         regularizers.REGULARIZERS.get(reg.type, key="loss.d_reg.type")
-        _positive("loss.d_reg.weight", reg.weight)
-    _positive("loss.d_reg.interval", reg.interval)
+        positive("loss.d_reg.weight", reg.weight)
+    positive("loss.d_reg.interval", reg.interval)
     if reg.type != "none" and cfg.deepspeed.stage("d") == 3:
         raise ConfigError(f"loss.d_reg.type: {reg.type} backpropagates through D's input gradient (a double "
                           f"backward), which DeepSpeed's ZeRO-3 does not support; set deepspeed.d.zero_stage "
@@ -513,42 +562,3 @@ def _check_loss(cfg: Config) -> None:
         raise ConfigError("model.d_spectral_norm: BatchNorm after a spectrally normalized layer undoes its "
                           "Lipschitz bound; set model.d_norm=none")
 
-
-def _check_eval(cfg: Config) -> None:
-    from distgan import data as data_mod
-    from distgan import evaluate
-
-    e = cfg.eval
-    _positive("eval.every", e.every, allow_zero=True)
-    for name in ("batch_size", "kid_subsets", "pr_k"):
-        _positive(f"eval.{name}", getattr(e, name))
-    _positive("eval.seed", e.seed, allow_zero=True)
-    if e.n < 2:
-        raise ConfigError(f"eval.n: FID and KID need at least 2 samples, got {e.n}")
-    if e.kid_subset_size < 2:
-        raise ConfigError(f"eval.kid_subset_size: must be >= 2, got {e.kid_subset_size}")
-    names = evaluate.parse_metrics(e.metrics)
-    if "pr" in names and e.n <= e.pr_k:
-        raise ConfigError(f"eval.n: precision/recall with eval.pr_k={e.pr_k} needs more than {e.pr_k} samples")
-    if e.features not in ("auto", "domain", "inception", "identity"):
-        raise ConfigError(f"eval.features: expected auto, domain, inception or identity, got {e.features!r}")
-    image_data = len(data_mod.data_shape(cfg.data)) == 3
-    from distgan.metrics.features import resolve_kind
-
-    kind = resolve_kind(e.features, "image" if image_data else "points")
-    if "class_acc" in names:
-        if not cfg.model.conditional:
-            raise ConfigError("eval.metrics: class_acc measures whether a conditional generator draws the "
-                              "requested class; this model is unconditional (model.conditional=false)")
-        if kind != "domain":
-            raise ConfigError(f"eval.metrics: class_acc uses the domain network's classifier; set "
-                              f"eval.features=domain (it is {e.features!r})")
-    if kind == "inception":
-        import os
-
-        path = e.inception_weights or os.environ.get("DISTGAN_INCEPTION_WEIGHTS")
-        if not path or not Path(path).expanduser().is_file():
-            where = f"{path!r} does not exist" if path else "neither it nor DISTGAN_INCEPTION_WEIGHTS is set"
-            raise ConfigError(f"eval.inception_weights: {where}; inception features need the FID Inception-v3 "
-                              f"weights file (pt_inception-2015-12-05-6726825d.pth) on every node, or use "
-                              f"eval.features=domain to evaluate offline")

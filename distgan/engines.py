@@ -24,6 +24,34 @@ log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def optimizer_hyperparameters(cfg: Config, net: str) -> dict:
+    """lr, betas, eps and weight decay of network ``net``'s optimizer, as its engine must hold them."""
+    opt = getattr(cfg.optim, net)
+    lr, betas = opt.lr, list(opt.betas)
+    reg = cfg.loss.d_reg
+    if net == "d" and reg.type != "none" and reg.interval > 1:
+        # Lazy regularization (StyleGAN2, appendix B): D now takes interval + 1 optimizer
+        # steps per interval, so lr and the betas are rescaled to keep its per-step dynamics.
+        ratio = reg.interval / (reg.interval + 1)
+        lr, betas = lr * ratio, [b ** ratio for b in betas]
+    return {"lr": lr, "betas": betas, "eps": opt.eps, "weight_decay": opt.weight_decay}
+
+
+def apply_optimizer_hyperparameters(engine, cfg: Config, net: str) -> None:
+    """Set the config's optimizer hyperparameters on a restored engine.
+
+    A checkpoint restores the optimizer's param groups with the values it was
+    saved with; a run resumed with other ones (a PBT exploit that mutated the
+    learning rates, or a user who changed them) must train with the new ones.
+    """
+    wanted = optimizer_hyperparameters(cfg, net)
+    for group in engine.optimizer.param_groups:
+        group["lr"] = wanted["lr"]
+        group["betas"] = tuple(wanted["betas"])
+        group["eps"] = wanted["eps"]
+        group["weight_decay"] = wanted["weight_decay"]
+
+
 def deepspeed_config(cfg: Config, net: str, world_size: int, use_gpu: bool) -> dict:
     """The DeepSpeed JSON for network ``net`` ("g" or "d")."""
     engine = getattr(cfg.deepspeed, net)
@@ -32,13 +60,7 @@ def deepspeed_config(cfg: Config, net: str, world_size: int, use_gpu: bool) -> d
     gas = engine.gradient_accumulation_steps
     stage = cfg.deepspeed.stage(net)
     precision = cfg.deepspeed.precision
-    lr, betas = opt.lr, list(opt.betas)
-    reg = cfg.loss.d_reg
-    if net == "d" and reg.type != "none" and reg.interval > 1:
-        # Lazy regularization (StyleGAN2, appendix B): D now takes interval + 1 optimizer
-        # steps per interval, so lr and the betas are rescaled to keep its per-step dynamics.
-        ratio = reg.interval / (reg.interval + 1)
-        lr, betas = lr * ratio, [b ** ratio for b in betas]
+    hyper = optimizer_hyperparameters(cfg, net)
     return {
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": gas,
@@ -46,10 +68,7 @@ def deepspeed_config(cfg: Config, net: str, world_size: int, use_gpu: bool) -> d
         "optimizer": {
             "type": "AdamW" if opt.type == "adamw" else "Adam",
             "params": {
-                "lr": lr,
-                "betas": betas,
-                "eps": opt.eps,
-                "weight_decay": opt.weight_decay,
+                **hyper,
                 "adam_w_mode": opt.type == "adamw",
                 # FusedAdam is a CUDA kernel; on CPU DeepSpeed must use torch's Adam.
                 "torch_adam": not use_gpu,

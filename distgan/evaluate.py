@@ -14,6 +14,7 @@ process (``distgan evaluate``) there are none.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch.distributed as dist
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from distgan.config import ConfigError, EvalConfig
+from distgan.config import Config, ConfigError, EvalConfig, positive
 from distgan.metrics import distances
 from distgan.metrics.features import FeatureNet, build_feature_net, domain_net, extract_all, real_features
 from distgan.registry import Registry
@@ -85,6 +86,43 @@ def _class_accuracy(ev: Evaluation) -> Scores:
     for k, name in enumerate(ev.class_names):
         scores[f"class_acc/{name}"] = float(hits[ev.requested == k].mean())
     return scores
+
+
+def check_config(cfg: Config) -> None:
+    """The ``eval`` section against the data and the model (called by ``distgan.config.validate``)."""
+    from distgan import data as data_mod
+    from distgan.metrics.features import resolve_kind
+
+    e = cfg.eval
+    positive("eval.every", e.every, allow_zero=True)
+    for name in ("batch_size", "kid_subsets", "pr_k"):
+        positive(f"eval.{name}", getattr(e, name))
+    positive("eval.seed", e.seed, allow_zero=True)
+    if e.n < 2:
+        raise ConfigError(f"eval.n: FID and KID need at least 2 samples, got {e.n}")
+    if e.kid_subset_size < 2:
+        raise ConfigError(f"eval.kid_subset_size: must be >= 2, got {e.kid_subset_size}")
+    names = parse_metrics(e.metrics)
+    if "pr" in names and e.n <= e.pr_k:
+        raise ConfigError(f"eval.n: precision/recall with eval.pr_k={e.pr_k} needs more than {e.pr_k} samples")
+    if e.features not in ("auto", "domain", "inception", "identity"):
+        raise ConfigError(f"eval.features: expected auto, domain, inception or identity, got {e.features!r}")
+    image_data = len(data_mod.data_shape(cfg.data)) == 3
+    kind = resolve_kind(e.features, "image" if image_data else "points")
+    if "class_acc" in names:
+        if not cfg.model.conditional:
+            raise ConfigError("eval.metrics: class_acc measures whether a conditional generator draws the "
+                              "requested class; this model is unconditional (model.conditional=false)")
+        if kind != "domain":
+            raise ConfigError(f"eval.metrics: class_acc uses the domain network's classifier; set "
+                              f"eval.features=domain (it is {e.features!r})")
+    if kind == "inception":
+        path = e.inception_weights or os.environ.get("DISTGAN_INCEPTION_WEIGHTS")
+        if not path or not Path(path).expanduser().is_file():
+            where = f"{path!r} does not exist" if path else "neither it nor DISTGAN_INCEPTION_WEIGHTS is set"
+            raise ConfigError(f"eval.inception_weights: {where}; inception features need the FID Inception-v3 "
+                              f"weights file (pt_inception-2015-12-05-6726825d.pth) on every node, or use "
+                              f"eval.features=domain to evaluate offline")
 
 
 def shard(n: int, rank: int, world: int) -> tuple[int, int]:

@@ -13,7 +13,7 @@ import logging
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ContextManager, Optional, Protocol
 
@@ -56,6 +56,10 @@ class RunInfo:
     run_dir: Path
     name: str
     wandb_id: str
+    wandb_group: Optional[str] = None
+    """The sweep a trial belongs to (W&B groups its runs)."""
+    wandb_extra: dict = field(default_factory=dict)
+    """Added to the W&B run config: a trial's sampled hyperparameters."""
 
 
 def latent_generator(seed: int, rank: int) -> torch.Generator:
@@ -188,6 +192,9 @@ class Trainer:
                 return
             state, rng, generator = checkpoint.load(directory, self.engine_g, self.engine_d, self.rank, self.world)
         self.state = state
+        # The config's optimizer settings win over the checkpoint's (they differ after a PBT exploit).
+        engines.apply_optimizer_hyperparameters(self.engine_g, self.cfg, "g")
+        engines.apply_optimizer_hyperparameters(self.engine_d, self.cfg, "d")
         self.gan.steps_done = state.step
         self.sampler.load_state_dict(state.data)
         restore_rng(rng, self.z_gen)
@@ -206,7 +213,7 @@ class Trainer:
             from distgan.tracking.wandb_logger import WandbLogger
 
             wandb_run = WandbLogger(self.cfg.tracking, self.info.run_dir, self.info.wandb_id, self.info.name,
-                                    self.cfg.to_dict())
+                                    {**self.cfg.to_dict(), **self.info.wandb_extra}, self.info.wandb_group)
         return metrics_log, wandb_run
 
     def collect_metrics(self, images_per_s: float) -> dict:

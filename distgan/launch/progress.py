@@ -20,12 +20,14 @@ from distgan.tracking.health import HealthMonitor
 
 
 class ForwardReports(UserCallback):
+    """Rank 0's reports into a queue, with the reported checkpoint's path under ``_checkpoint`` (or None)."""
+
     def __init__(self, queue: Queue):
         self.queue = queue
 
     def after_report(self, run_context, metrics, checkpoint):
         if metrics:
-            self.queue.put_nowait({**metrics[0], "_checkpoint": checkpoint is not None})
+            self.queue.put_nowait({**metrics[0], "_checkpoint": checkpoint.path if checkpoint else None})
 
 
 def format_eta(seconds: float) -> str:

@@ -18,8 +18,9 @@ from distgan.worker import RunInfo, run_worker
 class RaySession:
     """``distgan.worker.Session`` over Ray Train's context, report and checkpoints."""
 
-    def __init__(self, use_gpu: bool):
+    def __init__(self, use_gpu: bool, initial_checkpoint: Optional[str] = None):
         ctx = ray.train.get_context()
+        self.initial_checkpoint = initial_checkpoint
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         self.device: torch.device = ray.train.torch.get_device()
@@ -29,7 +30,8 @@ class RaySession:
     def latest_checkpoint(self) -> Iterator[Optional[Path]]:
         ckpt = ray.train.get_checkpoint()
         if ckpt is None:
-            yield None
+            # A fresh run may start from a given checkpoint (a sweep trial that PBT pointed at a better one).
+            yield Path(self.initial_checkpoint) if self.initial_checkpoint else None
             return
         with ckpt.as_directory() as directory:
             yield Path(directory)
@@ -50,5 +52,6 @@ def train_fn(loop_config: dict) -> None:
     """What ``TorchTrainer`` runs on every worker; plain dicts cross the Ray boundary."""
     quiet_ray_reports()
     cfg = Config.from_dict(loop_config["config"])
-    info = RunInfo(Path(loop_config["run_dir"]), loop_config["name"], loop_config["wandb_id"])
-    run_worker(cfg, info, RaySession(loop_config["use_gpu"]))
+    info = RunInfo(Path(loop_config["run_dir"]), loop_config["name"], loop_config["wandb_id"],
+                   loop_config.get("wandb_group"), loop_config.get("wandb_extra") or {})
+    run_worker(cfg, info, RaySession(loop_config["use_gpu"], loop_config.get("initial_checkpoint")))

@@ -77,9 +77,14 @@ def worker_env(use_gpu: bool) -> dict[str, str]:
 
 
 def build_trainer(cfg: Config, run: rundir.RunDir, storage: Path, use_gpu: bool, callbacks: list,
-                  train_loop: Callable[[dict], None] = train_fn) -> TorchTrainer:
+                  train_loop: Callable[[dict], None] = train_fn, train_name: Optional[str] = None,
+                  **loop_extras) -> TorchTrainer:
+    """The TorchTrainer of one run; Ray Train keeps its checkpoints in ``storage/train_name`` (default: the run's name).
+
+    ``loop_extras`` reach every worker in its loop config (``initial_checkpoint``, ``wandb_group``, ...).
+    """
     loop_config = {"config": cfg.to_dict(), "run_dir": str(run.path), "name": run.name,
-                   "wandb_id": run.wandb_id, "use_gpu": use_gpu}
+                   "wandb_id": run.wandb_id, "use_gpu": use_gpu, **loop_extras}
     return TorchTrainer(
         train_loop,
         train_loop_config=loop_config,
@@ -87,7 +92,7 @@ def build_trainer(cfg: Config, run: rundir.RunDir, storage: Path, use_gpu: bool,
                                      resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
-            name=run.name,
+            name=train_name or run.name,
             storage_path=str(storage),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),

@@ -36,12 +36,13 @@ def resolve_mode(cfg: TrackingConfig) -> str:
 
 
 class WandbLogger:
-    def __init__(self, cfg: TrackingConfig, run_dir: Path, run_id: str, name: str, config: dict):
+    def __init__(self, cfg: TrackingConfig, run_dir: Path, run_id: str, name: str, config: dict,
+                 group: Optional[str] = None):
         import wandb
 
         self._wandb = wandb
         self.run = wandb.init(
-            project=cfg.project, entity=cfg.entity, id=run_id, name=name, resume="allow",
+            project=cfg.project, entity=cfg.entity, id=run_id, name=name, group=group, resume="allow",
             dir=str(run_dir), mode=resolve_mode(cfg), config=config,
             settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
         )

@@ -1,0 +1,238 @@
+"""``distgan tune``: a Ray Tune sweep whose every trial is a full ``distgan train`` run.
+
+Ray Train V2's Train-in-Tune pattern: each Tune trial runs ``trial_driver``, a
+light function (0.01 CPU) that builds and fits a TorchTrainer with the
+trial's config, and forwards the reports that carry the objective to Tune,
+with the checkpoint Ray Train just committed. Schedulers act on those: ASHA
+stops a trial between reports, PBT restarts a trial's driver from another
+trial's checkpoint with mutated values, which the workers then apply over
+the restored optimizer state.
+
+Layout of ``STORAGE/NAME/``::
+
+    sweep.yaml            the sweep's config (base config + tune section)
+    trials/<trial>/       one distgan run directory per trial (config.yaml, metrics.jsonl, samples/,
+                          generator.*); attempts/attempt_NNN/ holds Ray Train's checkpoints of each start
+    tune/                 Tune's experiment state (``--resume`` restores from it)
+    results.json          one row per trial: values, objective, steps, status
+    best_config.yaml      the best trial's full config, for ``distgan train``
+    best/                 the best trial's generator (generator.safetensors + .json)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import ray
+import yaml
+from ray import tune
+from ray.util.queue import Empty, Queue
+
+from distgan import rundir, search_space
+from distgan.config import Config, ConfigError, load_config
+from distgan.launch.progress import ForwardReports
+from distgan.launch.sweep_results import SweepResult, summarize
+from distgan.launch.train import DEFAULT_STORAGE, build_trainer, ray_cluster, resolve_use_gpu
+
+log = logging.getLogger(__name__)
+
+DRIVER_CPU = 0.01
+"""A trial's driver only waits on its TorchTrainer; a whole CPU would starve the workers of small clusters."""
+
+
+# -- search space and resources -------------------------------------------------
+
+
+def to_tune_domain(domain: search_space.Domain):
+    low_high = domain.values
+    return {"loguniform": lambda: tune.loguniform(*low_high), "uniform": lambda: tune.uniform(*low_high),
+            "randint": lambda: tune.randint(*low_high), "choice": lambda: tune.choice(list(low_high)),
+            "grid": lambda: tune.grid_search(list(low_high))}[domain.kind]()
+
+
+def trial_resources(cfg: Config, space: dict[str, search_space.Domain]) -> tuple[float, int]:
+    """The most CPUs and GPUs one trial can need, over the values its space can take."""
+    def largest(key: str, default: int) -> int:
+        domain = space.get(key)
+        return int(max(domain.examples())) if domain is not None else default
+
+    workers = largest("scaling.num_workers", cfg.scaling.num_workers)
+    cpus = workers * largest("scaling.cpus_per_worker", cfg.scaling.cpus_per_worker)
+    return cpus + DRIVER_CPU, workers
+
+
+def check_cluster_fits(cfg: Config, space: dict, use_gpu: bool) -> int:
+    """Raise when no trial can ever start; otherwise return how many fit at once."""
+    cpus, workers = trial_resources(cfg, space)
+    have = ray.cluster_resources()
+    have_cpus, have_gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
+    if cpus > have_cpus:
+        raise ConfigError(f"scaling.num_workers: a trial needs {cpus - DRIVER_CPU:g} CPUs ({workers} workers x "
+                          f"scaling.cpus_per_worker) plus {DRIVER_CPU} for its driver, but the Ray cluster has "
+                          f"{have_cpus:g}; lower scaling.num_workers or scaling.cpus_per_worker, or add nodes")
+    if use_gpu and workers > have_gpus:
+        raise ConfigError(f"scaling.num_workers: a trial needs {workers} GPUs (one per worker), but the Ray "
+                          f"cluster has {have_gpus:g}")
+    fit = int(have_cpus // cpus)
+    if use_gpu:
+        fit = min(fit, int(have_gpus // workers))
+    return max(fit, 1)
+
+
+# -- one trial ---------------------------------------------------------------------
+
+
+def trial_driver(trial_config: dict, *, base: dict, sweep_dir: str, use_gpu: bool, sweep_name: str) -> None:
+    """Runs in a Tune trial: one TorchTrainer with this trial's values, its objective reports forwarded to Tune."""
+    values = dict(trial_config.get("space", {}))
+    cfg = Config.from_dict(search_space.apply(base, values))
+    context = tune.get_context()
+    run = rundir.prepare(Path(sweep_dir) / "trials", context.get_trial_name(), cfg)
+    # Every start of the trial (first, after a failure, after a PBT exploit) is a fresh Train run that
+    # starts from the checkpoint Tune hands over, so Train never resumes a stale one of its own.
+    attempts = run.path / "attempts"
+    attempt = f"attempt_{len(list(attempts.glob('attempt_*'))):03d}"
+    start = tune.get_checkpoint()
+    queue = Queue(actor_options={"num_cpus": 0})
+    trainer = build_trainer(cfg, run, attempts, use_gpu, [ForwardReports(queue)], train_name=attempt,
+                            initial_checkpoint=start.path if start is not None else None,
+                            wandb_group=sweep_name, wandb_extra={"tune/" + k: v for k, v in values.items()})
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as exc:  # re-raised in the trial's thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=fit, daemon=True)
+    thread.start()
+    metric = cfg.tune.metric
+    while True:
+        try:
+            record = queue.get(timeout=0.5)
+        except Empty:
+            if thread.is_alive():
+                continue
+            if queue.empty():
+                break
+            continue
+        checkpoint = record.pop("_checkpoint", None)
+        # Schedulers compare the objective, so only evaluation reports go to Tune (checkpoint steps are
+        # evaluation steps; the config insists on it).
+        if metric in record:
+            tune.report(record, checkpoint=tune.Checkpoint.from_directory(checkpoint) if checkpoint else None)
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+
+
+# -- the sweep -----------------------------------------------------------------
+
+
+def _scheduler(cfg: Config, mode: str, space: dict):
+    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+
+    s = cfg.tune.scheduler
+    if s.type == "asha":
+        return ASHAScheduler(time_attr="step", max_t=cfg.train.steps, grace_period=s.grace_period or cfg.eval.every,
+                             reduction_factor=s.reduction_factor)
+    if s.type == "pbt":
+        return PopulationBasedTraining(
+            time_attr="step", perturbation_interval=s.perturbation_interval or cfg.train.checkpoint_every,
+            hyperparam_mutations={"space": {k: to_tune_domain(d) for k, d in space.items()}},
+            quantile_fraction=s.quantile_fraction, resample_probability=s.resample_probability, synch=s.synch)
+    return None
+
+
+def _searcher(cfg: Config, mode: str, concurrent: int):
+    if cfg.tune.search == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        return ConcurrencyLimiter(OptunaSearch(seed=cfg.tune.seed), max_concurrent=concurrent)
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=cfg.tune.seed, max_concurrent=concurrent)
+
+
+def build_tuner(cfg: Config, sweep_dir: Path, use_gpu: bool, concurrent: int, resume: bool) -> tune.Tuner:
+    mode = search_space.tune_mode(cfg)
+    space = search_space.parse_space(cfg.tune.space)
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_driver, base=cfg.to_dict(), sweep_dir=str(sweep_dir), use_gpu=use_gpu,
+                             sweep_name=sweep_dir.name),
+        {"cpu": DRIVER_CPU})
+    if resume:
+        return tune.Tuner.restore(str(sweep_dir / "tune"), trainable=trainable, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        param_space={"space": {k: to_tune_domain(d) for k, d in space.items()}},
+        tune_config=tune.TuneConfig(
+            metric=cfg.tune.metric, mode=mode, num_samples=cfg.tune.num_samples,
+            # Each searcher limits concurrency itself (Tune ignores max_concurrent_trials for generators).
+            scheduler=_scheduler(cfg, mode, space), search_alg=_searcher(cfg, mode, concurrent),
+            trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=str(sweep_dir),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=cfg.train.max_failures),
+            verbose=1),
+    )
+
+
+def resolve_sweep(cfg: Optional[Config], storage: Path, name: Optional[str], resume: bool) -> tuple[Config, Path]:
+    """The sweep directory and the config to run (a resumed sweep keeps its own); creates nothing."""
+    if name is not None and (not name or "/" in name or name.startswith(".")):
+        raise ConfigError(f"--name {name!r}: use a plain directory name")
+    name = name or f"sweep_{rundir.default_name(cfg)}"
+    sweep_dir = (storage / name).resolve()
+    saved = sweep_dir / "sweep.yaml"
+    started = (sweep_dir / "tune").is_dir() and saved.is_file()
+    if resume:
+        if not started:
+            raise ConfigError(f"--resume: no sweep to resume in {sweep_dir}")
+        return load_config(saved), sweep_dir
+    if started:
+        raise ConfigError(f"sweep {name!r} already exists in {sweep_dir}; add --resume to continue it, "
+                          f"or pick another --name")
+    if not cfg.tune.space:
+        raise ConfigError("tune.space: a sweep needs at least one key to search, e.g. "
+                          "tune.space={optim.g.lr: {loguniform: [1.0e-4, 1.0e-3]}}")
+    return cfg, sweep_dir
+
+
+def save_sweep_config(cfg: Config, sweep_dir: Path) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    tmp = sweep_dir / "sweep.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    os.replace(tmp, sweep_dir / "sweep.yaml")
+
+
+def run_tune(cfg: Optional[Config], name: Optional[str] = None, address: Optional[str] = None,
+             storage: Union[str, Path, None] = None, resume: bool = False) -> SweepResult:
+    """Run (or ``resume``) the sweep of ``cfg.tune`` over ``cfg``; see the module docstring for the layout."""
+    storage = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
+    cfg, sweep_dir = resolve_sweep(cfg, storage, name, resume)
+    space = search_space.parse_space(cfg.tune.space)
+    per_trial, _ = trial_resources(cfg, space)
+    print(f"{'Resuming' if resume else 'Starting'} sweep {sweep_dir.name!r} in {sweep_dir}", flush=True)
+    started = time.monotonic()
+    # An embedded Ray gets room for one trial's workers plus the drivers.
+    with ray_cluster(address, int(per_trial) + 1):
+        use_gpu = resolve_use_gpu(cfg)
+        fits = check_cluster_fits(cfg, space, use_gpu)  # before anything is written
+        if not resume:
+            save_sweep_config(cfg, sweep_dir)
+        concurrent = min(cfg.tune.max_concurrent or fits, fits)
+        grid = build_tuner(cfg, sweep_dir, use_gpu, concurrent, resume).fit()
+        result = summarize(cfg, sweep_dir, grid)
+    log.info("sweep finished in %.0f s", time.monotonic() - started)
+    return result
+

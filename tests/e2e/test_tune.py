@@ -1,0 +1,96 @@
+"""``distgan tune`` on the shared local Ray: every trial a real distributed run of the tiny DCGAN.
+
+- ASHA over 4 trials with 2 workers each: poor trials stop early, the best
+  trial's config retrains to the same FID with ``distgan train``, its
+  generator is exported, and each trial is a W&B run grouped under the sweep.
+- PBT over 2 one-worker trials: after an exploit, the trial's G and D
+  optimizers hold its mutated learning rates (as the workers report them).
+- A trial that cannot fit the cluster is refused before anything runs.
+The kill-and-resume test is in test_tune_resume.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import distgan
+from distgan.config import ConfigError, load_config
+from distgan.launch.tune import run_tune
+from distgan.tracking.jsonl import read_metrics
+
+pytestmark = pytest.mark.ray
+
+SWEEP = ("train.steps=40", "train.batch_size=16", "train.log_every=10", "train.checkpoint_every=20",
+         "train.sample_every=40", "model.g_width=16", "model.d_width=16", "model.latent_dim=16",
+         "eval.every=20", "eval.n=200", "eval.metrics=fid,kid", "eval.kid_subsets=10", "eval.kid_subset_size=100",
+         "tune.seed=0")
+LRS = "tune.space={optim.g.lr: {loguniform: [1.0e-5, 3.0e-3]}, optim.d.lr: {loguniform: [1.0e-5, 3.0e-3]}}"
+
+
+def test_asha_sweep_stops_poor_trials_and_its_best_config_retrains_to_the_same_fid(local_ray, tmp_path):
+    # A grid runs in order: two useful learning rates, then two that leave G's weights where they
+    # started, which ASHA must stop at its rung (step 40) once the useful ones have set the bar there.
+    # (At step 20 FID cannot tell them apart yet: every G is still close to its initialisation.)
+    cfg = load_config(None, SWEEP + ("train.steps=60", "tune.space={optim.g.lr: {grid: [4.0e-4, 8.0e-4, 1.0e-8,"
+                                     " 2.0e-8]}}", "tune.num_samples=1", "tune.scheduler.type=asha",
+                                     "tune.scheduler.grace_period=40"))
+    result = run_tune(cfg, name="asha", storage=tmp_path)
+    sweep = tmp_path / "asha"
+    rows = result.rows
+    assert len(rows) == 4 and all(r["fid"] is not None for r in rows)
+    stopped = [r for r in rows if r["status"] == "stopped early"]
+    # Both useless rates stop; ASHA (keeping the better half at the rung) may stop a useful one too.
+    assert {1e-8, 2e-8} <= {r["values"]["optim.g.lr"] for r in stopped}, rows
+    assert all(r["step"] == 40 for r in stopped)
+    assert result.best["status"] == "finished" and result.best["step"] == 60
+    rung_fid = {r["trial"]: next(m["fid"] for m in read_metrics(sweep / "trials" / r["trial"] / "metrics.jsonl")
+                                 if m["step"] == 40 and "fid" in m) for r in rows}
+    assert all(rung_fid[r["trial"]] > rung_fid[result.best["trial"]] for r in stopped)
+    assert result.best["fid"] == min(r["fid"] for r in rows if r["status"] == "finished")
+    for row in stopped:  # a stopped trial really stopped (a few steps after the rung's report), unfinished
+        trial = sweep / "trials" / row["trial"]
+        assert read_metrics(trial / "metrics.jsonl")[-1]["step"] < 60 and not (trial / "generator.json").exists()
+    assert json.loads((sweep / "results.json").read_text())["best"]["trial"] == result.best["trial"]
+
+    best_cfg = load_config(sweep / "best_config.yaml")
+    assert best_cfg.optim.g.lr == pytest.approx(result.best["values"]["optim.g.lr"])
+    assert (sweep / "best" / "generator.safetensors").is_file()
+    rerun = distgan.train(best_cfg, name="rerun", storage=tmp_path, progress=False)
+    assert rerun.metrics["fid"] == pytest.approx(result.best["fid"], rel=1e-6)
+
+    # W&B: one offline run per trial, in the sweep's group, with the trial's values in its config.
+    trial_dir = sweep / "trials" / result.best["trial"]
+    (record,) = (trial_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    data = record.read_bytes()
+    assert b"asha" in data and b"tune/optim.g.lr" in data
+
+
+def test_pbt_exploit_puts_the_mutated_learning_rates_into_both_optimizers(local_ray, tmp_path):
+    cfg = load_config(None, SWEEP + (LRS, "train.steps=60", "scaling.num_workers=1", "tune.num_samples=2",
+                                     "tune.scheduler.type=pbt", "tune.scheduler.perturbation_interval=20",
+                                     "tune.scheduler.quantile_fraction=0.5", "tune.scheduler.synch=true",
+                                     "deepspeed.zero_stage=2", "tracking.wandb=false"))
+    result = run_tune(cfg, name="pbt", storage=tmp_path)
+    exploited = 0
+    for row in result.rows:
+        trial = tmp_path / "pbt" / "trials" / row["trial"]
+        records = [r for r in read_metrics(trial / "metrics.jsonl") if "lr_g" in r]
+        final = row["values"]
+        # The optimizers report the trial's final values at the end, whatever the checkpoint they started from.
+        assert records[-1]["lr_g"] == pytest.approx(final["optim.g.lr"], rel=1e-9)
+        assert records[-1]["lr_d"] == pytest.approx(final["optim.d.lr"], rel=1e-9)
+        if records[0]["lr_g"] != pytest.approx(final["optim.g.lr"], rel=1e-9):
+            exploited += 1
+            assert len(list((trial / "attempts").glob("attempt_*"))) >= 2
+    assert exploited >= 1, "PBT never exploited: the test proves nothing"
+    assert all(r["step"] == 60 for r in result.rows)
+
+
+def test_a_trial_larger_than_the_cluster_is_refused_before_anything_starts(local_ray, tmp_path):
+    cfg = load_config(None, SWEEP + (LRS, "scaling.num_workers=5"))
+    with pytest.raises(ConfigError, match=r"scaling.num_workers: a trial needs 5 CPUs .* the Ray cluster has 4"):
+        run_tune(cfg, name="too-big", storage=tmp_path)
+    assert not (tmp_path / "too-big").exists()

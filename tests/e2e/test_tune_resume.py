@@ -1,0 +1,67 @@
+"""``distgan tune`` SIGKILLed together with its embedded Ray mid-sweep; ``--resume`` completes the sweep
+without running a finished trial again."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from distgan.launch.tune import run_tune
+from distgan.tracking.jsonl import read_metrics
+from test_tune import LRS, SWEEP
+
+pytestmark = pytest.mark.ray
+
+
+def finished_trials(sweep: Path) -> list[Path]:
+    return sorted(p.parent for p in (sweep / "trials").glob("*/generator.safetensors"))
+
+
+def state_saved_after(sweep: Path, moment: float) -> bool:
+    """Tune has written its experiment state since ``moment`` (it does so at least every 10 s)."""
+    return any(p.stat().st_mtime > moment for p in (sweep / "tune").glob("experiment_state-*.json"))
+
+
+def test_killed_sweep_resumes_and_keeps_finished_trials(local_ray, tmp_path):
+    import psutil
+
+    overrides = SWEEP + (LRS, "scaling.num_workers=1", "tune.num_samples=3", "tune.max_concurrent=1",
+                         "tracking.wandb=false")
+    sweep = tmp_path / "resume"
+    proc = subprocess.Popen([sys.executable, "-m", "distgan", "tune", *overrides, "--name", "resume",
+                             "--storage", str(tmp_path)], env=dict(os.environ, PYTHONWARNINGS="ignore"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not finished_trials(sweep) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert finished_trials(sweep), "no trial finished within 5 minutes"
+        done = finished_trials(sweep)[0]
+        finished_at = (done / "generator.safetensors").stat().st_mtime
+        while not state_saved_after(sweep, finished_at) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+    finally:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(tree, timeout=60)
+    assert len(finished_trials(sweep)) < 3, "the sweep finished before the kill"
+    kept = {p.name: (p / "metrics.jsonl").read_bytes() for p in finished_trials(sweep)}
+
+    result = run_tune(None, name="resume", storage=tmp_path, resume=True)
+    assert len(result.rows) == 3 and all(r["status"] == "finished" and r["step"] == 40 for r in result.rows)
+    for name, metrics in kept.items():
+        trial = sweep / "trials" / name
+        assert (trial / "metrics.jsonl").read_bytes() == metrics, f"finished trial {name} ran again"
+        assert len(list((trial / "attempts").glob("attempt_*"))) == 1
+    for row in result.rows:
+        assert read_metrics(sweep / "trials" / row["trial"] / "metrics.jsonl")[-1]["step"] == 40
+    assert result.best is not None and (sweep / "best" / "generator.safetensors").is_file()
