@@ -7,6 +7,7 @@ The Python API mirrors the CLI::
     result = distgan.train(cfg, name="digits")
     generator, meta = distgan.load_generator(result.run_dir)
     scores, info = distgan.evaluate_generator(result.run_dir, ["eval.n=5000"])
+    sweep = distgan.tune("configs/tune_dcgan_digits_asha.yaml", name="lr-width")
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from distgan.config import Config, ConfigError, load_config
 from distgan.export import load_generator
 
 if TYPE_CHECKING:
+    from distgan.launch.sweep_results import SweepResult
     from distgan.launch.train import TrainResult
 
 __version__ = "0.1.0"
-__all__ = ["Config", "ConfigError", "evaluate_generator", "load_config", "load_generator", "train", "__version__"]
+__all__ = ["Config", "ConfigError", "evaluate_generator", "load_config", "load_generator", "train", "tune",
+           "__version__"]
 
 
 def train(config: Union[Config, dict, str, Path, None] = None, name: Optional[str] = None,
@@ -33,13 +36,30 @@ def train(config: Union[Config, dict, str, Path, None] = None, name: Optional[st
     keep_embedded_ray_on_loopback(address)
     from distgan.launch.train import train as _train
 
+    return _train(_as_config(config), name=name, address=address, storage=storage, progress=progress)
+
+
+def tune(config: Union[Config, dict, str, Path, None] = None, name: Optional[str] = None,
+         address: Optional[str] = None, storage: Union[str, Path, None] = None,
+         resume: bool = False) -> "SweepResult":
+    """Run the sweep of ``config.tune`` (every trial a distributed run); ``resume`` continues sweep ``name``."""
+    from distgan.launch.loopback import keep_embedded_ray_on_loopback
+
+    keep_embedded_ray_on_loopback(address)
+    from distgan.launch.tune import run_tune
+
+    return run_tune(None if resume and config is None else _as_config(config), name=name, address=address,
+                    storage=storage, resume=resume)
+
+
+def _as_config(config: Union[Config, dict, str, Path, None]) -> Config:
     if config is None:
-        config = Config.from_dict({})
-    elif isinstance(config, dict):
-        config = Config.from_dict(config)
-    elif isinstance(config, (str, Path)):
-        config = load_config(config)
-    return _train(config, name=name, address=address, storage=storage, progress=progress)
+        return Config.from_dict({})
+    if isinstance(config, dict):
+        return Config.from_dict(config)
+    if isinstance(config, (str, Path)):
+        return load_config(config)
+    return config
 
 
 def evaluate_generator(source: Union[str, Path], overrides: tuple[str, ...] = ()) -> tuple[dict, dict]:

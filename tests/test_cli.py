@@ -7,6 +7,7 @@ from PIL import Image
 
 from distgan.cli import main as cli_main
 from distgan.launch import train as launch_train
+from distgan.launch import tune as launch_tune
 
 
 @pytest.fixture
@@ -16,6 +17,7 @@ def no_ray(monkeypatch):
         raise AssertionError("Ray was started before the input was validated")
 
     monkeypatch.setattr(launch_train, "ray_cluster", refuse)
+    monkeypatch.setattr(launch_tune, "ray_cluster", refuse)
 
 
 @pytest.fixture
@@ -88,3 +90,17 @@ def test_sample_labels_for_conditional_generators():
     with pytest.raises(ConfigError, match="unconditional"):
         sample_labels("1", {"class_names": []}, 4)
     assert sample_labels(None, {}, 4) is None
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train.steps=5"], "tune.space: a sweep needs at least one key"),
+    (["tune.space={optim.g.lrr: {loguniform: [1.0e-4, 1.0e-3]}}"], "did you mean 'optim.g.lr'"),
+    (["--resume"], "--resume: name the sweep"),
+    (["train.steps=5", "--resume", "--name", "s"], "--resume continues a sweep with the config it was started with"),
+    (["--resume", "--name", "nothing"], "no sweep to resume"),
+    (["tune.space={optim.g.lr: {choice: [1.0e-4]}}", "--name", "a/b"], "--name 'a/b': use a plain directory name"),
+])
+def test_tune_refuses_bad_input_before_ray(no_ray, tmp_path, capsys, args, needle):
+    assert cli_main(["tune", *args, "--storage", str(tmp_path / "runs")]) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -31,6 +31,7 @@ from typing import Any, Optional, Union
 import ray
 import yaml
 from ray import tune
+from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.util.queue import Empty, Queue
 
 from distgan import rundir, search_space
@@ -126,7 +127,11 @@ def trial_driver(trial_config: dict, *, base: dict, sweep_dir: str, use_gpu: boo
         # Schedulers compare the objective, so only evaluation reports go to Tune (checkpoint steps are
         # evaluation steps; the config insists on it).
         if metric in record:
-            tune.report(record, checkpoint=tune.Checkpoint.from_directory(checkpoint) if checkpoint else None)
+            # Tune's console table shows a result's first few keys: make those the step and the scores.
+            first = ["step", metric, "fid", "kid", "precision", "recall", "class_acc"]
+            ordered = {k: record[k] for k in first if k in record}
+            ordered.update(record)
+            tune.report(ordered, checkpoint=tune.Checkpoint.from_directory(checkpoint) if checkpoint else None)
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
@@ -135,16 +140,34 @@ def trial_driver(trial_config: dict, *, base: dict, sweep_dir: str, use_gpu: boo
 # -- the sweep -----------------------------------------------------------------
 
 
+class FinalStepAwarePBT(PopulationBasedTraining):
+    """PBT that leaves a trial alone at its last step.
+
+    An exploit there would restart the trial from another one's checkpoint with
+    mutated values and no steps left to train them: the trial would end with the
+    other trial's result under a config it never trained with.
+    """
+
+    def __init__(self, total_steps: int, **kwargs):
+        super().__init__(**kwargs)
+        self._total_steps = total_steps
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if result.get(self._time_attr, 0) >= self._total_steps:
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
 def _scheduler(cfg: Config, mode: str, space: dict):
-    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+    from ray.tune.schedulers import ASHAScheduler
 
     s = cfg.tune.scheduler
     if s.type == "asha":
         return ASHAScheduler(time_attr="step", max_t=cfg.train.steps, grace_period=s.grace_period or cfg.eval.every,
                              reduction_factor=s.reduction_factor)
     if s.type == "pbt":
-        return PopulationBasedTraining(
-            time_attr="step", perturbation_interval=s.perturbation_interval or cfg.train.checkpoint_every,
+        return FinalStepAwarePBT(
+            cfg.train.steps, time_attr="step", perturbation_interval=s.perturbation_interval or cfg.train.checkpoint_every,
             hyperparam_mutations={"space": {k: to_tune_domain(d) for k, d in space.items()}},
             quantile_fraction=s.quantile_fraction, resample_probability=s.resample_probability, synch=s.synch)
     return None

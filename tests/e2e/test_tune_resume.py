@@ -4,6 +4,7 @@ without running a finished trial again."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -23,29 +24,33 @@ def finished_trials(sweep: Path) -> list[Path]:
     return sorted(p.parent for p in (sweep / "trials").glob("*/generator.safetensors"))
 
 
-def state_saved_after(sweep: Path, moment: float) -> bool:
-    """Tune has written its experiment state since ``moment`` (it does so at least every 10 s)."""
-    return any(p.stat().st_mtime > moment for p in (sweep / "tune").glob("experiment_state-*.json"))
+def terminated_in_saved_state(sweep: Path) -> set[str]:
+    """Trials that Tune's saved experiment state (written at least every 10 s) records as finished."""
+    done = set()
+    for path in (sweep / "tune").glob("experiment_state-*.json"):
+        with contextlib.suppress(ValueError, OSError):  # caught mid-write
+            for state, _ in json.loads(path.read_text())["trial_data"]:
+                state = json.loads(state) if isinstance(state, str) else state
+                if state["status"] == "TERMINATED":
+                    done.add(f"trial_{state['trial_id']}")
+    return done
 
 
 def test_killed_sweep_resumes_and_keeps_finished_trials(local_ray, tmp_path):
     import psutil
 
+    # Optuna (TPE) proposes the trials, so its state must survive the kill too.
     overrides = SWEEP + (LRS, "scaling.num_workers=1", "tune.num_samples=3", "tune.max_concurrent=1",
-                         "tracking.wandb=false")
+                         "tune.search=optuna", "tracking.wandb=false")
     sweep = tmp_path / "resume"
     proc = subprocess.Popen([sys.executable, "-m", "distgan", "tune", *overrides, "--name", "resume",
                              "--storage", str(tmp_path)], env=dict(os.environ, PYTHONWARNINGS="ignore"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
-        while not finished_trials(sweep) and proc.poll() is None and time.monotonic() < deadline:
+        while not terminated_in_saved_state(sweep) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert finished_trials(sweep), "no trial finished within 5 minutes"
-        done = finished_trials(sweep)[0]
-        finished_at = (done / "generator.safetensors").stat().st_mtime
-        while not state_saved_after(sweep, finished_at) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
+        assert terminated_in_saved_state(sweep), "no trial finished within 5 minutes"
         assert proc.poll() is None, "the sweep ended before it could be killed"
     finally:
         tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
@@ -54,7 +59,8 @@ def test_killed_sweep_resumes_and_keeps_finished_trials(local_ray, tmp_path):
                 p.kill()
         psutil.wait_procs(tree, timeout=60)
     assert len(finished_trials(sweep)) < 3, "the sweep finished before the kill"
-    kept = {p.name: (p / "metrics.jsonl").read_bytes() for p in finished_trials(sweep)}
+    kept = {name: (sweep / "trials" / name / "metrics.jsonl").read_bytes()
+            for name in terminated_in_saved_state(sweep)}
 
     result = run_tune(None, name="resume", storage=tmp_path, resume=True)
     assert len(result.rows) == 3 and all(r["status"] == "finished" and r["step"] == 40 for r in result.rows)
