@@ -113,12 +113,22 @@ def trial_driver(trial_config: dict, *, base: dict, sweep_dir: str, use_gpu: boo
 
     thread = threading.Thread(target=fit, daemon=True)
     thread.start()
-    metric = cfg.tune.metric
+    try:
+        _forward(queue, thread, cfg.tune.metric)
+    finally:
+        queue.shutdown()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+
+
+def _forward(queue: Queue, fitting: threading.Thread, metric: str) -> None:
+    """Report each evaluation of the running TorchTrainer to Tune, with its checkpoint, until it ends."""
     while True:
         try:
             record = queue.get(timeout=0.5)
         except Empty:
-            if thread.is_alive():
+            if fitting.is_alive():
                 continue
             if queue.empty():
                 break
@@ -132,9 +142,6 @@ def trial_driver(trial_config: dict, *, base: dict, sweep_dir: str, use_gpu: boo
             ordered = {k: record[k] for k in first if k in record}
             ordered.update(record)
             tune.report(ordered, checkpoint=tune.Checkpoint.from_directory(checkpoint) if checkpoint else None)
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
 
 
 # -- the sweep -----------------------------------------------------------------
@@ -158,7 +165,7 @@ class FinalStepAwarePBT(PopulationBasedTraining):
         return super().on_trial_result(tune_controller, trial, result)
 
 
-def _scheduler(cfg: Config, mode: str, space: dict):
+def _scheduler(cfg: Config, space: dict):
     from ray.tune.schedulers import ASHAScheduler
 
     s = cfg.tune.scheduler
@@ -167,13 +174,14 @@ def _scheduler(cfg: Config, mode: str, space: dict):
                              reduction_factor=s.reduction_factor)
     if s.type == "pbt":
         return FinalStepAwarePBT(
-            cfg.train.steps, time_attr="step", perturbation_interval=s.perturbation_interval or cfg.train.checkpoint_every,
+            cfg.train.steps, time_attr="step",
+            perturbation_interval=s.perturbation_interval or cfg.train.checkpoint_every,
             hyperparam_mutations={"space": {k: to_tune_domain(d) for k, d in space.items()}},
             quantile_fraction=s.quantile_fraction, resample_probability=s.resample_probability, synch=s.synch)
     return None
 
 
-def _searcher(cfg: Config, mode: str, concurrent: int):
+def _searcher(cfg: Config, concurrent: int):
     if cfg.tune.search == "optuna":
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
@@ -199,7 +207,7 @@ def build_tuner(cfg: Config, sweep_dir: Path, use_gpu: bool, concurrent: int, re
         tune_config=tune.TuneConfig(
             metric=cfg.tune.metric, mode=mode, num_samples=cfg.tune.num_samples,
             # Each searcher limits concurrency itself (Tune ignores max_concurrent_trials for generators).
-            scheduler=_scheduler(cfg, mode, space), search_alg=_searcher(cfg, mode, concurrent),
+            scheduler=_scheduler(cfg, space), search_alg=_searcher(cfg, concurrent),
             trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
         run_config=tune.RunConfig(
