@@ -142,24 +142,26 @@ def sample_labels(text: Optional[str], meta: dict, n: int):
     return torch.tensor(chosen)[torch.arange(n) % len(chosen)]
 
 
+def _launch_arguments(p: argparse.ArgumentParser, items_help: str, name_help: str) -> None:
+    """What ``train`` and ``tune`` share: config and overrides, a name, the cluster and the storage."""
+    p.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE]", help=items_help)
+    p.add_argument("--name", help=name_help)
+    p.add_argument("--address", help="Ray cluster to join (e.g. auto or ray://HEAD:10001)")
+    p.add_argument("--storage", help="directory that holds runs and sweeps (default ./runs)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distgan", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a GAN on Ray (embedded local Ray unless --address)")
-    p.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE]",
-                   help="a YAML config (default: DCGAN on digits) and dotted overrides, e.g. train.steps=200")
-    p.add_argument("--name", help="run name; an existing run of that name is resumed")
-    p.add_argument("--address", help="Ray cluster to join (e.g. auto or ray://HEAD:10001)")
-    p.add_argument("--storage", help="directory that holds runs (default ./runs)")
+    _launch_arguments(p, "a YAML config (default: DCGAN on digits) and dotted overrides, e.g. train.steps=200",
+                      "run name; an existing run of that name is resumed")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("tune", help="a Ray Tune sweep over the config's tune.space, each trial a distributed run")
-    p.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE]",
-                   help="a YAML config with a tune section, and dotted overrides")
-    p.add_argument("--name", help="sweep name (directory under --storage)")
-    p.add_argument("--address", help="Ray cluster to join (e.g. auto or ray://HEAD:10001)")
-    p.add_argument("--storage", help="directory that holds runs and sweeps (default ./runs)")
+    _launch_arguments(p, "a YAML config with a tune section, and dotted overrides",
+                      "sweep name (directory under --storage)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials stay done")
     p.set_defaults(func=cmd_tune)
 

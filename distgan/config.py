@@ -515,7 +515,6 @@ def validate(cfg: Config) -> None:
     # Names resolved through registries, imported here so the error is early.
     from distgan import data as data_mod
     from distgan import evaluate, models, search_space
-    from distgan.gan import losses
 
     models.check(cfg)
     data_mod.check(cfg)

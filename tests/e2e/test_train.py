@@ -3,7 +3,6 @@ the run directory, sampling, resuming a finished run, and surviving a killed wor
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ import distgan
 from distgan.cli import main as cli_main
 from distgan.config import load_config
 from distgan.tracking.jsonl import read_metrics
+from processes import kill_tree
 from tiny_run import OVERRIDES, tiny
 
 pytestmark = pytest.mark.ray
@@ -183,8 +183,6 @@ def test_killed_driver_resumes_with_the_same_name(finished_run, tmp_path):
     import sys
     import time
 
-    import psutil
-
     from distgan.launch.train import train
 
     overrides = ("train.steps=40", "train.checkpoint_every=5", "train.log_every=5", "train.sample_every=20")
@@ -200,12 +198,7 @@ def test_killed_driver_resumes_with_the_same_name(finished_run, tmp_path):
         assert proc.poll() is None, "the driver ended before it could be killed"
         assert latest_committed_checkpoint(run), "no checkpoint was committed within 3 minutes"
     finally:
-        # The driver and its embedded Ray (GCS, raylet, controller, workers) all at once, as in a crash.
-        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        for p in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
-        psutil.wait_procs(tree, timeout=60)
+        kill_tree(proc.pid)  # the driver and its embedded Ray all at once, as in a crash
     latest = latest_committed_checkpoint(run)
     assert latest != "checkpoint_000040", "the driver finished before the kill"
     wandb_id = (run / "wandb_id").read_text()

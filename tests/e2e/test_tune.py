@@ -12,7 +12,6 @@ The kill-and-resume test is in test_tune_resume.py.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -15,6 +15,7 @@ import pytest
 
 from distgan.launch.tune import run_tune
 from distgan.tracking.jsonl import read_metrics
+from processes import kill_tree
 from test_tune import LRS, SWEEP
 
 pytestmark = pytest.mark.ray
@@ -37,8 +38,6 @@ def terminated_in_saved_state(sweep: Path) -> set[str]:
 
 
 def test_killed_sweep_resumes_and_keeps_finished_trials(local_ray, tmp_path):
-    import psutil
-
     # Optuna (TPE) proposes the trials, so its state must survive the kill too.
     overrides = SWEEP + (LRS, "scaling.num_workers=1", "tune.num_samples=3", "tune.max_concurrent=1",
                          "tune.search=optuna", "tracking.wandb=false")
@@ -53,11 +52,7 @@ def test_killed_sweep_resumes_and_keeps_finished_trials(local_ray, tmp_path):
         assert terminated_in_saved_state(sweep), "no trial finished within 5 minutes"
         assert proc.poll() is None, "the sweep ended before it could be killed"
     finally:
-        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        for p in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
-        psutil.wait_procs(tree, timeout=60)
+        kill_tree(proc.pid)  # the driver and its embedded Ray all at once, as in a crash
     assert len(finished_trials(sweep)) < 3, "the sweep finished before the kill"
     kept = {name: (sweep / "trials" / name / "metrics.jsonl").read_bytes()
             for name in terminated_in_saved_state(sweep)}
