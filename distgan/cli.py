@@ -1,4 +1,4 @@
-"""Command line: ``distgan train | tune | sample | evaluate``. A thin layer over the Python API."""
+"""Command line: ``distgan train | tune | submit | jobs | sample | evaluate``. A thin layer over the Python API."""
 
 from __future__ import annotations
 
@@ -50,6 +50,64 @@ def cmd_tune(args: argparse.Namespace) -> int:
     cfg = load_config(config_path, tuple(overrides))
     result = run_tune(cfg, name=args.name, address=args.address, storage=args.storage, resume=args.resume)
     return 0 if result.best is not None else 1
+
+
+def _jobs_address(args: argparse.Namespace) -> str:
+    import os
+
+    address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise ConfigError("--address: give the cluster's Jobs API address, e.g. http://HEAD:8265 "
+                          "(or set RAY_API_SERVER_ADDRESS)")
+    return address
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from distgan import rundir
+    from distgan.launch import submit
+
+    config_path, overrides = split_config_args(args.items)
+    cfg = load_config(config_path, tuple(overrides))  # a bad config fails here, before anything is sent
+    storage = args.storage or submit.default_storage()
+    if not storage:
+        raise ConfigError("--storage: where the cluster keeps runs, a path every node sees (a shared file "
+                          "system); or set DISTGAN_STORAGE")
+    name = args.name or ("sweep_" if args.tune else "") + rundir.default_name(cfg)
+    command = "tune" if args.tune else "train"
+    address = _jobs_address(args)
+    job_id = submit.submit(cfg, address, name, storage, command, args.package, args.resume)
+    print(f"Submitted {command} {name!r} as job {job_id}; runs in {storage}/{name}", flush=True)
+    if not args.follow:
+        print(f"Follow it with: distgan jobs logs {job_id} --address {address} --follow")
+        return 0
+    status = submit.follow(address, job_id)
+    print(f"Job {job_id} {status}")
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from distgan.launch import submit
+
+    address = _jobs_address(args)
+    if args.action == "list":
+        rows = submit.list_jobs(address)
+        for row in rows:
+            print(f"{row['id']}  {row['kind']:<5}  {row['name']}  {row['status']}  {row['message']}")
+        if not rows:
+            print("no distgan jobs on this cluster")
+        return 0
+    if not args.job_id:
+        raise ConfigError(f"jobs {args.action}: give the job id (see `distgan jobs list`)")
+    if args.action == "logs":
+        if args.follow:
+            status = submit.follow(address, args.job_id)
+            print(f"Job {args.job_id} {status}")
+            return 0 if status == "SUCCEEDED" else 1
+        print(submit.logs(address, args.job_id), end="")
+        return 0
+    stopped = submit.stop(address, args.job_id)
+    print(f"Job {args.job_id} {'stopping' if stopped else 'had already ended'}")
+    return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -165,6 +223,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials stay done")
     p.set_defaults(func=cmd_tune)
 
+    p = sub.add_parser("submit", help="run training (or a sweep with --tune) as a job on a Ray cluster")
+    p.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE]", help="a YAML config and dotted overrides")
+    p.add_argument("--address", help="the cluster's Jobs API, e.g. http://HEAD:8265 (default: "
+                                     "RAY_API_SERVER_ADDRESS)")
+    p.add_argument("--storage", help="path on the cluster, shared by every node, that holds runs "
+                                     "(default: DISTGAN_STORAGE)")
+    p.add_argument("--name", help="run or sweep name; submitting the same name again resumes it")
+    p.add_argument("--tune", action="store_true", help="submit the config's sweep (distgan tune) instead")
+    p.add_argument("--resume", action="store_true", help="with --tune: continue the named sweep")
+    p.add_argument("--follow", action="store_true", help="stream the job's logs; exit with its status")
+    p.add_argument("--package", choices=["local", "installed"], default="local",
+                   help="upload this distgan with the job (local), or use the one in the cluster's image")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("jobs", help="list, follow or stop distgan jobs on a Ray cluster")
+    p.add_argument("action", choices=["list", "logs", "stop"])
+    p.add_argument("job_id", nargs="?", help="submission id (for logs and stop)")
+    p.add_argument("--address", help="the cluster's Jobs API (default: RAY_API_SERVER_ADDRESS)")
+    p.add_argument("--follow", action="store_true", help="logs: stream until the job ends")
+    p.set_defaults(func=cmd_jobs)
+
     p = sub.add_parser("sample", help="generate samples from a run or an exported generator")
     p.add_argument("source", metavar="RUN_DIR_OR_GENERATOR")
     p.add_argument("--n", type=int, default=64, help="number of samples")
@@ -195,5 +274,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError) as exc:
+        print(f"distgan: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from distgan.launch.submit import SubmitError
+
+        if not isinstance(exc, SubmitError):
+            raise
         print(f"distgan: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,155 @@
+"""A real 2-node Ray cluster with token authentication, driven through ``distgan submit``.
+
+The head (127.0.0.2, 1 CPU) and a second node (127.0.0.3, 1 CPU) are started
+with ``ray start`` in their own temp dir and in a network namespace of their
+own that has nothing but loopback: in cluster mode Ray's GCS and raylets listen
+on every interface, and the namespace keeps that from reaching beyond this
+machine's loopback. The 2 training workers, 1 CPU each, must land one on each
+node. Every CLI call runs in that namespace in a subprocess with the token in
+its environment, as a user's shell would have it. The cluster is stopped at
+the end, pass or fail, by killing exactly the processes of its temp dir (``ray
+stop`` would also stop the test session's own Ray) and the namespace's holder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from tiny_run import OVERRIDES
+
+pytestmark = pytest.mark.ray
+
+
+def ray_bin() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
+def stop_cluster(temp_dir: str) -> None:
+    import psutil
+
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.pid != os.getpid() and any(temp_dir in part for part in (proc.info["cmdline"] or [])):
+            mine.append(proc)
+    for proc in mine:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(mine, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    # Holds a network namespace with only loopback (up) for as long as the cluster lives.
+    holder = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up && exec sleep 3600"])
+    netns = ["nsenter", "-t", str(holder.pid), "-n"]
+    # A short temp dir: Ray's unix sockets live under it and their paths have a length limit.
+    temp_dir = tempfile.mkdtemp(prefix="dgr", dir="/tmp")
+    token_file = tmp_path_factory.mktemp("auth") / "token"
+    token_file.write_text(secrets.token_hex(32))
+    port, dashboard = 6379, 8265  # the namespace is ours alone: Ray's default ports are free there
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file),
+           "RAY_USAGE_STATS_ENABLED": "0", "WANDB_MODE": "offline",
+           # The nodes' Python is this one, as a cluster image's would be.
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+           # Jobs and Ray Train's state-API polls must find this cluster, not the session's own Ray.
+           "RAY_ADDRESS": f"127.0.0.2:{port}"}
+    # The test session keeps its embedded Ray out of cluster mode; these nodes must form a cluster.
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+    try:
+        time.sleep(0.5)
+        assert holder.poll() is None, "could not create a network namespace (unshare --net needs root)"
+        subprocess.run([*netns, ray_bin(), "start", "--head", "--node-ip-address=127.0.0.2", f"--port={port}",
+                        "--dashboard-host=127.0.0.2", f"--dashboard-port={dashboard}", "--num-cpus=1",
+                        f"--temp-dir={temp_dir}", "--disable-usage-stats"], env=env, check=True,
+                       capture_output=True, timeout=120)
+        subprocess.run([*netns, ray_bin(), "start", f"--address=127.0.0.2:{port}", "--node-ip-address=127.0.0.3",
+                        "--num-cpus=1", "--disable-usage-stats"], env=env, check=True, capture_output=True,
+                       timeout=120)
+        yield {"address": f"http://127.0.0.2:{dashboard}", "env": env, "netns": netns}
+    finally:
+        stop_cluster(temp_dir)
+        holder.kill()
+        holder.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def distgan_cli(cluster: dict, *args: str, env: Optional[dict] = None, timeout: float = 300):
+    return subprocess.run([*cluster["netns"], sys.executable, "-m", "distgan", *args], env=env or cluster["env"],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_submit_follows_a_run_across_both_nodes(cluster, tmp_path):
+    storage = tmp_path / "shared"
+    done = distgan_cli(cluster, "submit", *OVERRIDES, "tracking.wandb=false", "--address", cluster["address"],
+                       "--storage", str(storage), "--name", "two-nodes", "--follow")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "SUCCEEDED" in done.stdout
+    # Ray Train lists its workers with their node's IP: one worker on each node.
+    for ip in ("127.0.0.2", "127.0.0.3"):
+        assert re.search(rf"ip={re.escape(ip)}, pid=\d+\) world_rank=[01]", done.stdout), (ip, done.stdout[-3000:])
+    run = storage / "two-nodes"
+    assert (run / "checkpoint_000006" / "train_state.json").is_file()
+    assert (run / "generator.safetensors").is_file()
+    assert {p.name for p in (run / "checkpoint_000006").glob("manifest_rank*.json")} == {
+        "manifest_rank0.json", "manifest_rank1.json"}
+
+    listed = distgan_cli(cluster, "jobs", "list", "--address", cluster["address"], timeout=60)
+    assert listed.returncode == 0 and "two-nodes" in listed.stdout and "SUCCEEDED" in listed.stdout
+
+
+def test_a_stopped_job_resumes_when_submitted_again(cluster, tmp_path):
+    storage = tmp_path / "shared"
+    overrides = (*OVERRIDES, "train.steps=200", "train.checkpoint_every=5", "train.log_every=5",
+                 "tracking.wandb=false")
+    first = distgan_cli(cluster, "submit", *overrides, "--address", cluster["address"], "--storage",
+                        str(storage), "--name", "again")
+    assert first.returncode == 0, first.stderr
+    job_id = first.stdout.split(" as job ")[1].split(";")[0]
+    run = storage / "again"
+    deadline = time.monotonic() + 180
+    while not list(run.glob("checkpoint_*/train_state.json")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert list(run.glob("checkpoint_*")), "no checkpoint within 3 minutes"
+    stopped = distgan_cli(cluster, "jobs", "stop", job_id, "--address", cluster["address"], timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    while "STOPPED" not in distgan_cli(cluster, "jobs", "list", "--address", cluster["address"]).stdout:
+        assert time.monotonic() < deadline, "the job did not stop"
+        time.sleep(1)
+    saved = max(int(p.name.split("_")[1]) for p in run.glob("checkpoint_*") if (p / "train_state.json").exists())
+    assert saved < 200
+
+    again = distgan_cli(cluster, "submit", *overrides, "--address", cluster["address"], "--storage",
+                        str(storage), "--name", "again", "--follow")
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "Resuming run 'again'" in again.stdout
+    assert (run / "checkpoint_000200").is_dir()
+
+
+def test_wrong_token_and_dead_address_fail_fast_and_clearly(cluster, tmp_path):
+    wrong = {**cluster["env"], "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    wrong.pop("RAY_AUTH_TOKEN_PATH")
+    started = time.monotonic()
+    refused = distgan_cli(cluster, "submit", *OVERRIDES, "--address", cluster["address"], "--storage",
+                          str(tmp_path), "--name", "x", env=wrong, timeout=60)
+    assert refused.returncode == 2 and "refused the token" in refused.stderr, refused.stderr
+    dead = distgan_cli(cluster, "submit", *OVERRIDES, "--address", "http://127.0.0.2:9",
+                       "--storage", str(tmp_path), "--name", "x", timeout=60)
+    assert dead.returncode == 2 and "no Ray dashboard answers" in dead.stderr, dead.stderr
+    bad = distgan_cli(cluster, "submit", "train.stepz=3", "--address", cluster["address"], "--storage",
+                      str(tmp_path), "--name", "x", timeout=60)
+    assert bad.returncode == 2 and "did you mean 'train.steps'" in bad.stderr
+    assert time.monotonic() - started < 45
+    assert not (tmp_path / "x").exists()
