@@ -3,7 +3,9 @@
 The run id is chosen by the driver and stored in the run directory, so a
 resumed run (after a worker or driver restart) appends to the same W&B run.
 No API key ever enters the config or the logged run config: W&B reads it
-from its own places (``WANDB_API_KEY``, ``~/.netrc``).
+from its own places (``WANDB_API_KEY``, ``~/.netrc``), and on clusters from
+the file named by ``WANDB_API_KEY_FILE`` (a mounted Kubernetes secret, say),
+which distgan reads into this process's environment only.
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ from typing import Optional
 from distgan.config import TrackingConfig
 
 
+def load_key_file() -> None:
+    """``WANDB_API_KEY_FILE`` -> ``WANDB_API_KEY`` for this process, unless a key is already set."""
+    path = os.environ.get("WANDB_API_KEY_FILE")
+    if path and not os.environ.get("WANDB_API_KEY") and Path(path).expanduser().is_file():
+        key = Path(path).expanduser().read_text().strip()
+        if key:
+            os.environ["WANDB_API_KEY"] = key
+
+
 def has_api_key() -> bool:
+    load_key_file()
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
@@ -40,6 +52,7 @@ class WandbLogger:
                  group: Optional[str] = None):
         import wandb
 
+        load_key_file()
         self._wandb = wandb
         self.run = wandb.init(
             project=cfg.project, entity=cfg.entity, id=run_id, name=name, group=group, resume="allow",

@@ -7,8 +7,8 @@ on every interface, and the namespace keeps that from reaching beyond this
 machine's loopback. The 2 training workers, 1 CPU each, must land one on each
 node. Every CLI call runs in that namespace in a subprocess with the token in
 its environment, as a user's shell would have it. The cluster is stopped at
-the end, pass or fail, by killing exactly the processes of its temp dir (``ray
-stop`` would also stop the test session's own Ray) and the namespace's holder.
+the end, pass or fail, by killing every process in its namespace (``ray stop``
+would also stop the test session's own Ray).
 """
 
 from __future__ import annotations
@@ -35,19 +35,27 @@ def ray_bin() -> str:
     return str(Path(sys.executable).with_name("ray"))
 
 
-def stop_cluster(temp_dir: str) -> None:
+def stop_cluster(holder: subprocess.Popen) -> None:
+    """Kill every process in the holder's network namespace (Ray renames its daemons, so their command
+    lines cannot be told apart from the session's own Ray), then the holder."""
     import psutil
 
-    mine = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if proc.pid != os.getpid() and any(temp_dir in part for part in (proc.info["cmdline"] or [])):
-            mine.append(proc)
-    for proc in mine:
+    netns = os.readlink(f"/proc/{holder.pid}/ns/net")
+    inside = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != holder.pid and os.readlink(f"/proc/{proc.pid}/ns/net") == netns:
+                inside.append(proc)
+        except OSError:  # gone, or not ours to read
+            continue
+    for proc in inside:
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(mine, timeout=30)
+    psutil.wait_procs(inside, timeout=30)
+    holder.kill()
+    holder.wait()
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +88,7 @@ def cluster(tmp_path_factory):
                        timeout=120)
         yield {"address": f"http://127.0.0.2:{dashboard}", "env": env, "netns": netns}
     finally:
-        stop_cluster(temp_dir)
-        holder.kill()
-        holder.wait()
+        stop_cluster(holder)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

