@@ -104,3 +104,32 @@ def test_tune_refuses_bad_input_before_ray(no_ray, tmp_path, capsys, args, needl
     assert cli_main(["tune", *args, "--storage", str(tmp_path / "runs")]) == 2
     assert needle in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command, resume", [("train", False), ("tune", False), ("tune", True)])
+def test_submitted_entrypoints_are_command_lines_distgan_accepts(command, resume):
+    """What a job runs on the head parses with the same CLI, and a resumed sweep names no config."""
+    import shlex
+
+    from distgan.cli import build_parser
+    from distgan.launch.submit import entrypoint
+
+    argv = shlex.split(entrypoint(command, "my run", "/mnt/shared/runs dir", resume))
+    assert argv[:3] == ["python", "-m", "distgan"]
+    args = build_parser().parse_args(argv[3:])
+    assert (args.command, args.name, args.storage, args.address) == (command, "my run", "/mnt/shared/runs dir",
+                                                                     "auto")
+    assert args.items == ([] if resume else ["config.yaml"])
+    assert getattr(args, "resume", False) == resume
+
+
+def test_submit_needs_an_address_and_storage_before_anything_else(no_ray, capsys, monkeypatch):
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("DISTGAN_STORAGE", raising=False)
+    assert cli_main(["submit", "train.steps=5", "--address", "http://127.0.0.1:9"]) == 2
+    assert "--storage" in capsys.readouterr().err
+    assert cli_main(["submit", "train.steps=5", "--storage", "/tmp/x"]) == 2
+    assert "--address" in capsys.readouterr().err
+    assert cli_main(["submit", "train.steps=5", "--storage", "/tmp/x", "--address", "127.0.0.1:8265"]) == 2
+    assert "http://HEAD:8265" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import tempfile
 import time
 import uuid
@@ -70,11 +71,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def entrypoint(command: str, name: str, storage: str, resume: bool) -> str:
-    parts = ["python", "-m", "distgan", command, "config.yaml", "--address", "auto", "--storage", storage,
-             "--name", name]
-    if resume:
-        parts.append("--resume")
-    return " ".join(parts)
+    """The job's command line; a resumed sweep runs with the config it was started with, so it gets none."""
+    parts = ["python", "-m", "distgan", command, *([] if resume else ["config.yaml"]), "--address", "auto",
+             "--storage", storage, "--name", name, *(["--resume"] if resume else [])]
+    return shlex.join(parts)
 
 
 def runtime_env(staging: Path, package: str, extra_env: dict[str, str]) -> dict:
