@@ -14,7 +14,6 @@ process (``distgan evaluate``) there are none.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
@@ -117,12 +116,13 @@ def check_config(cfg: Config) -> None:
             raise ConfigError(f"eval.metrics: class_acc uses the domain network's classifier; set "
                               f"eval.features=domain (it is {e.features!r})")
     if kind == "inception":
-        path = e.inception_weights or os.environ.get("DISTGAN_INCEPTION_WEIGHTS")
-        if not path or not Path(path).expanduser().is_file():
-            where = f"{path!r} does not exist" if path else "neither it nor DISTGAN_INCEPTION_WEIGHTS is set"
-            raise ConfigError(f"eval.inception_weights: {where}; inception features need the FID Inception-v3 "
-                              f"weights file (pt_inception-2015-12-05-6726825d.pth) on every node, or use "
-                              f"eval.features=domain to evaluate offline")
+        from distgan.metrics.inception import weights_path
+
+        try:
+            weights_path(e.inception_weights)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"eval.inception_weights: {exc} Every node needs the file; "
+                              f"eval.features=domain evaluates offline.") from None
 
 
 def shard(n: int, rank: int, world: int) -> tuple[int, int]:
@@ -151,6 +151,9 @@ class Evaluator:
                      self.net.kind, self.net.dim, self.net.description, self.net.digest[:12])
             if "fid" in self.metrics:
                 distances.warn_if_few_samples(cfg.n, self.net.dim)
+            if "kid" in self.metrics and min(cfg.n, len(self.real)) < cfg.kid_subset_size:
+                warnings.warn(f"KID subsets of {cfg.kid_subset_size} are capped at "
+                              f"{min(cfg.n, len(self.real))} samples (eval.n or the real set)", RuntimeWarning)
 
     def _shared_feature_net(self, x, labels, data_kind) -> FeatureNet:
         """Rank 0 builds the network (training the domain one on first use) and shares it.

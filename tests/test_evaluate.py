@@ -107,7 +107,8 @@ def test_cli_prints_a_table_and_json_with_the_same_scores(exported, capsys):
     record = json.loads(out)
     assert record["step"] == 7 and record["n"] == 300 and record["features"] == "domain"
     assert record["fid"] > 0 and "kid" in record and "precision" not in record
-    assert "warning" not in err  # 300 samples of 128-d features: enough
+    assert "use at least" not in err  # 300 samples of 128-d features: enough for FID
+    assert "KID subsets of 1000 are capped at 300" in err  # said once, before any evaluation
     scores, _ = evaluate_generator(exported, ["eval.metrics=fid,kid", "eval.n=300"])
     assert scores["fid"] == pytest.approx(record["fid"], rel=1e-12)
 

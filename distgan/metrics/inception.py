@@ -231,6 +231,15 @@ class InceptionFeatures(nn.Module):
         return x.mean(dim=(2, 3)).float()
 
 
+def weights_path(path: Union[str, os.PathLike, None] = None) -> str:
+    """The weights file to use: ``path``, else ``DISTGAN_INCEPTION_WEIGHTS``; FileNotFoundError says where
+    to get it when neither names an existing file."""
+    path = os.fspath(path) if path is not None else os.environ.get(WEIGHTS_ENV_VAR) or None
+    if path is None or not os.path.isfile(os.path.expanduser(path)):
+        raise FileNotFoundError(_missing_weights_message(path))
+    return os.path.expanduser(path)
+
+
 def _missing_weights_message(path: Optional[str]) -> str:
     where = f"Inception-v3 FID weights not found at {path!r}" if path else "no Inception-v3 FID weights given"
     return (f"{where}. Set the config key eval.inception_weights or the environment variable {WEIGHTS_ENV_VAR} "
@@ -293,9 +302,7 @@ def load_inception(path: Union[str, os.PathLike, None] = None) -> InceptionFeatu
     Reads a ``.pth`` state dict (tensors only) or a ``.safetensors`` file; the
     module comes back in eval mode with gradients off.
     """
-    path = os.fspath(path) if path is not None else os.environ.get(WEIGHTS_ENV_VAR) or None
-    if not path or not os.path.isfile(path):
-        raise FileNotFoundError(_missing_weights_message(path))
+    path = weights_path(path)
     model = InceptionFeatures()
     model.load_state_dict(_checked_state_dict(_read_state_dict(path), model, path))
     sha = _sha256(path)
