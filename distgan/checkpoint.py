@@ -3,7 +3,8 @@
 A checkpoint is one directory that every rank writes a part of (Ray Train
 merges the ranks' directories in storage):
 
-    G/, D/                       DeepSpeed checkpoints of each engine (tag "state")
+    G/, D/                       DeepSpeed checkpoints of each engine (tag "state"); no D/ for a run
+                                 without a discriminator (the PSNR stage of super-resolution)
     generator.safetensors/.json  G_ema (or G) weights in fp32, also a usable export
     train_state.json             step, images seen, data position, world size (rank 0)
     rng_rank{r}.safetensors      each rank's torch and latent RNG states
@@ -60,14 +61,16 @@ def save(directory: Path, engine_g, engine_d, generator_export: Optional[tuple],
          rng: dict[str, torch.Tensor], rank: int) -> None:
     """Write this rank's part of a checkpoint into ``directory`` (collective: all ranks call it).
 
-    ``generator_export`` is ``(module, metadata)`` on rank 0 and None elsewhere.
+    ``generator_export`` is ``(module, metadata)`` on rank 0 and None elsewhere; ``engine_d`` is None for a
+    run without a discriminator.
     """
     from distgan.export import save_generator
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     engine_g.save_checkpoint(str(directory / "G"), tag=TAG, save_latest=False)
-    engine_d.save_checkpoint(str(directory / "D"), tag=TAG, save_latest=False)
+    if engine_d is not None:
+        engine_d.save_checkpoint(str(directory / "D"), tag=TAG, save_latest=False)
     save_file({k: v.contiguous() for k, v in rng.items()}, str(directory / f"rng_rank{rank}.safetensors"))
     if rank == 0:
         module, metadata = generator_export
@@ -111,6 +114,12 @@ def load(directory: Path, engine_g, engine_d, rank: int, world_size: int) -> tup
     directory = Path(directory)
     state = verify(directory, world_size)
     for name, engine in (("G", engine_g), ("D", engine_d)):
+        if engine is None:
+            continue
+        if not (directory / name).is_dir():
+            raise CheckpointError(f"checkpoint {directory} has no {name}/ directory: it was written by a run "
+                                  f"{'without' if name == 'D' else 'with'} that network; start a new run "
+                                  f"(train.init_from can take its generator)")
         path, _ = engine.load_checkpoint(str(directory / name), tag=TAG, load_optimizer_states=True,
                                          load_lr_scheduler_states=True)
         if path is None:

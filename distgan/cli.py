@@ -1,4 +1,5 @@
-"""Command line: ``distgan train | tune | submit | jobs | sample | evaluate``. A thin layer over the Python API."""
+"""Command line: ``distgan train | tune | submit | jobs | sample | evaluate | upscale``. A thin layer over the Python
+API."""
 
 from __future__ import annotations
 
@@ -166,10 +167,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"distgan: warning: {w.message}", file=sys.stderr)
     if args.json:
         print(json.dumps({**info, **scores}, sort_keys=False))
+    elif "images" in info:  # a super-resolution generator: validation images, not samples
+        print(f"{info['generator']} (step {info['step']}): x{info['scale']} on {info['images']} validation "
+              f"images, {'Y' if info['y_channel'] else 'RGB'}, border {info['crop_border']}")
+        print(format_table(scores))
     else:
         print(f"{info['generator']} (step {info['step']}): {info['n']} samples, seed {info['seed']}, "
               f"{info['features']} features {info['features_digest'][:12]}")
         print(format_table(scores))
+    return 0
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from distgan.upscale import upscale_path
+
+    if args.tile < 0:
+        raise ConfigError(f"--tile: must be >= 0 (0 runs the whole image at once), got {args.tile}")
+    if args.tile_overlap < 0:
+        raise ConfigError(f"--tile-overlap: must be >= 0, got {args.tile_overlap}")
+    if args.scale is not None and args.scale < 1:
+        raise ConfigError(f"--scale: must be >= 1, got {args.scale}")
+    written = upscale_path(args.source, args.input, args.out, tile=args.tile, overlap=args.tile_overlap,
+                           scale=args.scale, device=args.device,
+                           progress=lambda src, dst: print(f"{src} -> {dst}", flush=True))
+    print(f"wrote {len(written)} image{'s' if len(written) != 1 else ''}")
     return 0
 
 
@@ -265,6 +286,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="samples per forward pass")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("upscale", help="super-resolve an image, or a folder of them, with an SR generator")
+    p.add_argument("source", metavar="RUN_DIR_OR_GENERATOR", help="a run, checkpoint or generator.safetensors "
+                                                                 "of model.family srresnet or rrdb")
+    p.add_argument("input", metavar="INPUT", help="a PNG/JPEG file, or a folder of them (searched recursively)")
+    p.add_argument("--out", help="output PNG for a file (default INPUT_x{scale}.png beside it) or output folder "
+                                 "for a folder (default FOLDER_x{scale}/ beside it, tree mirrored)")
+    p.add_argument("--tile", type=int, default=0, help="tile side in input pixels, bounding memory on big images "
+                                                       "(e.g. 256); 0 runs the whole image at once")
+    p.add_argument("--tile-overlap", type=int, default=16,
+                   help="context in input pixels around each tile; exact when >= G's receptive-field radius, "
+                        "otherwise the seams differ slightly (default 16)")
+    p.add_argument("--scale", type=int, help="expected upscaling factor; an error if the generator's differs")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where G runs (auto: the GPU when there is one)")
+    p.set_defaults(func=cmd_upscale)
     return parser
 
 

@@ -48,6 +48,9 @@ class TrainConfig:
     """Seeds model init (same on every rank), data order and latents (distinct per rank)."""
     max_failures: int = 3
     """Worker-group restarts Ray Train may do before the run fails."""
+    init_from: Optional[str] = None
+    """Start G from this exported generator (a run directory, checkpoint directory or
+    ``generator.safetensors``) of the same architecture: the GAN stage of SR starts from its PSNR stage."""
 
 
 @dataclass
@@ -80,6 +83,12 @@ class DeepSpeedConfig:
     """Per-engine settings of the generator."""
     d: EngineConfig = field(default_factory=EngineConfig)
     """Per-engine settings of the discriminator."""
+    bucket_size: int = 50_000_000
+    """ZeRO's gradient-reduction and all-gather bucket, in elements. DeepSpeed's own default (5e8) reserves
+    2 GB (fp32) per engine, more than a GAN's networks and their optimizer state together."""
+    param_persistence_threshold: int = 100_000
+    """ZeRO-3: parameters with fewer elements stay whole on every rank (no gather per forward, but no memory
+    saved on them); 0 partitions every parameter. Small-layer GANs save little at ZeRO-3 unless lowered."""
 
     def stage(self, net: str) -> int:
         override = getattr(self, net).zero_stage
@@ -111,7 +120,8 @@ class OptimConfig:
 @dataclass
 class ModelConfig:
     family: str = "dcgan"
-    """Model family from the model registry: ``dcgan`` or ``mlp``."""
+    """Model family from the model registry: ``dcgan``, ``mlp`` (generation from z) or ``srresnet``, ``rrdb``
+    (super-resolution: G maps a low-resolution image to one ``scale`` times larger)."""
     latent_dim: int = 64
     """Size of the latent vector z."""
     g_width: int = 32
@@ -135,6 +145,17 @@ class ModelConfig:
     D's features) or ``concat`` (one-hot labels as extra input channels or features)."""
     d_spectral_norm: bool = False
     """Spectral normalization of every D layer (Miyato et al.), a Lipschitz constraint; use with d_norm none."""
+    scale: int = 4
+    """Super-resolution families: the upscaling factor, 2, 4 or 8."""
+    blocks: int = 16
+    """Super-resolution families: G's residual blocks (SRResNet 16; RRDBNet 23 residual-in-residual blocks)."""
+    growth: int = 32
+    """rrdb: channels each dense layer adds inside a residual dense block."""
+    discriminator: Literal["vgg", "unet"] = "vgg"
+    """Super-resolution families: D is ``vgg`` (SRGAN's strided VGG-style classifier, one logit per image) or
+    ``unet`` (Real-ESRGAN's U-Net with spectral norm, one logit per pixel)."""
+    checkpointing: bool = False
+    """Activation checkpointing of G's blocks: recompute them in the backward pass to save memory."""
 
 
 @dataclass
@@ -149,11 +170,39 @@ class RegularizerConfig:
 
 
 @dataclass
+class PixelLossConfig:
+    type: Literal["l1", "l2"] = "l1"
+    """``l1`` (mean absolute error) or ``l2`` (mean squared error)."""
+    weight: float = 1.0
+    """Weight in G's loss; 0 drops the term."""
+
+
+@dataclass
+class PerceptualLossConfig:
+    weight: float = 0.0
+    """Weight in G's loss; 0 drops the term (and needs no VGG19 weights)."""
+    layers: dict[str, float] = field(default_factory=lambda: {"conv5_4": 1.0})
+    """VGG19 layers (``conv1_1`` .. ``conv5_4``, features before their ReLU) -> weight."""
+    criterion: Literal["l1", "l2"] = "l1"
+    """Distance between feature maps."""
+    vgg_weights: Optional[str] = None
+    """Path of torchvision's ImageNet VGG19 weights (``vgg19-dcbb9e9d.pth``); null reads
+    ``DISTGAN_VGG19_WEIGHTS``. Must exist on every node."""
+
+
+@dataclass
 class LossConfig:
     type: str = "nonsaturating"
     """Adversarial loss from the loss registry: ``nonsaturating``, ``hinge``, ``wgan``, ``lsgan``, ``ragan``."""
     d_reg: RegularizerConfig = field(default_factory=RegularizerConfig)
     """Regularizer of the discriminator."""
+    adversarial_weight: float = 1.0
+    """Weight of the adversarial term in G's loss. Super-resolution: 0 trains G on the pixel and perceptual
+    losses alone, without D (the PSNR-oriented stage)."""
+    pixel: PixelLossConfig = field(default_factory=PixelLossConfig)
+    """Super-resolution: distance between G's output and the high-resolution target."""
+    perceptual: PerceptualLossConfig = field(default_factory=PerceptualLossConfig)
+    """Super-resolution: distance between VGG19 features of G's output and of the target."""
 
 
 @dataclass
@@ -174,28 +223,59 @@ class EmaConfig:
 
 
 @dataclass
+class DegradationConfig:
+    blur_sigma: tuple[float, float] = (0.0, 0.0)
+    """Gaussian blur of the high-resolution crop before downsampling, sigma drawn from [min, max] per
+    image (high-resolution pixels); 0 disables it."""
+    noise_sigma: tuple[float, float] = (0.0, 0.0)
+    """Gaussian noise added to the low-resolution image, sigma drawn from [min, max] (0..255 scale)."""
+    jpeg_quality: tuple[int, int] = (0, 0)
+    """JPEG compression of the low-resolution image, quality drawn from [min, max] (1..100); 0 disables it."""
+
+
+@dataclass
 class DataConfig:
     name: Optional[str] = "digits"
-    """Built-in data set (``digits``, ``ring8``); ignored when ``path`` is set."""
+    """Built-in data set (``digits``, ``ring8``; ``photos`` for super-resolution); ignored when ``path`` is
+    set."""
     path: Optional[str] = None
     """Folder of PNG/JPEG images (searched recursively); replaces ``name``."""
     resolution: int = 16
-    """Image side in pixels; images are resized and centre-cropped to it."""
+    """Image side in pixels; images are resized and centre-cropped to it. Super-resolution: the side of the
+    random high-resolution training crops."""
     channels: int = 1
     """1 (grey) or 3 (RGB) for image folders; digits are grey."""
     skip_corrupt: bool = False
     """Skip unreadable images (counted in the log) instead of failing."""
     num_samples: int = 20000
     """Size of synthetic data sets (ring8)."""
+    lr_path: Optional[str] = None
+    """Super-resolution: a folder of low-resolution images paired with ``path`` by file name (relative path,
+    any extension); null makes the low-resolution inputs from ``path`` on the fly."""
+    val_path: Optional[str] = None
+    """Super-resolution: a folder of high-resolution validation images; null holds out ``val_fraction``."""
+    val_fraction: float = 0.1
+    """Super-resolution: share of the images of ``path`` held out for validation when ``val_path`` is null
+    (at least one image)."""
+    val_crop: int = 256
+    """Super-resolution: validation images are centre-cropped to at most this side (high-resolution pixels)
+    to bound validation time; 0 validates on whole images."""
+    flip: bool = True
+    """Super-resolution: random horizontal flips of training crops."""
+    rot90: bool = True
+    """Super-resolution: random 90-degree rotations (and so vertical flips) of training crops."""
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    """Super-resolution: how low-resolution inputs are made from high-resolution crops."""
 
 
 @dataclass
 class EvalConfig:
     every: int = 500
     """Generator steps between evaluations of G_ema (and at the last step); 0 turns evaluation off."""
-    metrics: str = "fid,kid,pr"
+    metrics: str = "auto"
     """Comma-separated: ``fid``, ``kid``, ``pr`` (improved precision/recall), ``class_acc`` (conditional
-    models: how often a classifier trained on the real data sees the requested class)."""
+    models: how often a classifier trained on the real data sees the requested class); for super-resolution
+    ``psnr``, ``ssim`` on the validation images. ``auto``: fid,kid,pr, or psnr,ssim for super-resolution."""
     n: int = 2000
     """Generated samples per evaluation, split across the workers (published FIDs use 50,000)."""
     features: str = "auto"
@@ -217,6 +297,11 @@ class EvalConfig:
     cache_dir: Optional[str] = None
     """Where feature networks and real-data features are cached; null reads ``DISTGAN_CACHE_DIR``, else
     ``~/.cache/distgan``."""
+    crop_border: Optional[int] = None
+    """Super-resolution: pixels removed from every edge before PSNR/SSIM; null uses ``model.scale`` (the
+    usual protocol)."""
+    y_channel: bool = True
+    """Super-resolution: PSNR/SSIM on the BT.601 luma (Y of YCbCr), as SR papers report them; false uses RGB."""
 
 
 @dataclass
@@ -416,7 +501,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ConfigError(f"{key}: expected a mapping of names to values, got {value!r}")
-        return dict(value)
+        value_type = typing.get_args(tp)[1]
+        if value_type is Any:
+            return dict(value)
+        return {k: _coerce(value_type, v, f"{key}.{k}") for k, v in value.items()}
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
@@ -481,6 +569,8 @@ def validate(cfg: Config) -> None:
                        ("deepspeed.d.zero_stage", ds.d.zero_stage)):
         if stage is not None and stage not in (0, 1, 2, 3):
             raise ConfigError(f"{key}: must be 0, 1, 2 or 3, got {stage!r}")
+    positive("deepspeed.bucket_size", ds.bucket_size)
+    positive("deepspeed.param_persistence_threshold", ds.param_persistence_threshold, allow_zero=True)
     for net in ("g", "d"):
         positive(f"deepspeed.{net}.gradient_accumulation_steps", getattr(ds, net).gradient_accumulation_steps)
         positive(f"deepspeed.{net}.gradient_clipping", getattr(ds, net).gradient_clipping, allow_zero=True)
@@ -518,6 +608,10 @@ def validate(cfg: Config) -> None:
 
     models.check(cfg)
     data_mod.check(cfg)
+    if cfg.train.init_from is not None:
+        from distgan.export import check_init_from
+
+        check_init_from(cfg)
     _check_loss(cfg)
     _check_augment(cfg)
     evaluate.check_config(cfg)
@@ -538,7 +632,16 @@ def _check_augment(cfg: Config) -> None:
 
 
 def _check_loss(cfg: Config) -> None:
+    from distgan import models
     from distgan.gan import losses, regularizers
+
+    if models.is_super_resolution(cfg.model):
+        from distgan.gan import sr
+
+        sr.check_config(cfg)
+    elif cfg.loss.adversarial_weight <= 0:
+        raise ConfigError(f"loss.adversarial_weight: a generative model learns only from D; it must be > 0 "
+                          f"(0 is for the PSNR stage of super-resolution), got {cfg.loss.adversarial_weight}")
 
     loss = losses.LOSSES.get(cfg.loss.type, key="loss.type")
     reg = cfg.loss.d_reg

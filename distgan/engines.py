@@ -74,7 +74,13 @@ def deepspeed_config(cfg: Config, net: str, world_size: int, use_gpu: bool) -> d
                 "torch_adam": not use_gpu,
             },
         },
-        "zero_optimization": {"stage": stage},
+        "zero_optimization": {
+            "stage": stage,
+            "reduce_bucket_size": cfg.deepspeed.bucket_size,
+            "allgather_bucket_size": cfg.deepspeed.bucket_size,
+            "stage3_prefetch_bucket_size": cfg.deepspeed.bucket_size,
+            "stage3_param_persistence_threshold": cfg.deepspeed.param_persistence_threshold,
+        },
         "bf16": {"enabled": precision == "bf16"},
         # Dynamic loss scaling (loss_scale 0) is what fp16 GAN training needs:
         # D's logits on early fakes overflow a static scale.

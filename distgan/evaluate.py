@@ -36,7 +36,13 @@ Metric = Callable[["Evaluation"], Scores]
 METRICS: Registry[Metric] = Registry("evaluation metric")
 
 
+DEFAULT_METRICS = "fid,kid,pr"
+"""What ``eval.metrics: auto`` means for generation (super-resolution: ``distgan.sr_validation``)."""
+
+
 def parse_metrics(spec: str) -> list[str]:
+    if spec.strip() == "auto":
+        spec = DEFAULT_METRICS
     names = [name.strip() for name in spec.split(",") if name.strip()]
     for name in names:
         METRICS.get(name, key="eval.metrics")
@@ -90,10 +96,16 @@ def _class_accuracy(ev: Evaluation) -> Scores:
 def check_config(cfg: Config) -> None:
     """The ``eval`` section against the data and the model (called by ``distgan.config.validate``)."""
     from distgan import data as data_mod
+    from distgan import models
     from distgan.metrics.features import resolve_kind
 
     e = cfg.eval
     positive("eval.every", e.every, allow_zero=True)
+    if models.is_super_resolution(cfg.model):
+        from distgan import sr_validation
+
+        sr_validation.check_config(cfg)
+        return
     for name in ("batch_size", "kid_subsets", "pr_k"):
         positive(f"eval.{name}", getattr(e, name))
     positive("eval.seed", e.seed, allow_zero=True)
@@ -275,6 +287,8 @@ def evaluate_generator(source, overrides: Sequence[str] = ()) -> tuple[Scores, d
     source = Path(source)
     module, meta = load_generator(source)
     cfg = config_for(source, meta, overrides)
+    if meta.get("task") == "sr":
+        return _validate_super_resolution(source, module, meta, cfg)
     dataset = data.load_dataset(cfg.data)
     if tuple(dataset.x.shape[1:]) != tuple(meta["data_shape"]):
         raise ConfigError(f"{source}: the generator makes samples of shape {tuple(meta['data_shape'])}, but the "
@@ -284,4 +298,16 @@ def evaluate_generator(source, overrides: Sequence[str] = ()) -> tuple[Scores, d
     scores = evaluator.run(module)
     info = {"generator": str(source), "step": meta.get("step"), "n": cfg.eval.n, "seed": cfg.eval.seed,
             "features": evaluator.net.kind, "features_digest": evaluator.net.digest[:16]}
+    return scores, info
+
+
+def _validate_super_resolution(source: Path, module: nn.Module, meta: dict, cfg: Config) -> tuple[Scores, dict]:
+    """PSNR/SSIM of an SR generator on its run's validation images, with the bicubic baseline."""
+    from distgan.data.sr import load_sr
+    from distgan.sr_validation import SRValidator, crop_border
+
+    sr_data = load_sr(cfg.data, cfg.model.scale)
+    scores = SRValidator(cfg, sr_data.val_lr, sr_data.val_hr).run(module)
+    info = {"generator": str(source), "step": meta.get("step"), "images": len(sr_data.val_lr),
+            "scale": cfg.model.scale, "crop_border": crop_border(cfg), "y_channel": cfg.eval.y_channel}
     return scores, info

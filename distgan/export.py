@@ -94,3 +94,41 @@ def generate(module: nn.Module, n: int, seed: int, batch: int = 256,
     if labels is None:
         return torch.cat([module(chunk) for chunk in z.split(batch)])
     return torch.cat([module(zc, yc) for zc, yc in zip(z.split(batch), labels.split(batch))])
+
+
+# Keys of ``model`` that shape G's parameters: an exported G fits this run only if they agree.
+_G_ARCHITECTURE = ("family", "latent_dim", "g_width", "g_depth", "g_norm", "conditional", "embed_dim", "scale",
+                   "blocks", "growth")
+
+
+def check_init_from(cfg) -> None:
+    """``train.init_from`` exists, describes a generator, and has this config's G architecture.
+
+    Read from the JSON description alone (no weights), so a wrong file fails before Ray starts.
+    """
+    from dataclasses import asdict
+
+    from distgan.config import ConfigError
+
+    try:
+        weights = find_generator(cfg.train.init_from)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"train.init_from: {exc}") from None
+    meta_path = weights.with_name(META)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"train.init_from: cannot read {meta_path} ({exc}); it describes {weights}") from None
+    if meta.get("format") != FORMAT or not isinstance(meta.get("model"), dict):
+        raise ConfigError(f"train.init_from: {meta_path} is not a distgan generator description")
+    ours = asdict(cfg.model)
+    theirs = {**ours, **meta["model"]}
+    if theirs["family"] != ours["family"]:
+        raise ConfigError(f"train.init_from: {weights} is a {theirs['family']!r} generator, but model.family is "
+                          f"{ours['family']!r}")
+    if meta.get("task") == "sr" and theirs["scale"] != ours["scale"]:
+        raise ConfigError(f"train.init_from: {weights} upscales x{theirs['scale']}, but model.scale is "
+                          f"{ours['scale']}; train at x{theirs['scale']} or start from a x{ours['scale']} generator")
+    differ = [f"model.{k} {ours[k]!r} (the file has {theirs[k]!r})" for k in _G_ARCHITECTURE if theirs[k] != ours[k]]
+    if differ:
+        raise ConfigError(f"train.init_from: {weights} has another generator architecture: {', '.join(differ)}")

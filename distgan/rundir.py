@@ -66,6 +66,12 @@ def prepare(storage: Path, name: Optional[str], cfg: Config) -> RunDir:
         old = _flatten(yaml.safe_load(config_file.read_text()) or {})
         changed = [k for k, v in _flatten(new).items()
                    if k.split(".")[0] in FROZEN_SECTIONS and k in old and old[k] != v]
+        # The PSNR stage of super-resolution checkpoints no D; adding one is a new stage, not a resume.
+        old_adv, new_adv = old.get("loss.adversarial_weight", 1.0), cfg.loss.adversarial_weight
+        if resumed and (old_adv == 0) != (new_adv == 0):
+            raise ConfigError(f"loss.adversarial_weight: run {name!r} was trained with {old_adv!r}, now {new_adv!r}; "
+                              f"a discriminator cannot be added to or dropped from a run. Start the GAN stage "
+                              f"as a new run from this one's generator: train.init_from={path} --name NEW")
         if changed and resumed:
             details = ", ".join(f"{k}: {old[k]!r} -> {_flatten(new)[k]!r}" for k in changed)
             raise ConfigError(f"run {name!r} in {path} was trained with different settings ({details}); "

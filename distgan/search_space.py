@@ -117,7 +117,8 @@ def apply(base: dict, overrides: dict[str, Any]) -> dict:
 
 # Which ``eval.metrics`` entry produces each objective, and which way it improves.
 TUNE_OBJECTIVES = {"fid": ("fid", "min"), "kid": ("kid", "min"), "precision": ("pr", "max"),
-                   "recall": ("pr", "max"), "class_acc": ("class_acc", "max")}
+                   "recall": ("pr", "max"), "class_acc": ("class_acc", "max"), "psnr": ("psnr", "max"),
+                   "ssim": ("ssim", "max")}
 
 
 def tune_mode(cfg: Config) -> str:
@@ -126,14 +127,20 @@ def tune_mode(cfg: Config) -> str:
 
 def check_config(cfg: Config) -> None:
     """The ``tune`` section (called by ``distgan.config.validate`` when it has a search space)."""
-    from distgan import evaluate
+    from distgan import evaluate, models
 
     t = cfg.tune
     if t.metric not in TUNE_OBJECTIVES:
         raise ConfigError(f"tune.metric: {t.metric!r} is not an evaluation metric; choose one of "
                           f"{', '.join(TUNE_OBJECTIVES)} (GAN losses do not measure quality)")
     producer = TUNE_OBJECTIVES[t.metric][0]
-    if producer not in evaluate.parse_metrics(cfg.eval.metrics):
+    if models.is_super_resolution(cfg.model):
+        from distgan import sr_validation
+
+        produced = sr_validation.parse_metrics(cfg.eval.metrics)
+    else:
+        produced = evaluate.parse_metrics(cfg.eval.metrics)
+    if producer not in produced:
         raise ConfigError(f"tune.metric: {t.metric} needs {producer!r} in eval.metrics "
                           f"(it is {cfg.eval.metrics!r})")
     if cfg.eval.every <= 0:

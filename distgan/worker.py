@@ -23,11 +23,11 @@ import torch.distributed as dist
 
 from distgan import checkpoint, data, engines, models
 from distgan.checkpoint import TrainState
-from distgan.config import Config
+from distgan.config import Config, ConfigError
 from distgan.evaluate import Evaluator
 from distgan.export import save_generator
 from distgan.gan.ema import GeneratorEMA
-from distgan.gan.phases import STAT_NAMES, AlternatingGAN
+from distgan.gan.phases import AlternatingGAN
 from distgan.tracking.images import render_samples, save_image
 from distgan.tracking.jsonl import MetricsLog
 
@@ -91,19 +91,14 @@ class Trainer:
         self.device = session.device
         if self.device.type == "cpu":
             torch.set_num_threads(cfg.scaling.cpus_per_worker)
-
-        # Data: every rank holds the set, the sampler gives each its own slice.
-        self.dataset = data.load_dataset(cfg.data)
-        self.sampler = data.ShardedBatches(len(self.dataset.x), cfg.train.batch_size, self.rank, self.world,
-                                           cfg.train.seed)
-        self.data_shape = tuple(self.dataset.x.shape[1:])
-        self.class_names = data.class_names(cfg.data) if cfg.model.conditional else ()
-        self.num_classes = len(self.class_names)
+        self.setup_data()
 
         # Models: identical init on every rank from the shared seed.
         torch.manual_seed(cfg.train.seed)
         g_module = self.build_generator()
-        d_module = models.build_discriminator(cfg.model, self.data_shape, self.num_classes)
+        if cfg.train.init_from:
+            init_generator(g_module, cfg)
+        d_module = self.build_discriminator()
         self.ema = None
         if cfg.ema.enabled:
             # On G's device: the average is updated from G's (gathered) weights every step.
@@ -113,27 +108,54 @@ class Trainer:
 
         # Engines: one per network, each with its own DeepSpeed JSON.
         self.engine_g = engines.build_engine(g_module, cfg, "g", self.world, session.use_gpu)
-        self.engine_d = engines.build_engine(d_module, cfg, "d", self.world, session.use_gpu)
+        self.engine_d = (engines.build_engine(d_module, cfg, "d", self.world, session.use_gpu)
+                         if d_module is not None else None)
         self.dtype = engines.compute_dtype(cfg)
-
         self.z_gen = latent_generator(cfg.train.seed, self.rank)
+        self.gan = self.build_algorithm()
+        self.state = TrainState(world_size=self.world)
+        # Collective: rank 0 may prepare what evaluation compares with and share it.
+        self.evaluator = self.build_evaluator() if cfg.eval.every > 0 else None
+        self.real_per_step = self.images_per_step()
+
+    # -- what a GAN family decides (super-resolution overrides these: distgan.sr_worker) --
+    def setup_data(self) -> None:
+        """Every rank holds the set; the sampler gives each its own slice."""
+        cfg = self.cfg
+        self.dataset = data.load_dataset(cfg.data)
+        self.sampler = data.ShardedBatches(len(self.dataset.x), cfg.train.batch_size, self.rank, self.world,
+                                           cfg.train.seed)
+        self.data_shape = tuple(self.dataset.x.shape[1:])
+        self.class_names = data.class_names(cfg.data) if cfg.model.conditional else ()
+        self.num_classes = len(self.class_names)
+
+    def build_generator(self) -> torch.nn.Module:
+        return models.build_generator(self.cfg.model, self.data_shape, self.num_classes)
+
+    def build_discriminator(self) -> Optional[torch.nn.Module]:
+        return models.build_discriminator(self.cfg.model, self.data_shape, self.num_classes)
+
+    def build_algorithm(self):
+        cfg = self.cfg
         self.fixed_z = torch.randn(NUM_FIXED_SAMPLES, cfg.model.latent_dim,
                                    generator=torch.Generator().manual_seed(cfg.train.seed))
         # Conditional grids cycle through the classes, so every class shows in every grid.
         self.fixed_labels = torch.arange(NUM_FIXED_SAMPLES) % self.num_classes if self.num_classes else None
-        self.gan = AlternatingGAN.from_config(cfg, self.engine_g, self.engine_d, self.device, self.z_gen,
-                                              self.num_classes)
-        self.state = TrainState(world_size=self.world)
-        # Collective: rank 0 prepares the feature network and real statistics, the others receive it.
-        self.evaluator = None
-        if cfg.eval.every > 0:
-            self.evaluator = Evaluator(cfg.eval, self.dataset.x, self.dataset.labels, self.dataset.kind,
-                                       self.class_names, self.rank, self.world, self.device)
+        return AlternatingGAN.from_config(cfg, self.engine_g, self.engine_d, self.device, self.z_gen,
+                                          self.num_classes)
+
+    def build_evaluator(self):
+        return Evaluator(self.cfg.eval, self.dataset.x, self.dataset.labels, self.dataset.kind,
+                         self.class_names, self.rank, self.world, self.device)
+
+    def images_per_step(self) -> int:
+        """Real samples drawn per step over all ranks: D's micro-batches, and G's when its loss compares
+        with reals."""
+        cfg = self.cfg
         gas_d = cfg.deepspeed.d.gradient_accumulation_steps
         self.g_batch = cfg.train.batch_size * cfg.deepspeed.g.gradient_accumulation_steps * self.world
-        # Real samples drawn per step over all ranks: D's micro-batches, and G's when its loss compares with reals.
-        self.real_per_step = (cfg.train.batch_size * gas_d * cfg.train.n_critic * self.world
-                              + (self.g_batch if self.gan.loss.g_needs_real else 0))
+        return (cfg.train.batch_size * gas_d * cfg.train.n_critic * self.world
+                + (self.g_batch if self.gan.loss.g_needs_real else 0))
 
     # -- the loop -------------------------------------------------------------
     def run(self) -> TrainState:
@@ -149,7 +171,8 @@ class Trainer:
             self.state.step += 1
             self.state.images_seen += self.real_per_step
             engines.average_buffers(self.engine_g.module)
-            engines.average_buffers(self.engine_d.module)
+            if self.engine_d is not None:
+                engines.average_buffers(self.engine_d.module)
             if self.ema is not None:
                 with engines.whole_parameters(self.engine_g) as g:
                     self.ema.update(g, self.state.images_seen, self.g_batch)
@@ -162,7 +185,7 @@ class Trainer:
                 clock, images_at_clock = now, self.state.images_seen
             if step % cfg.sample_every == 0 or last:
                 images = self.write_samples()
-            if self.evaluator is not None and (step % self.cfg.eval.every == 0 or last):
+            if self.cfg.eval.every > 0 and (step % self.cfg.eval.every == 0 or last):
                 record = {**(record or {"step": step, "images_seen": self.state.images_seen}), **self.evaluate()}
             if self.rank == 0 and record is not None:
                 metrics_log.append(record)
@@ -182,9 +205,6 @@ class Trainer:
         index = self.sampler.next_indices()
         return self.dataset.x[index], self.dataset.labels[index] if self.num_classes else None
 
-    def build_generator(self) -> torch.nn.Module:
-        return models.build_generator(self.cfg.model, self.data_shape, self.num_classes)
-
     # -- steps of the loop ----------------------------------------------------
     def restore(self) -> None:
         with self.session.latest_checkpoint() as directory:
@@ -194,7 +214,8 @@ class Trainer:
         self.state = state
         # The config's optimizer settings win over the checkpoint's (they differ after a PBT exploit).
         engines.apply_optimizer_hyperparameters(self.engine_g, self.cfg, "g")
-        engines.apply_optimizer_hyperparameters(self.engine_d, self.cfg, "d")
+        if self.engine_d is not None:
+            engines.apply_optimizer_hyperparameters(self.engine_d, self.cfg, "d")
         self.gan.steps_done = state.step
         self.sampler.load_state_dict(state.data)
         restore_rng(rng, self.z_gen)
@@ -225,11 +246,13 @@ class Trainer:
         values = stats.tolist()
         record = {"step": self.state.step, "images_seen": self.state.images_seen}
         # A statistic no phase produced in this window (reg_d without a regularizer) is left out.
-        record.update({name: v for name, v in zip(STAT_NAMES, values) if not math.isnan(v)})
+        record.update({name: v for name, v in zip(self.gan.stat_names, values) if not math.isnan(v)})
         record["grad_norm_g"] = self.gan.grad_norms["g"]
-        record["grad_norm_d"] = self.gan.grad_norms["d"]
+        if self.engine_d is not None:
+            record["grad_norm_d"] = self.gan.grad_norms["d"]
         record["lr_g"] = float(self.engine_g.get_lr()[0])
-        record["lr_d"] = float(self.engine_d.get_lr()[0])
+        if self.engine_d is not None:
+            record["lr_d"] = float(self.engine_d.get_lr()[0])
         record["images_per_s"] = images_per_s
         return record
 
@@ -287,5 +310,24 @@ class Trainer:
                 save_generator(self.info.run_dir, g, self.export_metadata())
 
 
+def init_generator(module: torch.nn.Module, cfg: Config) -> None:
+    """Load ``train.init_from``'s exported weights into a freshly built G (checked against the config)."""
+    from safetensors.torch import load_file
+
+    from distgan.export import find_generator
+
+    weights = find_generator(cfg.train.init_from)
+    state = load_file(str(weights))
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:  # config.check_init_from names the usual causes before Ray starts
+        raise ConfigError(f"train.init_from: {weights} does not fit this generator: {exc}") from None
+    log.info("generator initialised from %s", weights)
+
+
 def run_worker(cfg: Config, info: RunInfo, session: Session) -> TrainState:
+    if models.is_super_resolution(cfg.model):
+        from distgan.sr_worker import SRTrainer
+
+        return SRTrainer(cfg, info, session).run()
     return Trainer(cfg, info, session).run()

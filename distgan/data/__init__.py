@@ -78,6 +78,13 @@ def class_names(cfg: DataConfig) -> tuple[str, ...]:
 
 def check(cfg: Config) -> None:
     """Fail early (before Ray starts) on data that cannot be loaded as configured."""
+    from distgan import models
+
+    if models.is_super_resolution(cfg.model):
+        from distgan.data.sr import check_sr
+
+        check_sr(cfg.data, cfg.model.scale)
+        return
     _source(cfg.data).check(cfg.data)
 
 
@@ -91,4 +98,4 @@ def require_resolution(cfg: DataConfig, allowed: tuple[int, ...]) -> None:
                           f"got {cfg.resolution}")
 
 
-from distgan.data import builtin  # noqa: E402,F401  (registers the built-in sets; needs DATASETS above)
+from distgan.data import builtin, sr  # noqa: E402,F401  (registers the built-in sets; needs DATASETS above)

@@ -20,7 +20,7 @@ steps, its loss multiplied by the interval so its average strength is
 unchanged (the optimizer correction lives in ``engines``).
 
 Statistics are accumulated as device tensors and read only when the caller
-asks, so the hot path never waits on the device.
+asks, so the hot path never waits on the device (``distgan.gan.stats``).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from distgan import engines
 from distgan.config import Config
 from distgan.gan.losses import AdversarialLoss
 from distgan.gan.regularizers import Regularizer
+from distgan.gan.stats import RunningStats, optimizer_step
 
 STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake", "reg_d", "d_acc_real", "d_acc_fake", "d_real_sign")
 """``d_real``/``d_fake``: D's mean logit; ``d_acc_*``: shares D classifies right; ``d_real_sign``:
 E[sign D(real)], StyleGAN2-ADA's overfitting signal (near 1: D has memorized the reals)."""
-_INDEX = {name: i for i, name in enumerate(STAT_NAMES)}
 
 Batch = tuple[torch.Tensor, Optional[torch.Tensor]]
 """Samples and their class labels (None for an unconditional GAN)."""
@@ -51,10 +51,13 @@ def _call(net: Callable, x: torch.Tensor, labels: Optional[torch.Tensor]) -> tor
 
 
 class AlternatingGAN:
+    stat_names = STAT_NAMES
+
     def __init__(self, engine_g, engine_d, loss: AdversarialLoss, latent_dim: int, n_critic: int,
                  dtype: torch.dtype, device: torch.device, z_generator: torch.Generator,
                  regularizer: Optional[Regularizer] = None, reg_weight: float = 0.0, reg_interval: int = 1,
-                 augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, num_classes: int = 0):
+                 augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, num_classes: int = 0,
+                 adversarial_weight: float = 1.0):
         self.engine_g = engine_g
         self.engine_d = engine_d
         self.loss = loss
@@ -68,12 +71,13 @@ class AlternatingGAN:
         self.reg_interval = reg_interval
         self.augment = augment or (lambda x: x)
         """Applied to every input of D, real or fake, in every phase (differentiable)."""
+        self.adversarial_weight = adversarial_weight
+        """Scales G's loss (with Adam, mostly a change of G's effective learning rate early on)."""
         self.num_classes = num_classes
         """0 for an unconditional GAN; else fakes get uniformly drawn labels of this many classes."""
         self.steps_done = 0
         """Completed ``step`` calls; schedules the lazy Dreg phase (restored from the checkpoint's step)."""
-        self._sums = torch.zeros(len(STAT_NAMES), device=device)
-        self._counts = torch.zeros(len(STAT_NAMES), device=device)
+        self._stats = RunningStats(STAT_NAMES, device)
         self._last_reals: list[Batch] = []
         self.grad_norms: dict[str, float] = {"g": float("nan"), "d": float("nan")}
         """Gradient norm of each network's last optimizer step (set when ``measure_grad_norms``)."""
@@ -94,7 +98,7 @@ class AlternatingGAN:
                    regularizer=build_regularizer(reg.type) if reg.type != "none" else None,
                    reg_weight=reg.weight, reg_interval=reg.interval,
                    augment=build_augment(cfg.augment.policy) if cfg.augment.policy else None,
-                   num_classes=num_classes)
+                   num_classes=num_classes, adversarial_weight=cfg.loss.adversarial_weight)
 
     # -- inputs -------------------------------------------------------------
     def latents(self, n: int) -> torch.Tensor:
@@ -170,7 +174,7 @@ class AlternatingGAN:
                 labels = self.fake_labels(batch_size)
                 fake = _call(self.engine_g, self.latents(batch_size), labels)
                 loss = self.loss.g_loss(_call(d_module, self.augment(fake), labels), real_logits)
-                self.engine_g.backward(loss)
+                self.engine_g.backward(self.adversarial_weight * loss)
                 self._optimizer_step("g", self.engine_g)
                 self._add("loss_g", loss)
         finally:
@@ -185,20 +189,13 @@ class AlternatingGAN:
         self.g_phase(batch_size, next_real)
 
     def _optimizer_step(self, net: str, engine) -> None:
-        if not (self.measure_grad_norms and engine.is_gradient_accumulation_boundary()):
-            engine.step()
-            return
-        # Under plain ZeRO-0 the gradients are whole and reduced here, and gone after the step.
-        manual = engines.grad_norm(engine.module) if engine.zero_optimization_stage() == 0 else None
-        engine.step()
-        norm = engines.deepspeed_grad_norm(engine)
-        self.grad_norms[net] = float(norm if norm is not None else manual if manual is not None else float("nan"))
+        norm = optimizer_step(engine, self.measure_grad_norms)
+        if norm is not None:
+            self.grad_norms[net] = norm
 
     # -- statistics ---------------------------------------------------------
     def _add(self, name: str, value: torch.Tensor) -> None:
-        index = _INDEX[name]
-        self._sums[index] += value.detach().float()
-        self._counts[index] += 1
+        self._stats.add(name, value)
 
     def _add_d_health(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> None:
         acc_real, acc_fake = self.loss.d_accuracy(real_logits, fake_logits)
@@ -210,8 +207,4 @@ class AlternatingGAN:
 
     def pop_stats(self) -> torch.Tensor:
         """Means since the last call, in ``STAT_NAMES`` order (a device tensor); NaN for a stat not seen."""
-        means = torch.where(self._counts > 0, self._sums / self._counts.clamp(min=1),
-                            torch.full_like(self._sums, float("nan")))
-        self._sums.zero_()
-        self._counts.zero_()
-        return means
+        return self._stats.pop()

@@ -46,14 +46,16 @@ def format_line(name: str, record: dict, total: int, elapsed: float, start_step:
     if "loss_d" in record:
         parts.append(f"loss_d {record['loss_d']:.3f} loss_g {record['loss_g']:.3f} "
                      f"D(x) {record['d_real']:+.2f} D(G(z)) {record['d_fake']:+.2f}")
+    elif "loss_pixel" in record:  # super-resolution without D (the PSNR stage)
+        parts.append(f"loss_g {record['loss_g']:.4f} pixel {record['loss_pixel']:.4f}")
     if "d_acc_real" in record:
         parts.append(f"D acc {record['d_acc_real']:.0%}/{record['d_acc_fake']:.0%}")
     if "reg_d" in record:
         parts.append(f"reg_d {record['reg_d']:.3g}")
     if "images_per_s" in record:
         parts.append(f"{record['images_per_s']:.0f} img/s")
-    scores = [f"{key} {record[key]:.4g}" for key in ("fid", "kid", "precision", "recall", "class_acc")
-              if key in record]
+    scores = [f"{key} {record[key]:.4g}" for key in ("fid", "kid", "precision", "recall", "class_acc", "psnr",
+                                                     "psnr_bicubic", "ssim") if key in record]
     if scores:
         parts.append(" ".join(scores))
     parts.append(f"ETA {format_eta(eta)}")

@@ -12,14 +12,14 @@ parameter names follow that file's state dict exactly.
 
 The weights are never downloaded here: training machines may have no internet
 access, so the user points ``eval.inception_weights`` or
-``DISTGAN_INCEPTION_WEIGHTS`` at a local copy (see :func:`load_inception`).
+``DISTGAN_INCEPTION_WEIGHTS`` at a local copy (see :func:`load_inception`); finding,
+reading and checking that file is shared with other pretrained networks in
+``distgan.pretrained``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import pickle
 import warnings
 from collections.abc import Mapping
 from typing import Optional, Union
@@ -27,6 +27,8 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from distgan.pretrained import check_state_dict, read_state_dict, resolve_weights, sha256
 
 INPUT_SIZE = 299
 WEIGHTS_ENV_VAR = "DISTGAN_INCEPTION_WEIGHTS"
@@ -234,10 +236,7 @@ class InceptionFeatures(nn.Module):
 def weights_path(path: Union[str, os.PathLike, None] = None) -> str:
     """The weights file to use: ``path``, else ``DISTGAN_INCEPTION_WEIGHTS``; FileNotFoundError says where
     to get it when neither names an existing file."""
-    path = os.fspath(path) if path is not None else os.environ.get(WEIGHTS_ENV_VAR) or None
-    if path is None or not os.path.isfile(os.path.expanduser(path)):
-        raise FileNotFoundError(_missing_weights_message(path))
-    return os.path.expanduser(path)
+    return resolve_weights(path, WEIGHTS_ENV_VAR, _missing_weights_message)
 
 
 def _missing_weights_message(path: Optional[str]) -> str:
@@ -248,25 +247,6 @@ def _missing_weights_message(path: Optional[str]) -> str:
             f"This machine cannot download it: fetch it elsewhere and copy it over.")
 
 
-def _read_state_dict(path: str) -> Mapping:
-    if path.endswith(".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        try:
-            return load_file(path, device="cpu")
-        except SafetensorError as error:
-            raise ValueError(f"{path}: not a readable safetensors file ({error})") from error
-    try:
-        # weights_only: a .pth is a pickle, and a full unpickle would run whatever code the file names.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(f"{path}: not a plain state dict of tensors; refusing to unpickle other objects "
-                         f"({str(error).splitlines()[0]})") from error
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path}: expected a state dict, found a {type(state).__name__}")
-    return state
-
-
 def _checked_state_dict(state: Mapping, model: nn.Module, path: str) -> dict:
     expected = model.state_dict()
     state = dict(state)
@@ -274,26 +254,7 @@ def _checked_state_dict(state: Mapping, model: nn.Module, path: str) -> dict:
     for key, value in expected.items():
         if key.endswith("num_batches_tracked"):
             state.setdefault(key, value)
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__} "
-             f"(want {tuple(expected[k].shape)})"
-             for k, v in state.items()
-             if k in expected and not (isinstance(v, torch.Tensor) and v.shape == expected[k].shape)]
-    if missing or unexpected or wrong:
-        problems = [f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)} in all)"
-                    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-                    if keys]
-        raise ValueError(f"{path}: not an Inception-v3 FID weights file: {'; '.join(problems)}")
-    return state
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return check_state_dict(state, expected, path, "an Inception-v3 FID weights file")
 
 
 def load_inception(path: Union[str, os.PathLike, None] = None) -> InceptionFeatures:
@@ -304,8 +265,8 @@ def load_inception(path: Union[str, os.PathLike, None] = None) -> InceptionFeatu
     """
     path = weights_path(path)
     model = InceptionFeatures()
-    model.load_state_dict(_checked_state_dict(_read_state_dict(path), model, path))
-    sha = _sha256(path)
+    model.load_state_dict(_checked_state_dict(read_state_dict(path), model, path))
+    sha = sha256(path)
     if not sha.startswith(WEIGHTS_SHA256_PREFIX):
         warnings.warn(f"{path} (sha256 {sha[:8]}...) is not the standard FID Inception weights file "
                       f"(sha256 {WEIGHTS_SHA256_PREFIX}...); its FID values are not comparable with published ones",

@@ -21,7 +21,7 @@ from distgan.registry import Registry
 Shape = tuple[int, ...]
 
 __all__ = ["MODELS", "Family", "Shape", "build_discriminator", "build_generator", "check", "init_weights",
-           "spectral_normalize"]
+           "is_super_resolution", "spectral_normalize"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,9 @@ class Family:
     build_discriminator: Callable[[ModelConfig, Shape], nn.Module]
     check: Callable[[Config, Shape], None]
     """Raises ConfigError, naming the key, when the config cannot produce data of this shape."""
+    super_resolution: bool = False
+    """G maps a low-resolution image to a ``model.scale`` times larger one (SRGAN, ESRGAN) instead of
+    mapping z to a sample; data, losses, validation and export follow (``distgan.sr_worker``)."""
 
 
 MODELS: Registry[Family] = Registry("model family")
@@ -53,6 +56,10 @@ def init_weights(module: nn.Module) -> None:
 
 def family(cfg: ModelConfig) -> Family:
     return MODELS.get(cfg.family, key="model.family")
+
+
+def is_super_resolution(cfg: ModelConfig) -> bool:
+    return family(cfg).super_resolution
 
 
 def build_generator(cfg: ModelConfig, data_shape: Shape, num_classes: int = 0) -> nn.Module:
@@ -103,4 +110,4 @@ def check(cfg: Config) -> None:
 
 
 # Families register themselves on import; they need MODELS and Family defined above.
-from distgan.models import dcgan, mlp  # noqa: E402,F401
+from distgan.models import dcgan, mlp, rrdb, srresnet  # noqa: E402,F401

@@ -65,7 +65,7 @@ def test_ring8_is_the_same_everywhere():
 def test_unknown_name_suggests_the_closest():
     with pytest.raises(ConfigError, match=r"data.name: unknown data set 'digit'.*did you mean 'digits'"):
         data.check(config(name="digit"))
-    with pytest.raises(ConfigError, match=r"data.name: unknown data set 'mnist'; choose one of digits, ring8"):
+    with pytest.raises(ConfigError, match=r"data.name: unknown data set 'mnist'; choose one of digits, photos, ring8"):
         data.data_shape(DataConfig(name="mnist"))
 
 
