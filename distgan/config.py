@@ -413,6 +413,29 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: tuple[str, .
     return Config.from_dict(raw)
 
 
+PATH_KEYS = ("data.path", "data.lr_path", "data.val_path", "train.init_from", "eval.inception_weights",
+             "eval.cache_dir", "loss.perceptual.vgg_weights")
+"""Config values that name local files or folders."""
+
+
+def with_absolute_paths(cfg: Config) -> Config:
+    """``cfg`` with every relative path of ``PATH_KEYS`` made absolute against this process's directory.
+
+    Called by the launchers before a config leaves the driver: Ray workers run in
+    their own working directory, where a relative path names nothing (or the
+    wrong thing), and the run's ``config.yaml`` then records what was used.
+    """
+    raw = cfg.to_dict()
+    for key in PATH_KEYS:
+        *sections, name = key.split(".")
+        node = raw
+        for section in sections:
+            node = node[section]
+        if node[name] is not None and "://" not in node[name]:
+            node[name] = str(Path(node[name]).expanduser().absolute())
+    return Config.from_dict(raw) if raw != cfg.to_dict() else cfg
+
+
 def read_yaml(path: Union[str, Path]) -> dict:
     path = Path(path)
     if not path.is_file():

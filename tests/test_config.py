@@ -106,3 +106,20 @@ def test_parse_override_reads_yaml_values():
     assert parse_override("a.b=true") == ("a.b", True)
     assert parse_override("a.b=null") == ("a.b", None)
     assert parse_override("a.b=x=y") == ("a.b", "x=y")
+
+
+def test_launchers_send_workers_absolute_paths(tmp_path, monkeypatch):
+    """Ray workers do not run in the driver's directory: relative paths are resolved before they leave it."""
+    from PIL import Image
+
+    from distgan.config import with_absolute_paths
+
+    (tmp_path / "imgs").mkdir()
+    Image.new("L", (20, 20)).save(tmp_path / "imgs" / "a.png")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ("data.path=imgs", "eval.cache_dir=~/cache"))
+    resolved = with_absolute_paths(cfg)
+    assert resolved.data.path == str(tmp_path / "imgs")
+    assert resolved.eval.cache_dir == str(Path("~/cache").expanduser())
+    assert resolved.eval.inception_weights is None and resolved.train == cfg.train
+    assert with_absolute_paths(resolved) is resolved

@@ -44,10 +44,12 @@ def format_line(name: str, record: dict, total: int, elapsed: float, start_step:
     eta = elapsed / done * (total - step) if done > 0 else float("nan")
     parts = [f"[{name}] step {step}/{total}"]
     if "loss_d" in record:
-        parts.append(f"loss_d {record['loss_d']:.3f} loss_g {record['loss_g']:.3f} "
+        parts.append(f"loss_d {record['loss_d']:.3f} loss_g {record['loss_g']:.4g} "
                      f"D(x) {record['d_real']:+.2f} D(G(z)) {record['d_fake']:+.2f}")
-    elif "loss_pixel" in record:  # super-resolution without D (the PSNR stage)
-        parts.append(f"loss_g {record['loss_g']:.4f} pixel {record['loss_pixel']:.4f}")
+    elif "loss_g" in record:  # super-resolution without D (the PSNR stage)
+        parts.append(f"loss_g {record['loss_g']:.4g}")
+    if "loss_pixel" in record:
+        parts.append(f"pixel {record['loss_pixel']:.4g}")
     if "d_acc_real" in record:
         parts.append(f"D acc {record['d_acc_real']:.0%}/{record['d_acc_fake']:.0%}")
     if "reg_d" in record:

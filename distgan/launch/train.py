@@ -19,7 +19,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from distgan import rundir
-from distgan.config import Config, ConfigError
+from distgan.config import Config, ConfigError, with_absolute_paths
 from distgan.launch.progress import ProgressPrinter
 from distgan.launch.session import train_fn
 
@@ -110,6 +110,7 @@ def train(cfg: Config, name: Optional[str] = None, address: Optional[str] = None
     ``train_loop`` is the per-worker function (tests wrap it to inject faults).
     """
     storage = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
+    cfg = with_absolute_paths(cfg)
     run = rundir.prepare(storage, name, cfg)
     print(f"{'Resuming' if run.resumed else 'Starting'} run {run.name!r} in {run.path}", flush=True)
     min_cpus = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker

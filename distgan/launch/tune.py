@@ -35,7 +35,7 @@ from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.util.queue import Empty, Queue
 
 from distgan import rundir, search_space
-from distgan.config import Config, ConfigError, load_config
+from distgan.config import Config, ConfigError, load_config, with_absolute_paths
 from distgan.launch.progress import ForwardReports
 from distgan.launch.sweep_results import SweepResult, summarize
 from distgan.launch.train import DEFAULT_STORAGE, build_trainer, ray_cluster, resolve_use_gpu
@@ -250,7 +250,7 @@ def run_tune(cfg: Optional[Config], name: Optional[str] = None, address: Optiona
              storage: Union[str, Path, None] = None, resume: bool = False) -> SweepResult:
     """Run (or ``resume``) the sweep of ``cfg.tune`` over ``cfg``; see the module docstring for the layout."""
     storage = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
-    cfg, sweep_dir = resolve_sweep(cfg, storage, name, resume)
+    cfg, sweep_dir = resolve_sweep(cfg if cfg is None else with_absolute_paths(cfg), storage, name, resume)
     space = search_space.parse_space(cfg.tune.space)
     per_trial, _ = trial_resources(cfg, space)
     print(f"{'Resuming' if resume else 'Starting'} sweep {sweep_dir.name!r} in {sweep_dir}", flush=True)

@@ -1,0 +1,20 @@
+"""The driver's console line shows what each kind of run reports."""
+
+from distgan.launch.progress import format_line
+
+
+def test_generation_line_shows_both_players_and_scores():
+    line = format_line("run", {"step": 50, "loss_d": 1.2, "loss_g": 0.7, "d_real": 0.3, "d_fake": -0.2,
+                               "fid": 3.25}, total=100, elapsed=10.0, start_step=0)
+    assert "loss_d 1.200 loss_g 0.7" in line and "D(G(z)) -0.20" in line and "fid 3.25" in line
+    assert "ETA 0m10s" in line
+
+
+def test_super_resolution_line_shows_content_loss_and_psnr_against_bicubic():
+    psnr_stage = format_line("sr", {"step": 10, "loss_g": 0.0557, "loss_pixel": 0.0557, "psnr": 28.88,
+                                    "psnr_bicubic": 28.06}, total=20, elapsed=5.0, start_step=0)
+    assert "loss_g 0.0557 | pixel 0.0557" in psnr_stage and "psnr 28.88 psnr_bicubic 28.06" in psnr_stage
+    assert "loss_d" not in psnr_stage
+    gan_stage = format_line("sr", {"step": 10, "loss_d": 1.3, "loss_g": 0.00061, "d_real": 0.1, "d_fake": -0.1,
+                                   "loss_pixel": 0.055}, total=20, elapsed=5.0, start_step=0)
+    assert "loss_g 0.00061" in gan_stage and "pixel 0.055" in gan_stage
