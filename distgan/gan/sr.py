@@ -158,10 +158,9 @@ def check_config(cfg: Config) -> None:
     if loss.pixel.weight == 0 and loss.perceptual.weight == 0 and loss.adversarial_weight == 0:
         raise ConfigError("loss: every term of G's loss has weight 0 (loss.pixel.weight, "
                           "loss.perceptual.weight, loss.adversarial_weight); nothing would be trained")
-    if loss.perceptual.weight > 0:
-        from distgan.gan import perceptual
+    from distgan.gan import perceptual
 
-        perceptual.check_config(cfg)
+    perceptual.check_config(cfg)  # layer names always; the weights file only when the term is used
     if cfg.train.n_critic != 1:
         raise ConfigError(f"train.n_critic: super-resolution trains D once per G step, on G's output of that "
                           f"step; set train.n_critic=1 (got {cfg.train.n_critic})")

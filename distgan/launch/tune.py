@@ -114,7 +114,8 @@ def trial_driver(trial_config: dict, *, base: dict, sweep_dir: str, use_gpu: boo
     thread = threading.Thread(target=fit, daemon=True)
     thread.start()
     try:
-        _forward(queue, thread, cfg.tune.metric)
+        # The trial's own config has no tune section (search_space.apply drops it): the objective is the sweep's.
+        _forward(queue, thread, base["tune"]["metric"])
     finally:
         queue.shutdown()
     thread.join()

@@ -60,9 +60,10 @@ def test_two_workers_follow_the_one_worker_psnr_curve(local_ray, one_worker, tmp
                            name=f"two_z{stage}", storage=tmp_path)
     two, one = psnr_curve(result.run_dir), psnr_curve(one_worker)
     assert len(two) == len(one) == 3
-    # Same global batches, same init: the curves differ by summation order only (measured: < 1e-3 dB).
+    # Same global batches, same init: the weights differ by summation order only, which the uint8 rounding of
+    # the outputs absorbs (measured: identical at every stage, 0.0 dB).
     for a, b in zip(two, one):
-        assert abs(a - b) < 0.02, (two, one)
+        assert abs(a - b) < 1e-3, (two, one)
     assert result.metrics["psnr"] == two[-1]
 
 
@@ -80,3 +81,18 @@ def test_gan_stage_starts_from_the_psnr_stage_and_trains_both_networks(local_ray
         for key in ("loss_d", "loss_g_adv", "loss_pixel", "grad_norm_d"):
             assert math.isfinite(r[key]), (key, r)
     assert (result.run_dir / "checkpoint_000030" / "D").is_dir()
+
+
+def test_sr_sweep_ranks_trials_by_validation_psnr(local_ray, tmp_path):
+    """A grid over G's learning rate, ranked by PSNR (maximized): each trial reports it through Tune."""
+    cfg = load_config(None, OVERRIDES + (
+        "scaling.num_workers=1", "train.batch_size=8", "train.steps=20", "train.checkpoint_every=10",
+        "eval.every=10", "tune.metric=psnr", "tune.num_samples=1",
+        "tune.space={optim.g.lr: {grid: [1.0e-5, 1.0e-3]}}"))
+    result = distgan.tune(cfg, name="sr_sweep", storage=tmp_path)
+    assert [row["step"] for row in result.rows] == [20, 20]
+    scores = {row["values"]["optim.g.lr"]: row["psnr"] for row in result.rows}
+    assert all(math.isfinite(s) for s in scores.values()), scores
+    assert result.best["psnr"] == max(scores.values())
+    best = load_config(result.sweep_dir / "best_config.yaml")
+    assert best.optim.g.lr == result.best["values"]["optim.g.lr"] and best.model.family == "srresnet"

@@ -87,9 +87,10 @@ def test_psnr_stage_lowers_the_pixel_loss(process_group):
     assert losses[-1] < 0.95 * losses[0]  # G starts at bicubic (conv_last zero); a G that never steps stays at 1.0
 
 
-@pytest.mark.parametrize("stage", [0, 1, 2, 3])
-def test_gan_step_moves_each_network_in_its_own_phase_only(process_group, stage):
-    gan = build(sr_config(stage))
+@pytest.mark.parametrize("stage, precision", [(0, "fp32"), (1, "fp32"), (2, "fp32"), (3, "fp32"), (2, "bf16"),
+                                              (3, "bf16")])
+def test_gan_step_moves_each_network_in_its_own_phase_only(process_group, stage, precision):
+    gan = build(sr_config(stage, precision))
     draw = pairs()
     g0, d0 = snapshot(gan.engine_g), snapshot(gan.engine_d)
     gan.measure_grad_norms = True
@@ -155,3 +156,21 @@ def test_activation_checkpointing_gives_the_same_step_under_zero(process_group, 
     for a, b in zip(*results, strict=True):
         assert torch.allclose(a, b, atol=1e-6, rtol=0)
     assert moved(snapshot(build(sr_config(stage, adversarial_weight=0.0)).engine_g), results[1])
+
+
+def test_gradient_accumulation_steps_each_network_once_per_step_on_all_micro_batches(process_group):
+    cfg = sr_config(2)
+    cfg.deepspeed.g.gradient_accumulation_steps = cfg.deepspeed.d.gradient_accumulation_steps = 2
+    gan = build(cfg)
+    draw, drawn = pairs(), []
+
+    def counted():
+        drawn.append(1)
+        return draw()
+
+    g0, d0 = snapshot(gan.engine_g), snapshot(gan.engine_d)
+    stored = gan.g_phase(counted)
+    assert len(drawn) == 2 and len(stored) == 2, "G's step takes both micro-batches"
+    assert moved(g0, snapshot(gan.engine_g)) and gan.engine_g.global_steps == 1
+    gan.d_phase(stored)
+    assert moved(d0, snapshot(gan.engine_d)) and gan.engine_d.global_steps == 1
