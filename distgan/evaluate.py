@@ -94,7 +94,7 @@ def _class_accuracy(ev: Evaluation) -> Scores:
 
 
 def check_config(cfg: Config) -> None:
-    """The ``eval`` section against the data and the model (called by ``distgan.config.validate``)."""
+    """The ``eval`` section against the data and the model (called by ``distgan.config_checks.validate``)."""
     from distgan import data as data_mod
     from distgan import models
     from distgan.metrics.features import resolve_kind

@@ -126,7 +126,7 @@ def tune_mode(cfg: Config) -> str:
 
 
 def check_config(cfg: Config) -> None:
-    """The ``tune`` section (called by ``distgan.config.validate`` when it has a search space)."""
+    """The ``tune`` section (called by ``distgan.config_checks.validate`` when it has a search space)."""
     from distgan import evaluate, models
 
     t = cfg.tune

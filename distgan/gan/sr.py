@@ -148,7 +148,7 @@ class SuperResolutionGAN:
 
 
 def check_config(cfg: Config) -> None:
-    """The training settings a super-resolution run needs (called by ``distgan.config.validate``)."""
+    """The training settings a super-resolution run needs (called by ``distgan.config_checks.validate``)."""
     from distgan.config import ConfigError, positive
 
     loss = cfg.loss
