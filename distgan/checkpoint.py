@@ -15,6 +15,12 @@ The manifests are written last: a checkpoint is complete only when all
 Anything else (a truncated shard, a rank that died mid-write) is refused with
 the file named, rather than half-loaded.
 
+Resuming takes the checkpoint Ray hands over or, when that one is refused, the
+newest complete checkpoint before it among its ``checkpoint_NNNNNN`` siblings
+(``load_newest_complete``); it never starts from scratch on its own. A
+checkpoint of another world size is not a corrupt one: it stops the run with
+the worker count to use, since every older checkpoint of the run shares it.
+
 Keeping all of this in one module leaves room for resharding checkpoints to a
 new world size (DeepSpeed universal checkpoints) without touching the loop.
 """
@@ -23,18 +29,33 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
+import torch.distributed as dist
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 TAG = "state"
 
 
+NAME = re.compile(r"checkpoint_(\d+)")
+"""Checkpoint directories in a run: ``checkpoint_<step>`` (Ray Train's ``checkpoint_dir_name``)."""
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint is incomplete, corrupt or does not fit this run."""
+
+
+class WorldSizeMismatch(CheckpointError):
+    """A checkpoint written by another number of workers: whole, but not loadable by this run.
+
+    Not a reason to fall back: the run's earlier checkpoints have the same world size.
+    """
 
 
 @dataclass
@@ -86,20 +107,26 @@ def verify(directory: Path, world_size: int) -> TrainState:
     directory = Path(directory)
     state_file = directory / "train_state.json"
     if not state_file.is_file():
-        raise CheckpointError(f"checkpoint {directory} has no train_state.json (incomplete write)")
+        raise CheckpointError(f"checkpoint file {state_file} is missing (incomplete write)")
     try:
         state = TrainState(**json.loads(state_file.read_text()))
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"checkpoint file {state_file} is unreadable: {exc}") from None
     if state.world_size != world_size:
-        raise CheckpointError(
+        raise WorldSizeMismatch(
             f"checkpoint {directory} was written by {state.world_size} workers but this run has {world_size}; "
-            f"resume with scaling.num_workers={state.world_size}")
+            f"resume with scaling.num_workers={state.world_size}. ZeRO shards are per worker and are not "
+            f"resharded to another worker count; to go on with {world_size} workers, start a new run from "
+            f"this one's generator: train.init_from={directory} --name NEW (D and the optimizers start afresh)")
     for rank in range(world_size):
         manifest = directory / f"manifest_rank{rank}.json"
         if not manifest.is_file():
-            raise CheckpointError(f"checkpoint {directory} lacks {manifest.name}: rank {rank} never finished writing")
-        for rel, size in json.loads(manifest.read_text())["files"].items():
+            raise CheckpointError(f"checkpoint file {manifest} is missing: rank {rank} never finished writing")
+        try:
+            files = json.loads(manifest.read_text())["files"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint file {manifest} is unreadable: {exc!r}") from None
+        for rel, size in files.items():
             path = directory / rel
             if not path.is_file():
                 raise CheckpointError(f"checkpoint file {path} is missing")
@@ -120,10 +147,177 @@ def load(directory: Path, engine_g, engine_d, rank: int, world_size: int) -> tup
             raise CheckpointError(f"checkpoint {directory} has no {name}/ directory: it was written by a run "
                                   f"{'without' if name == 'D' else 'with'} that network; start a new run "
                                   f"(train.init_from can take its generator)")
-        path, _ = engine.load_checkpoint(str(directory / name), tag=TAG, load_optimizer_states=True,
-                                         load_lr_scheduler_states=True)
+        try:
+            path, _ = engine.load_checkpoint(str(directory / name), tag=TAG, load_optimizer_states=True,
+                                             load_lr_scheduler_states=True)
+        except Exception as exc:  # an unpickling error or a zip reader's complaint names no file; find it
+            culprit = first_corrupt_archive(directory / name)
+            where = (f"checkpoint file {culprit} is corrupt" if culprit
+                     else f"DeepSpeed could not load {directory / name}")
+            raise CheckpointError(f"{where}: {type(exc).__name__}: {exc}") from exc
         if path is None:
             raise CheckpointError(f"DeepSpeed could not load {directory / name} (tag {TAG!r})")
-    rng = load_file(str(directory / f"rng_rank{rank}.safetensors"))
-    generator = load_file(str(directory / "generator.safetensors"))
+    rng = _load_safetensors(directory / f"rng_rank{rank}.safetensors")
+    generator = _load_safetensors(directory / "generator.safetensors")
     return state, rng, generator
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"checkpoint file {path} is unreadable: {exc}") from None
+
+
+# -- which checkpoint to resume --------------------------------------------------
+
+
+def number(directory: Path) -> Optional[int]:
+    """The step in a ``checkpoint_NNNNNN`` name, or None for another name."""
+    match = NAME.fullmatch(Path(directory).name)
+    return int(match.group(1)) if match else None
+
+
+def earlier_checkpoints(directory: Path) -> list[Path]:
+    """The ``checkpoint_NNNNNN`` siblings of ``directory`` with lower numbers, newest first.
+
+    Lower numbers are the earlier checkpoints: the loop never reports a checkpoint numbered at or below
+    one Ray still tracks (see ``Trainer.save_checkpoint``). Newer siblings are never candidates: they are
+    writes Ray did not commit.
+    """
+    directory = Path(directory)
+    limit = number(directory)
+    if limit is None or not directory.parent.is_dir():
+        return []
+    found = [(n, p) for p in directory.parent.iterdir() if (n := number(p)) is not None and n < limit and p.is_dir()]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def check_readable(directory: Path, rank: int) -> None:
+    """Cheap structural check of the files ``rank`` will read: every DeepSpeed ``.pt`` file opens as a zip
+    archive (``torch.save``'s format) and every safetensors header parses against the file's length.
+
+    Catches garbage of the right size that ``verify`` cannot, without reading tensor data. Runs before
+    DeepSpeed's load, which under ZeRO-3 is collective: a rank failing inside it would hang the others.
+    """
+    directory = Path(directory)
+    for path in sorted(directory.glob("[GD]/**/*.pt")):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint file {path} is not a readable torch archive: {exc}") from None
+    for path in (directory / f"rng_rank{rank}.safetensors", directory / "generator.safetensors"):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"checkpoint file {path} is unreadable: {exc}") from None
+
+
+def first_corrupt_archive(directory: Path) -> Optional[Path]:
+    """The first ``.pt`` file under ``directory`` whose zip structure or CRCs are wrong (reads every byte)."""
+    for path in sorted(Path(directory).glob("**/*.pt")):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if archive.testzip() is not None:
+                    return path
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            return path
+    return None
+
+
+def _refusals(tried: list[tuple[Path, str]]) -> str:
+    return "\n".join(f"  - {reason}" for _, reason in tried)  # each reason names its checkpoint or file
+
+
+def no_complete_checkpoint(tried: list[tuple[Path, str]]) -> CheckpointError:
+    return CheckpointError(
+        "no complete checkpoint to resume from (the run does not start from scratch on its own); tried:\n"
+        f"{_refusals(tried)}\nEarlier checkpoints are kept per train.keep_checkpoints. Repair one of these, "
+        "or start afresh under a new --name (train.init_from can take a generator from this run).")
+
+
+def newest_complete(handed_over: Path, world_size: int) -> tuple[Path, list[tuple[Path, str]]]:
+    """The checkpoint a resume will start from, by manifests and sizes only (no tensor is read).
+
+    Returns it with the refused newer ones and why. Raises ``WorldSizeMismatch`` at once, and
+    ``CheckpointError`` listing every candidate when none is complete.
+    """
+    tried: list[tuple[Path, str]] = []
+    for candidate in [Path(handed_over), *earlier_checkpoints(handed_over)]:
+        try:
+            verify(candidate, world_size)
+            return candidate, tried
+        except WorldSizeMismatch:
+            raise
+        except (CheckpointError, OSError) as exc:
+            tried.append((candidate, str(exc)))
+    raise no_complete_checkpoint(tried)
+
+
+@dataclass
+class Restored:
+    directory: Path
+    """The checkpoint that was loaded."""
+    state: TrainState
+    rng: dict
+    generator: dict
+    refused: list[tuple[Path, str]]
+    """Newer checkpoints that were tried first, and why each was refused (every rank's reasons)."""
+
+
+def _all_gather(obj: Any, world_size: int) -> list:
+    if world_size == 1 or not dist.is_initialized():
+        return [obj]
+    out: list = [None] * world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _agree(error: Optional[CheckpointError], world_size: int) -> Optional[CheckpointError]:
+    """Every rank's verdict on a candidate, merged: a world-size mismatch anywhere wins, then any refusal."""
+    verdict = None if error is None else (isinstance(error, WorldSizeMismatch), str(error))
+    verdicts = [v for v in _all_gather(verdict, world_size) if v is not None]
+    if not verdicts:
+        return None
+    mismatch = next((message for is_mismatch, message in verdicts if is_mismatch), None)
+    if mismatch is not None:
+        return WorldSizeMismatch(mismatch)
+    return CheckpointError("; ".join(dict.fromkeys(message for _, message in verdicts)))
+
+
+def load_newest_complete(handed_over: Path, engine_g, engine_d, rank: int, world_size: int) -> Restored:
+    """Load ``handed_over``, or the newest complete checkpoint before it; collective (every rank calls it).
+
+    Rank 0 lists the candidates and every rank takes its list, so all walk the same ones. Each
+    candidate is voted on twice: after the cheap checks (manifests, sizes, archive structure), before
+    anything is loaded, and after loading. A rank that finds a fault refuses the candidate for all of them,
+    so no two ranks ever resume from different checkpoints. A world-size mismatch stops at once.
+    """
+    candidates = [str(handed_over), *map(str, earlier_checkpoints(handed_over))] if rank == 0 else None
+    if world_size > 1 and dist.is_initialized():
+        box = [candidates]
+        dist.broadcast_object_list(box, src=0)
+        candidates = box[0]
+    tried: list[tuple[Path, str]] = []
+    for candidate in map(Path, candidates):
+        error = None
+        try:
+            verify(candidate, world_size)
+            check_readable(candidate, rank)
+        except CheckpointError as exc:
+            error = exc
+        except OSError as exc:  # unreadable, not corrupt; but a rank must not leave the others waiting to vote
+            error = CheckpointError(f"checkpoint {candidate} could not be read: {exc}")
+        if (error := _agree(error, world_size)) is None:
+            try:
+                state, rng, generator = load(candidate, engine_g, engine_d, rank, world_size)
+            except CheckpointError as exc:
+                error = exc
+            if (error := _agree(error, world_size)) is None:
+                return Restored(candidate, state, rng, generator, tried)
+        if isinstance(error, WorldSizeMismatch):
+            raise error
+        tried.append((candidate, str(error)))
+    raise no_complete_checkpoint(tried)

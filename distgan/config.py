@@ -48,6 +48,10 @@ class TrainConfig:
     """Seeds model init (same on every rank), data order and latents (distinct per rank)."""
     max_failures: int = 3
     """Worker-group restarts Ray Train may do before the run fails."""
+    max_consecutive_skips: int = 20
+    """Stop the run (``NonFiniteError``) when G or D has skipped this many optimizer steps in a row because
+    its loss or gradients were not finite on some worker (each such step is skipped on every worker and
+    counted as ``skipped_g``/``skipped_d``); 0 never stops."""
     init_from: Optional[str] = None
     """Start G from this exported generator (a run directory, checkpoint directory or
     ``generator.safetensors``) of the same architecture: the GAN stage of SR starts from its PSNR stage."""

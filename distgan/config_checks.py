@@ -18,6 +18,7 @@ def validate(cfg: Config) -> None:
                  "keep_checkpoints"):
         positive(f"train.{name}", getattr(t, name))
     positive("train.max_failures", t.max_failures, allow_zero=True)
+    positive("train.max_consecutive_skips", t.max_consecutive_skips, allow_zero=True)
     positive("train.seed", t.seed, allow_zero=True)
     positive("scaling.num_workers", cfg.scaling.num_workers)
     positive("scaling.cpus_per_worker", cfg.scaling.cpus_per_worker)

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import time
 import uuid
@@ -19,7 +21,10 @@ from typing import Optional
 
 import yaml
 
+from distgan import checkpoint
 from distgan.config import Config, ConfigError
+
+log = logging.getLogger(__name__)
 
 # Sections that decide the shapes of the checkpointed state: a resumed run may
 # change step counts or intervals, not these.
@@ -41,6 +46,51 @@ def default_name(cfg: Config) -> str:
 
 def has_checkpoint(path: Path) -> bool:
     return any(p.is_dir() for p in path.glob("checkpoint_*"))
+
+
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
+"""Ray Train's record of the run's committed checkpoints, kept in the run directory."""
+
+
+def committed_checkpoints(path: Path) -> tuple[Optional[Path], list[Path]]:
+    """What Ray Train's record of the run lists: the latest committed checkpoint (the one it will hand
+    the workers of a resumed run) and every checkpoint it keeps."""
+    try:
+        snapshot = json.loads((path / RAY_SNAPSHOT).read_text())
+        latest = snapshot["latest_checkpoint_result"]
+        kept = [path / r["checkpoint_dir_name"] for r in snapshot["checkpoint_results"]]
+        return (path / latest["checkpoint_dir_name"] if latest else None), kept
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, []
+
+
+def check_resume(path: Path, name: str, cfg: Config) -> None:
+    """Say before anything starts what a resume of ``path`` will start from, by manifests and sizes only.
+
+    A refused latest checkpoint is named with its fault, and the one the workers will fall back to; a
+    checkpoint of another worker count, or no complete checkpoint at all, stops here with what to do.
+    """
+    latest, kept = committed_checkpoints(path)
+    gone = [p.name for p in kept if not p.is_dir()]
+    if gone:  # Ray refuses such a run with a long message about its snapshot; say what happened instead
+        raise ConfigError(f"run {name!r} cannot be resumed: {', '.join(gone)} in {path} was removed, and Ray "
+                          f"Train resumes only with every checkpoint it recorded in place. Put it back (an empty "
+                          f"directory will do: it is then refused and the newest complete checkpoint before it "
+                          f"resumed), or start a new --name from this run's generator: train.init_from={path}")
+    if latest is None:
+        partial = ", ".join(sorted(p.name for p in path.glob("checkpoint_*") if p.is_dir()))
+        if partial:
+            log.warning("run %r: Ray recorded no committed checkpoint (%s never completed); it starts "
+                        "again from step 0", name, partial)
+        return
+    try:
+        start, refused = checkpoint.newest_complete(latest, cfg.scaling.num_workers)
+    except checkpoint.CheckpointError as exc:
+        raise ConfigError(f"run {name!r} cannot be resumed: {exc}") from None
+    for refused_path, reason in refused:
+        log.warning("run %r: checkpoint %s cannot be resumed: %s", name, refused_path.name, reason)
+    if refused:
+        log.warning("run %r: resuming from %s instead (steps after it are trained again)", name, start.name)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -76,6 +126,8 @@ def prepare(storage: Path, name: Optional[str], cfg: Config) -> RunDir:
             details = ", ".join(f"{k}: {old[k]!r} -> {_flatten(new)[k]!r}" for k in changed)
             raise ConfigError(f"run {name!r} in {path} was trained with different settings ({details}); "
                               f"resume it with its own config.yaml, or pick a new --name")
+    if config_file.is_file() and (resumed or (path / RAY_SNAPSHOT).is_file()):
+        check_resume(path, name, cfg)
     path.mkdir(parents=True, exist_ok=True)
     tmp = path / "config.yaml.tmp"
     tmp.write_text(yaml.safe_dump(new, sort_keys=False))

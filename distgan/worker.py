@@ -206,11 +206,26 @@ class Trainer:
         return self.dataset.x[index], self.dataset.labels[index] if self.num_classes else None
 
     # -- steps of the loop ----------------------------------------------------
+    checkpoint_floor: int = 0
+    """Checkpoints of steps up to this one are not saved: a refused checkpoint Ray still tracks has that number."""
+
     def restore(self) -> None:
+        """Load the checkpoint the session hands over or, if it is refused, the newest complete one before it."""
         with self.session.latest_checkpoint() as directory:
             if directory is None:
                 return
-            state, rng, generator = checkpoint.load(directory, self.engine_g, self.engine_d, self.rank, self.world)
+            restored = checkpoint.load_newest_complete(directory, self.engine_g, self.engine_d, self.rank,
+                                                       self.world)
+        state, rng, generator = restored.state, restored.rng, restored.generator
+        if restored.refused:
+            # Ray still counts the refused checkpoint as the latest. A checkpoint saved under its number again
+            # would be registered twice, and deleted from under the new one when the old entry ages out of
+            # keep_checkpoints; so the next one saved is the first numbered above it.
+            self.checkpoint_floor = max(checkpoint.number(path) or 0 for path, _ in restored.refused)
+            if self.rank == 0:
+                log.warning("refused to resume:\n%s\nresuming from %s (step %d) instead; the next checkpoint "
+                            "saved is the first after step %d", "\n".join(f"  - {why}" for _, why in restored.refused),
+                            restored.directory, state.step, self.checkpoint_floor)
         self.state = state
         # The config's optimizer settings win over the checkpoint's (they differ after a PBT exploit).
         engines.apply_optimizer_hyperparameters(self.engine_g, self.cfg, "g")
@@ -250,6 +265,8 @@ class Trainer:
         record["grad_norm_g"] = self.gan.grad_norms["g"]
         if self.engine_d is not None:
             record["grad_norm_d"] = self.gan.grad_norms["d"]
+        # Cumulative, and the same on every rank: a non-finite step is skipped on all of them together.
+        record.update({f"skipped_{net}": n for net, n in self.gan.skipped_steps().items()})
         record["lr_g"] = float(self.engine_g.get_lr()[0])
         if self.engine_d is not None:
             record["lr_d"] = float(self.engine_d.get_lr()[0])
@@ -296,6 +313,9 @@ class Trainer:
         return {"samples": img}
 
     def save_checkpoint(self, metrics: dict) -> None:
+        if self.state.step <= self.checkpoint_floor:  # see restore
+            self.session.report(metrics)
+            return
         self.state.data = self.sampler.state_dict()
         with tempfile.TemporaryDirectory(prefix="distgan-ckpt-") as tmp:
             with self.generator_snapshot() as g:

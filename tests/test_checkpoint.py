@@ -117,5 +117,5 @@ def test_incomplete_checkpoints_are_refused_with_the_file_named(process_group, t
         checkpoint.verify(ckpt, world_size=1)
 
     (ckpt / "manifest_rank0.json").unlink()
-    with pytest.raises(checkpoint.CheckpointError, match="lacks manifest_rank0.json"):
+    with pytest.raises(checkpoint.CheckpointError, match="manifest_rank0.json is missing"):
         checkpoint.verify(ckpt, world_size=1)

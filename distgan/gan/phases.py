@@ -21,6 +21,10 @@ unchanged (the optimizer correction lives in ``engines``).
 
 Statistics are accumulated as device tensors and read only when the caller
 asks, so the hot path never waits on the device (``distgan.gan.stats``).
+
+Every backward and optimizer step goes through a network's ``SkipGuard``
+(``distgan.gan.nonfinite``): a step whose loss or gradients are not finite on
+any rank is skipped on every rank and counted.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ import torch
 from torch import nn
 
 from distgan import engines
-from distgan.config import Config
+from distgan.config import Config, TrainConfig
 from distgan.gan.losses import AdversarialLoss
+from distgan.gan.nonfinite import SkipGuard
 from distgan.gan.regularizers import Regularizer
-from distgan.gan.stats import RunningStats, optimizer_step
+from distgan.gan.stats import RunningStats
 
 STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake", "reg_d", "d_acc_real", "d_acc_fake", "d_real_sign")
 """``d_real``/``d_fake``: D's mean logit; ``d_acc_*``: shares D classifies right; ``d_real_sign``:
@@ -57,7 +62,7 @@ class AlternatingGAN:
                  dtype: torch.dtype, device: torch.device, z_generator: torch.Generator,
                  regularizer: Optional[Regularizer] = None, reg_weight: float = 0.0, reg_interval: int = 1,
                  augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, num_classes: int = 0,
-                 adversarial_weight: float = 1.0):
+                 adversarial_weight: float = 1.0, max_consecutive_skips: int = TrainConfig.max_consecutive_skips):
         self.engine_g = engine_g
         self.engine_d = engine_d
         self.loss = loss
@@ -77,6 +82,9 @@ class AlternatingGAN:
         """0 for an unconditional GAN; else fakes get uniformly drawn labels of this many classes."""
         self.steps_done = 0
         """Completed ``step`` calls; schedules the lazy Dreg phase (restored from the checkpoint's step)."""
+        self.guards = {"g": SkipGuard(engine_g, "g", max_consecutive_skips),
+                       "d": SkipGuard(engine_d, "d", max_consecutive_skips)}
+        """Each network's backward and optimizer step, skipped on every rank when not finite."""
         self._stats = RunningStats(STAT_NAMES, device)
         self._last_reals: list[Batch] = []
         self.grad_norms: dict[str, float] = {"g": float("nan"), "d": float("nan")}
@@ -98,7 +106,8 @@ class AlternatingGAN:
                    regularizer=build_regularizer(reg.type) if reg.type != "none" else None,
                    reg_weight=reg.weight, reg_interval=reg.interval,
                    augment=build_augment(cfg.augment.policy) if cfg.augment.policy else None,
-                   num_classes=num_classes, adversarial_weight=cfg.loss.adversarial_weight)
+                   num_classes=num_classes, adversarial_weight=cfg.loss.adversarial_weight,
+                   max_consecutive_skips=cfg.train.max_consecutive_skips)
 
     # -- inputs -------------------------------------------------------------
     def latents(self, n: int) -> torch.Tensor:
@@ -146,8 +155,8 @@ class AlternatingGAN:
                 penalty = self.regularizer.penalty(self.d_for_penalty(real_labels), real, fake)
                 self._add("reg_d", penalty)
                 loss = loss + self.reg_weight * penalty
-            self.engine_d.backward(loss)
-            self._optimizer_step("d", self.engine_d)
+            self.guards["d"].backward(loss)
+            self._optimizer_step("d")
             self._add_d_health(real_logits.detach(), fake_logits.detach())
 
     def dreg_phase(self) -> None:
@@ -157,8 +166,8 @@ class AlternatingGAN:
             fake = self.fakes_without_graph(labels, real.shape[0]) if self.regularizer.needs_fake else None
             penalty = self.regularizer.penalty(self.d_for_penalty(labels), real, fake)
             self._add("reg_d", penalty)
-            self.engine_d.backward(self.reg_weight * self.reg_interval * penalty)
-            self.engine_d.step()
+            self.guards["d"].backward(self.reg_weight * self.reg_interval * penalty)
+            self._optimizer_step("d", measure=False)
 
     def g_phase(self, batch_size: int, next_real: Optional[RealSource] = None) -> None:
         """Gmain: one optimizer step of G through a frozen D."""
@@ -174,8 +183,8 @@ class AlternatingGAN:
                 labels = self.fake_labels(batch_size)
                 fake = _call(self.engine_g, self.latents(batch_size), labels)
                 loss = self.loss.g_loss(_call(d_module, self.augment(fake), labels), real_logits)
-                self.engine_g.backward(self.adversarial_weight * loss)
-                self._optimizer_step("g", self.engine_g)
+                self.guards["g"].backward(self.adversarial_weight * loss)
+                self._optimizer_step("g")
                 self._add("loss_g", loss)
         finally:
             d_module.requires_grad_(True)
@@ -183,15 +192,20 @@ class AlternatingGAN:
     def step(self, next_real: RealSource, batch_size: int) -> None:
         for _ in range(self.n_critic):
             self.d_phase(next_real)
-        self.steps_done += 1
-        if self.regularizer is not None and self.reg_interval > 1 and self.steps_done % self.reg_interval == 0:
+        if self.regularizer is not None and self.reg_interval > 1 and (self.steps_done + 1) % self.reg_interval == 0:
             self.dreg_phase()
         self.g_phase(batch_size, next_real)
+        self.steps_done += 1
 
-    def _optimizer_step(self, net: str, engine) -> None:
-        norm = optimizer_step(engine, self.measure_grad_norms)
+    def _optimizer_step(self, net: str, measure: bool = True) -> None:
+        # The step being computed is steps_done + 1 (1-based, as the loop counts them).
+        norm = self.guards[net].step(measure and self.measure_grad_norms, self.steps_done + 1)
         if norm is not None:
             self.grad_norms[net] = norm
+
+    def skipped_steps(self) -> dict[str, int]:
+        """Optimizer steps each network skipped since the run started (non-finite loss or gradients)."""
+        return {net: guard.skipped for net, guard in self.guards.items()}
 
     # -- statistics ---------------------------------------------------------
     def _add(self, name: str, value: torch.Tensor) -> None:

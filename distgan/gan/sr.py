@@ -9,7 +9,8 @@ would cost a whole extra forward of a large generator for no gain.
 
 The DeepSpeed rules of ``distgan.gan.phases`` hold here too: in Gmain D is
 frozen and run through ``engine_d.module``, never the engine; in Dmain the
-fakes are detached, so D's backward ends at them.
+fakes are detached, so D's backward ends at them. As there, every backward and
+optimizer step goes through a network's ``SkipGuard`` (``distgan.gan.nonfinite``).
 
 With ``loss.adversarial_weight`` 0 there is no D at all: the PSNR-oriented
 stage trains G on its content losses alone, and the GAN stage then starts
@@ -25,9 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from distgan import engines
-from distgan.config import Config
+from distgan.config import Config, TrainConfig
 from distgan.gan.losses import AdversarialLoss
-from distgan.gan.stats import RunningStats, optimizer_step
+from distgan.gan.nonfinite import SkipGuard
+from distgan.gan.stats import RunningStats
 
 STAT_NAMES = ("loss_g", "loss_pixel", "loss_perceptual", "loss_g_adv", "loss_d", "d_real", "d_fake",
               "d_acc_real", "d_acc_fake")
@@ -45,7 +47,8 @@ class SuperResolutionGAN:
 
     def __init__(self, engine_g, engine_d, loss: Optional[AdversarialLoss], adversarial_weight: float,
                  pixel: str, pixel_weight: float, perceptual: Optional[nn.Module], perceptual_weight: float,
-                 dtype: torch.dtype, device: torch.device):
+                 dtype: torch.dtype, device: torch.device,
+                 max_consecutive_skips: int = TrainConfig.max_consecutive_skips):
         if (engine_d is None) != (loss is None):
             raise ValueError("a discriminator engine and an adversarial loss come together")
         self.engine_g, self.engine_d, self.loss = engine_g, engine_d, loss
@@ -57,6 +60,10 @@ class SuperResolutionGAN:
         self.grad_norms: dict[str, float] = {"g": float("nan"), "d": float("nan")}
         self.measure_grad_norms = False
         self._stats = RunningStats(STAT_NAMES, device)
+        self.guards = {"g": SkipGuard(engine_g, "g", max_consecutive_skips)}
+        """Each network's backward and optimizer step, skipped on every rank when not finite."""
+        if engine_d is not None:
+            self.guards["d"] = SkipGuard(engine_d, "d", max_consecutive_skips)
 
     @classmethod
     def from_config(cls, cfg: Config, engine_g, engine_d, device: torch.device,
@@ -66,7 +73,7 @@ class SuperResolutionGAN:
         loss = build_loss(cfg.loss.type) if engine_d is not None else None
         return cls(engine_g, engine_d, loss, cfg.loss.adversarial_weight, cfg.loss.pixel.type,
                    cfg.loss.pixel.weight, perceptual, cfg.loss.perceptual.weight, engines.compute_dtype(cfg),
-                   device)
+                   device, cfg.train.max_consecutive_skips)
 
     def batch(self, next_pair: PairSource) -> tuple[torch.Tensor, torch.Tensor]:
         lr, hr = next_pair()
@@ -92,8 +99,8 @@ class SuperResolutionGAN:
                     adversarial = self.loss.g_loss(d_module(fake), real_logits)
                     self._stats.add("loss_g_adv", adversarial)
                     loss = loss + self.adversarial_weight * adversarial
-                self.engine_g.backward(loss)
-                self._step("g", self.engine_g)
+                self.guards["g"].backward(loss)
+                self._step("g")
                 self._stats.add("loss_g", loss)
                 pairs.append((hr, fake.detach()))
         finally:
@@ -120,8 +127,8 @@ class SuperResolutionGAN:
             real_logits = self.engine_d(hr)
             fake_logits = self.engine_d(fake)
             loss = self.loss.d_loss(real_logits, fake_logits)
-            self.engine_d.backward(loss)
-            self._step("d", self.engine_d)
+            self.guards["d"].backward(loss)
+            self._step("d")
             self._stats.add("loss_d", loss)
             real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
             acc_real, acc_fake = self.loss.d_accuracy(real_logits, fake_logits)
@@ -137,10 +144,15 @@ class SuperResolutionGAN:
             self.d_phase(pairs)
         self.steps_done += 1
 
-    def _step(self, net: str, engine) -> None:
-        norm = optimizer_step(engine, self.measure_grad_norms)
+    def _step(self, net: str) -> None:
+        # The step being computed is steps_done + 1 (1-based, as the loop counts them).
+        norm = self.guards[net].step(self.measure_grad_norms, self.steps_done + 1)
         if norm is not None:
             self.grad_norms[net] = norm
+
+    def skipped_steps(self) -> dict[str, int]:
+        """Optimizer steps each network skipped since the run started (non-finite loss or gradients)."""
+        return {net: guard.skipped for net, guard in self.guards.items()}
 
     def pop_stats(self) -> torch.Tensor:
         """Means since the last call, in ``STAT_NAMES`` order; NaN for a term this configuration lacks."""

@@ -28,6 +28,13 @@ class RaySession:
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[Optional[Path]]:
+        """The latest checkpoint Ray Train committed, else the trial's starting one, else None.
+
+        Ray Train V2 hands every worker ``STORAGE/NAME/<checkpoint_dir_name>`` from its checkpoint
+        manager's record. On the local or shared file system runs use, ``as_directory`` yields that
+        path itself, so its earlier ``checkpoint_NNNNNN`` siblings are there to fall back to
+        (``checkpoint.load_newest_complete``).
+        """
         ckpt = ray.train.get_checkpoint()
         if ckpt is None:
             # A fresh run may start from a given checkpoint (a sweep trial that PBT pointed at a better one).
