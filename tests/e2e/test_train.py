@@ -50,6 +50,12 @@ def test_run_directory_has_everything(finished_run):
     assert records[-1]["fid"] > 0 and 0 <= records[-1]["precision"] <= 1 and "kid" in records[-1]
     assert result.metrics["fid"] == records[-1]["fid"]
 
+    # Start-up breakdown: every phase from the call to the first step, in order.
+    marks = json.loads((run / "startup.json").read_text())["marks"]
+    order = ["start", "ray_ready", "worker_start", "data", "models", "engine_g", "engine_d", "evaluator",
+             "restored", "first_step"]
+    assert list(marks) == order and all(marks[a] <= marks[b] for a, b in zip(order, order[1:]))
+
     grids = sorted(p.name for p in (run / "samples").glob("*.png"))
     assert grids == ["step_000003.png", "step_000006.png"]
     assert Image.open(run / "samples" / "step_000006.png").size[0] > 16 * 8

@@ -2,7 +2,7 @@
 counts untouched), counted, the next finite step trains, and a run of skips stops with a clear error.
 
 In-process at world size 1 on real DeepSpeed engines; the two-worker version, with the NaN on one rank only,
-runs on Ray in tests/e2e/test_nonfinite.py.
+runs on Ray in tests/e2e/test_nonfinite_replicas.py.
 """
 
 from __future__ import annotations
