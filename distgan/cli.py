@@ -3,13 +3,18 @@ API."""
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
-from pathlib import Path
-from typing import Optional, Sequence
+import time
 
-from distgan.config import ConfigError, load_config
+STARTED = time.time()
+"""When the command started (before the heavy imports): the start of its start-up breakdown."""
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Optional, Sequence  # noqa: E402
+
+from distgan.config import ConfigError, load_config  # noqa: E402
 
 
 def split_config_args(items: Sequence[str]) -> tuple[Optional[str], list[str]]:
@@ -32,8 +37,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config_path, overrides = split_config_args(args.items)
     cfg = load_config(config_path, tuple(overrides))
-    result = train(cfg, name=args.name, address=args.address, storage=args.storage)
+    result = train(cfg, name=args.name, address=args.address, storage=args.storage, started=STARTED)
     print(f"Done: {result.run_dir} (generator: {result.run_dir / 'generator.safetensors'})")
+    startup = result.run_dir / "startup.json"
+    if startup.is_file():
+        import json
+
+        from distgan.tracking.startup import format_breakdown
+
+        print(format_breakdown(json.loads(startup.read_text())["marks"]))
     return 0
 
 

@@ -30,6 +30,7 @@ from distgan.gan.ema import GeneratorEMA
 from distgan.gan.phases import AlternatingGAN
 from distgan.tracking.images import render_samples, save_image
 from distgan.tracking.jsonl import MetricsLog
+from distgan.tracking.startup import StartupClock
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class RunInfo:
     """The sweep a trial belongs to (W&B groups its runs)."""
     wandb_extra: dict = field(default_factory=dict)
     """Added to the W&B run config: a trial's sampled hyperparameters."""
+    startup: dict = field(default_factory=dict)
+    """The driver's start-up marks (``distgan.tracking.startup``), completed by rank 0."""
 
 
 def latent_generator(seed: int, rank: int) -> torch.Generator:
@@ -89,9 +92,12 @@ class Trainer:
         self.cfg, self.info, self.session = cfg, info, session
         self.rank, self.world = session.rank, session.world_size
         self.device = session.device
+        self.startup = StartupClock(info.startup)
+        self.startup.mark("worker_start")
         if self.device.type == "cpu":
             torch.set_num_threads(cfg.scaling.cpus_per_worker)
         self.setup_data()
+        self.startup.mark("data")
 
         # Models: identical init on every rank from the shared seed.
         torch.manual_seed(cfg.train.seed)
@@ -105,17 +111,21 @@ class Trainer:
             self.ema = GeneratorEMA(self.build_generator().to(self.device),
                                     cfg.ema.half_life_kimg, cfg.ema.rampup)
             self.ema.copy_from(g_module)
+        self.startup.mark("models")
 
         # Engines: one per network, each with its own DeepSpeed JSON.
         self.engine_g = engines.build_engine(g_module, cfg, "g", self.world, session.use_gpu)
+        self.startup.mark("engine_g")
         self.engine_d = (engines.build_engine(d_module, cfg, "d", self.world, session.use_gpu)
                          if d_module is not None else None)
+        self.startup.mark("engine_d")
         self.dtype = engines.compute_dtype(cfg)
         self.z_gen = latent_generator(cfg.train.seed, self.rank)
         self.gan = self.build_algorithm()
         self.state = TrainState(world_size=self.world)
         # Collective: rank 0 may prepare what evaluation compares with and share it.
         self.evaluator = self.build_evaluator() if cfg.eval.every > 0 else None
+        self.startup.mark("evaluator")
         self.real_per_step = self.images_per_step()
 
     # -- what a GAN family decides (super-resolution overrides these: distgan.sr_worker) --
@@ -162,12 +172,14 @@ class Trainer:
         cfg = self.cfg.train
         self.restore()
         metrics_log, wandb_run = self.open_trackers()
+        self.startup.mark("restored")
         clock = time.perf_counter()
         images_at_clock = self.state.images_seen
         while self.state.step < cfg.steps:
             upcoming = self.state.step + 1
             self.gan.measure_grad_norms = upcoming % cfg.log_every == 0 or upcoming == cfg.steps
             self.gan.step(self.next_real, cfg.batch_size)
+            self.startup.first_step_done(self.info.run_dir if self.rank == 0 else None)
             self.state.step += 1
             self.state.images_seen += self.real_per_step
             engines.average_buffers(self.engine_g.module)

@@ -60,5 +60,6 @@ def train_fn(loop_config: dict) -> None:
     quiet_ray_reports()
     cfg = Config.from_dict(loop_config["config"])
     info = RunInfo(Path(loop_config["run_dir"]), loop_config["name"], loop_config["wandb_id"],
-                   loop_config.get("wandb_group"), loop_config.get("wandb_extra") or {})
+                   loop_config.get("wandb_group"), loop_config.get("wandb_extra") or {},
+                   loop_config.get("startup") or {})
     run_worker(cfg, info, RaySession(loop_config["use_gpu"], loop_config.get("initial_checkpoint")))

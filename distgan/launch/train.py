@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
@@ -104,23 +105,27 @@ def build_trainer(cfg: Config, run: rundir.RunDir, storage: Path, use_gpu: bool,
 
 def train(cfg: Config, name: Optional[str] = None, address: Optional[str] = None,
           storage: Union[str, Path, None] = None, progress: bool = True,
-          train_loop: Callable[[dict], None] = train_fn) -> TrainResult:
+          train_loop: Callable[[dict], None] = train_fn, started: Optional[float] = None) -> TrainResult:
     """Train ``cfg`` on Ray; resumes ``storage/name`` when it holds checkpoints of this run.
 
-    ``train_loop`` is the per-worker function (tests wrap it to inject faults).
+    ``train_loop`` is the per-worker function (tests wrap it to inject faults); ``started`` (epoch seconds)
+    is when the command began, the start of the start-up breakdown in ``startup.json``.
     """
+    startup = {"start": started or time.time()}
     storage = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
     cfg = with_absolute_paths(cfg)
     run = rundir.prepare(storage, name, cfg)
     print(f"{'Resuming' if run.resumed else 'Starting'} run {run.name!r} in {run.path}", flush=True)
     min_cpus = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
     with ray_cluster(address, min_cpus):
+        startup["ray_ready"] = time.time()
         use_gpu = resolve_use_gpu(cfg)
         if cfg.deepspeed.precision == "fp16" and not use_gpu:
             raise ConfigError("deepspeed.precision: fp16 needs GPUs and the cluster has none; use fp32 or bf16")
         printer = ProgressPrinter(run.name, cfg.train.steps) if progress else None
         with printer or contextlib.nullcontext():
-            trainer = build_trainer(cfg, run, storage, use_gpu, [printer.callback] if printer else [], train_loop)
+            trainer = build_trainer(cfg, run, storage, use_gpu, [printer.callback] if printer else [], train_loop,
+                                    startup=startup)
             result = trainer.fit()
     ckpt = Path(result.checkpoint.path) if result.checkpoint is not None else None
     return TrainResult(run.path, run.name, dict(result.metrics or {}), ckpt)
