@@ -21,6 +21,16 @@ newest complete checkpoint before it among its ``checkpoint_NNNNNN`` siblings
 checkpoint of another world size is not a corrupt one: it stops the run with
 the worker count to use, since every older checkpoint of the run shares it.
 
+Nothing in a checkpoint is ever unpickled in full. DeepSpeed 0.19 reads its
+``.pt`` files with ``torch.load(weights_only=False)`` (its
+``TorchCheckpointEngine.load``), so a crafted file would run code on resume.
+Before DeepSpeed touches a checkpoint, every ``.pt`` file's pickle is read
+statically for the globals it names (``check_pickles``; no tensor data is
+read); and while DeepSpeed loads, its checkpoint engine reads with
+``weights_only=True``, allowing only the four classes its own checkpoints hold
+(``DEEPSPEED_GLOBALS``; ``distgan.checkpoint_safety``). A file naming anything else is an ``UnsafeCheckpoint``:
+the run stops with the file and the globals named, instead of falling back.
+
 Keeping all of this in one module leaves room for resharding checkpoints to a
 new world size (DeepSpeed universal checkpoints) without touching the loop.
 """
@@ -40,6 +50,8 @@ import torch.distributed as dist
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from distgan.checkpoint_safety import check_pickles, weights_only_loads
+
 TAG = "state"
 
 
@@ -56,6 +68,19 @@ class WorldSizeMismatch(CheckpointError):
 
     Not a reason to fall back: the run's earlier checkpoints have the same world size.
     """
+
+
+class UnsafeCheckpoint(CheckpointError):
+    """A checkpoint file whose pickle names code to run: refused without unpickling it, and the run stops.
+
+    Not a reason to fall back either: neither distgan nor DeepSpeed writes such a file, so something else
+    wrote into the run directory. Quietly resuming an older checkpoint from the same directory would hide
+    that, and Ray deletes the refused checkpoint (the evidence) once it ages out of ``train.keep_checkpoints``.
+    """
+
+
+_STOPS = (UnsafeCheckpoint, WorldSizeMismatch)
+"""Refusals that stop the run instead of falling back to an older checkpoint, the first winning."""
 
 
 @dataclass
@@ -148,8 +173,11 @@ def load(directory: Path, engine_g, engine_d, rank: int, world_size: int) -> tup
                                   f"{'without' if name == 'D' else 'with'} that network; start a new run "
                                   f"(train.init_from can take its generator)")
         try:
-            path, _ = engine.load_checkpoint(str(directory / name), tag=TAG, load_optimizer_states=True,
-                                             load_lr_scheduler_states=True)
+            with weights_only_loads(engine):
+                path, _ = engine.load_checkpoint(str(directory / name), tag=TAG, load_optimizer_states=True,
+                                                 load_lr_scheduler_states=True)
+        except UnsafeCheckpoint:
+            raise
         except Exception as exc:  # an unpickling error or a zip reader's complaint names no file; find it
             culprit = first_corrupt_archive(directory / name)
             where = (f"checkpoint file {culprit} is corrupt" if culprit
@@ -239,17 +267,18 @@ def no_complete_checkpoint(tried: list[tuple[Path, str]]) -> CheckpointError:
 
 
 def newest_complete(handed_over: Path, world_size: int) -> tuple[Path, list[tuple[Path, str]]]:
-    """The checkpoint a resume will start from, by manifests and sizes only (no tensor is read).
+    """The checkpoint a resume will start from, by manifests, sizes and pickles only (no tensor is read).
 
-    Returns it with the refused newer ones and why. Raises ``WorldSizeMismatch`` at once, and
-    ``CheckpointError`` listing every candidate when none is complete.
+    Returns it with the refused newer ones and why. Raises ``UnsafeCheckpoint`` and ``WorldSizeMismatch``
+    at once, and ``CheckpointError`` listing every candidate when none is complete.
     """
     tried: list[tuple[Path, str]] = []
     for candidate in [Path(handed_over), *earlier_checkpoints(handed_over)]:
         try:
+            check_pickles(candidate)
             verify(candidate, world_size)
             return candidate, tried
-        except WorldSizeMismatch:
+        except _STOPS:
             raise
         except (CheckpointError, OSError) as exc:
             tried.append((candidate, str(exc)))
@@ -276,14 +305,17 @@ def _all_gather(obj: Any, world_size: int) -> list:
 
 
 def _agree(error: Optional[CheckpointError], world_size: int) -> Optional[CheckpointError]:
-    """Every rank's verdict on a candidate, merged: a world-size mismatch anywhere wins, then any refusal."""
-    verdict = None if error is None else (isinstance(error, WorldSizeMismatch), str(error))
+    """Every rank's verdict on a candidate, merged: a refusal that stops the run wins (see ``_STOPS``), then
+    any other refusal."""
+    kind = None if error is None else next((i for i, stop in enumerate(_STOPS) if isinstance(error, stop)),
+                                           len(_STOPS))
+    verdict = None if error is None else (kind, str(error))
     verdicts = [v for v in _all_gather(verdict, world_size) if v is not None]
     if not verdicts:
         return None
-    mismatch = next((message for is_mismatch, message in verdicts if is_mismatch), None)
-    if mismatch is not None:
-        return WorldSizeMismatch(mismatch)
+    first = min(kind for kind, _ in verdicts)
+    if first < len(_STOPS):
+        return _STOPS[first](next(message for kind, message in verdicts if kind == first))
     return CheckpointError("; ".join(dict.fromkeys(message for _, message in verdicts)))
 
 
@@ -291,9 +323,10 @@ def load_newest_complete(handed_over: Path, engine_g, engine_d, rank: int, world
     """Load ``handed_over``, or the newest complete checkpoint before it; collective (every rank calls it).
 
     Rank 0 lists the candidates and every rank takes its list, so all walk the same ones. Each
-    candidate is voted on twice: after the cheap checks (manifests, sizes, archive structure), before
-    anything is loaded, and after loading. A rank that finds a fault refuses the candidate for all of them,
-    so no two ranks ever resume from different checkpoints. A world-size mismatch stops at once.
+    candidate is voted on twice: after the cheap checks (pickled code, manifests, sizes, archive structure),
+    before anything is loaded, and after loading. A rank that finds a fault refuses the candidate for all of
+    them, so no two ranks ever resume from different checkpoints. Pickled code or a world-size mismatch stops
+    at once.
     """
     candidates = [str(handed_over), *map(str, earlier_checkpoints(handed_over))] if rank == 0 else None
     if world_size > 1 and dist.is_initialized():
@@ -304,6 +337,7 @@ def load_newest_complete(handed_over: Path, engine_g, engine_d, rank: int, world
     for candidate in map(Path, candidates):
         error = None
         try:
+            check_pickles(candidate)
             verify(candidate, world_size)
             check_readable(candidate, rank)
         except CheckpointError as exc:
@@ -317,7 +351,7 @@ def load_newest_complete(handed_over: Path, engine_g, engine_d, rank: int, world
                 error = exc
             if (error := _agree(error, world_size)) is None:
                 return Restored(candidate, state, rng, generator, tried)
-        if isinstance(error, WorldSizeMismatch):
+        if isinstance(error, _STOPS):
             raise error
         tried.append((candidate, str(error)))
     raise no_complete_checkpoint(tried)

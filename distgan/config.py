@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ class TrainConfig:
     """Real (and fake) samples per worker per micro-step."""
     n_critic: int = 1
     """Discriminator updates before each generator update."""
+    reuse_fakes: bool = False
+    """G's step trains on the fakes D just saw instead of new ones: one G forward per step instead of two
+    (as PyTorch's DCGAN example does). Needs n_critic 1 and no gradient accumulation."""
     log_every: int = 25
     """Generator steps between metric reports (losses are synced only then)."""
     checkpoint_every: int = 500
@@ -48,6 +52,14 @@ class TrainConfig:
     """Seeds model init (same on every rank), data order and latents (distinct per rank)."""
     max_failures: int = 3
     """Worker-group restarts Ray Train may do before the run fails."""
+    collective_timeout_s: float = 600.0
+    """Seconds a worker waits for the others at a collective (torch's all-reduces and broadcasts, and Ray
+    Train's barrier inside every metrics or checkpoint report) before the wait raises: the worker fails, and
+    Ray Train restarts the whole group from the last checkpoint (counted against ``max_failures``), so a
+    stalled rank costs this long, not an endless wait. 600 s is torch's NCCL and DeepSpeed's default, far
+    beyond a healthy step, yet above the longest time one rank works while the others wait (rank 0 training
+    the domain feature network or computing real-data features before the first evaluation, writing a
+    checkpoint or export); raise it for very large evaluation sets. At most a day."""
     max_consecutive_skips: int = 20
     """Stop the run (``NonFiniteError``) when G or D has skipped this many optimizer steps in a row because
     its loss or gradients were not finite on some worker (each such step is skipped on every worker and
@@ -549,14 +561,20 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         # YAML 1.1 reads "1e-4" as a string; accept any numeric spelling.
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+        number = None
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             try:
-                return float(value)
-            except ValueError:
+                number = float(value)
+            except ValueError:  # not a number
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+            except OverflowError:  # an integer beyond ~1.8e308
+                number = math.inf
+        if number is None:
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        # nan passes every range check (nan < 0 is false), and inf none that means anything.
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

@@ -8,7 +8,9 @@ metrics), each of which checks its own section and names the offending key.
 
 from __future__ import annotations
 
-from distgan.config import Config, ConfigError, positive
+from distgan.config import PATH_KEYS, Config, ConfigError, positive
+
+MAX_COLLECTIVE_TIMEOUT_S = 86_400.0
 
 
 def validate(cfg: Config) -> None:
@@ -18,12 +20,21 @@ def validate(cfg: Config) -> None:
                  "keep_checkpoints"):
         positive(f"train.{name}", getattr(t, name))
     positive("train.max_failures", t.max_failures, allow_zero=True)
+    positive("train.collective_timeout_s", t.collective_timeout_s)
+    if t.collective_timeout_s > MAX_COLLECTIVE_TIMEOUT_S:  # beyond it a hang is a hang; timedelta overflows later
+        raise ConfigError(f"train.collective_timeout_s: must be at most {MAX_COLLECTIVE_TIMEOUT_S:.0f} (a day), "
+                          f"got {t.collective_timeout_s!r}")
     positive("train.max_consecutive_skips", t.max_consecutive_skips, allow_zero=True)
     positive("train.seed", t.seed, allow_zero=True)
     positive("scaling.num_workers", cfg.scaling.num_workers)
     positive("scaling.cpus_per_worker", cfg.scaling.cpus_per_worker)
+    _check_paths_not_empty(cfg)
 
     ds = cfg.deepspeed
+    if t.reuse_fakes and (t.n_critic != 1 or ds.g.gradient_accumulation_steps != 1
+                          or ds.d.gradient_accumulation_steps != 1):
+        raise ConfigError("train.reuse_fakes: G's step reuses the one batch of fakes of the D step before it, so "
+                          "it needs train.n_critic=1 and gradient_accumulation_steps 1 for G and D")
     for key, stage in (("deepspeed.zero_stage", ds.zero_stage), ("deepspeed.g.zero_stage", ds.g.zero_stage),
                        ("deepspeed.d.zero_stage", ds.d.zero_stage)):
         if stage is not None and stage not in (0, 1, 2, 3):
@@ -76,6 +87,16 @@ def validate(cfg: Config) -> None:
     evaluate.check_config(cfg)
     if cfg.tune.space:
         search_space.check_config(cfg)
+
+
+def _check_paths_not_empty(cfg: Config) -> None:
+    """An empty path is the working directory (``Path("")``): data.path '' would search it recursively."""
+    for key in PATH_KEYS:
+        node = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        if node is not None and not node.strip():
+            raise ConfigError(f"{key}: empty; give a path, or null for none")
 
 
 def _check_augment(cfg: Config) -> None:

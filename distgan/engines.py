@@ -131,8 +131,8 @@ def average_buffers(module: nn.Module) -> None:
 
     DeepSpeed, unlike DDP, never syncs buffers, so each replica's running
     statistics drift apart; G_ema, samples and checkpoints (taken from rank 0)
-    would then depend on which rank happened to be first. One flat all-reduce
-    per G step keeps them identical.
+    would then depend on which rank happened to be first. One flat all-reduce,
+    before each use (``Trainer.average_buffers``), keeps them identical.
     """
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return

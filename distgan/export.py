@@ -1,7 +1,9 @@
 """The exported generator: ``generator.safetensors`` + ``generator.json``.
 
 The JSON holds everything needed to rebuild the module (model config, data
-shape); the weights are fp32 safetensors, so loading never unpickles.
+shape); the weights are fp32 safetensors, so loading never unpickles. A pickle
+(a ``.pt``/``.pth`` file, or one renamed to ``generator.safetensors``) is
+refused with a message that says so: unpickling can run code the file names.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -44,7 +47,9 @@ def find_generator(path: Union[str, Path]) -> Path:
     path = Path(path)
     if path.is_file():
         if path.suffix != ".safetensors":
-            raise FileNotFoundError(f"{path} is not a .safetensors generator file")
+            raise FileNotFoundError(f"{path} is not a .safetensors generator file (distgan exports generators "
+                                    f"as {WEIGHTS} + {META}; it never unpickles a .pt or .pth file, since "
+                                    f"unpickling can run code the file names)")
         return path
     if not path.is_dir():
         raise FileNotFoundError(f"{path} does not exist")
@@ -54,6 +59,35 @@ def find_generator(path: Union[str, Path]) -> Path:
     if checkpoints:
         return checkpoints[-1] / WEIGHTS
     raise FileNotFoundError(f"{path} holds no {WEIGHTS} and no checkpoint with one; has the run saved yet?")
+
+
+def _not_safetensors(weights: Path, error: Exception) -> str:
+    with open(weights, "rb") as f:
+        head = f.read(4)
+    # torch.save's zip archive, or a bare pickle of protocol 2+ (which opens with the PROTO opcode)
+    pickled = head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03",
+                                                                                      b"\x04", b"\x05"))
+    what = ("it holds a pickle (a torch .pt/.pth file?), which distgan never unpickles: unpickling can run "
+            "code the file names" if pickled else f"corrupt or truncated: {error}")
+    return (f"{weights} is not a safetensors file ({what}); a generator is {WEIGHTS} + {META} as distgan "
+            f"exports them")
+
+
+def check_weights(weights: Union[str, Path]) -> None:
+    """Raise ValueError unless ``weights`` is a readable safetensors file (its header; no tensor is read)."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(_not_safetensors(Path(weights), exc)) from None
+
+
+def read_weights(weights: Union[str, Path]) -> dict[str, torch.Tensor]:
+    """The tensors of a generator file, read as safetensors and nothing else (ValueError otherwise)."""
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(_not_safetensors(Path(weights), exc)) from None
 
 
 def load_generator(path: Union[str, Path]) -> tuple[nn.Module, dict]:
@@ -73,7 +107,7 @@ def load_generator(path: Union[str, Path]) -> tuple[nn.Module, dict]:
         raise ValueError(f"{meta_path} is not a distgan generator description")
     model_cfg = build_section(ModelConfig, meta["model"], "model.")
     module = models.build_generator(model_cfg, tuple(meta["data_shape"]), meta.get("num_classes", 0))
-    module.load_state_dict(load_file(str(weights)))
+    module.load_state_dict(read_weights(weights))
     return module.eval(), meta
 
 
@@ -104,7 +138,8 @@ _G_ARCHITECTURE = ("family", "latent_dim", "g_width", "g_depth", "g_norm", "cond
 def check_init_from(cfg) -> None:
     """``train.init_from`` exists, describes a generator, and has this config's G architecture.
 
-    Read from the JSON description alone (no weights), so a wrong file fails before Ray starts.
+    Read from the JSON description and the weights' safetensors header (no tensor), so a wrong file fails
+    before Ray starts.
     """
     from dataclasses import asdict
 
@@ -121,6 +156,10 @@ def check_init_from(cfg) -> None:
         raise ConfigError(f"train.init_from: cannot read {meta_path} ({exc}); it describes {weights}") from None
     if meta.get("format") != FORMAT or not isinstance(meta.get("model"), dict):
         raise ConfigError(f"train.init_from: {meta_path} is not a distgan generator description")
+    try:
+        check_weights(weights)
+    except ValueError as exc:
+        raise ConfigError(f"train.init_from: {exc}") from None
     ours = asdict(cfg.model)
     theirs = {**ours, **meta["model"]}
     if theirs["family"] != ours["family"]:

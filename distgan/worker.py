@@ -182,14 +182,13 @@ class Trainer:
             self.startup.first_step_done(self.info.run_dir if self.rank == 0 else None)
             self.state.step += 1
             self.state.images_seen += self.real_per_step
-            engines.average_buffers(self.engine_g.module)
-            if self.engine_d is not None:
-                engines.average_buffers(self.engine_d.module)
+            step, last = self.state.step, self.state.step == cfg.steps
+            if last or self.uses_buffers(step):
+                self.average_buffers()
             if self.ema is not None:
                 with engines.whole_parameters(self.engine_g) as g:
                     self.ema.update(g, self.state.images_seen, self.g_batch)
 
-            step, last = self.state.step, self.state.step == cfg.steps
             record, images = None, {}
             if step % cfg.log_every == 0 or last:
                 now = time.perf_counter()
@@ -211,6 +210,25 @@ class Trainer:
         if wandb_run is not None:
             wandb_run.finish()
         return self.state
+
+    def uses_buffers(self, step: int) -> bool:
+        """Whether this step samples, evaluates or checkpoints: what reads G's and D's buffers."""
+        t = self.cfg.train
+        evaluates = self.cfg.eval.every > 0 and step % self.cfg.eval.every == 0
+        return step % t.sample_every == 0 or step % t.checkpoint_every == 0 or evaluates
+
+    def average_buffers(self) -> None:
+        """Make G's and D's buffers (BatchNorm statistics) the mean over the ranks.
+
+        Only before they are used, not every step: a running statistic's update is
+        linear in the batch statistic, so the mean of the ranks' running averages is
+        the running average of the ranks' mean batch statistics. One collective per
+        use instead of two per step. (Spectral norm's power-iteration vectors depend
+        on the weights alone, which are the same on every rank.)
+        """
+        engines.average_buffers(self.engine_g.module)
+        if self.engine_d is not None:
+            engines.average_buffers(self.engine_d.module)
 
     def next_real(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """This rank's next real batch and, for a conditional GAN, its labels."""

@@ -3,8 +3,11 @@
 The check runs once on the driver and again on every worker, so its verdict
 per file is cached by (path, size, mtime): a repeated check in one process
 only lists and stats the folder. ``Image.verify`` reads headers and, for PNG,
-chunk checksums without decoding pixels; files that pass it but still fail to
-decode (a truncated JPEG) are caught, and named, while loading.
+chunk checksums without decoding pixels. For a JPEG it reads only the headers,
+so a JPEG is also checked for its end-of-image marker, and decoded in full when
+that is missing (``_cut_short``): a truncated JPEG is named before Ray starts.
+Files that pass all this but still fail to decode are caught, and named, while
+loading.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from distgan.config import ConfigError, DataConfig
 from distgan.data import Dataset, Source
+from distgan.data.images import open_upright, to_8bit
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,24 @@ def image_files(cfg: DataConfig) -> list[Path]:
     return files
 
 
+JPEG_END = b"\xff\xd9"
+"""A JPEG's end-of-image marker. Compressed data never holds it (an FF byte there is followed by 00 or a
+restart marker), though padding or appended data may follow it (phones append a video to motion photos)."""
+
+
+def _cut_short(path: Path, size: int) -> None:
+    """Raise what decoding raises if ``path`` is a JPEG cut short: one whose last KiB holds no end-of-image
+    marker is decoded in full to be sure (so appended data costs a decode, not a false alarm)."""
+    if path.suffix.lower() not in (".jpg", ".jpeg"):
+        return
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 1024))
+        if JPEG_END in f.read():
+            return
+    with Image.open(path) as img:
+        img.load()
+
+
 def _verify(path: Path) -> str:
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
@@ -51,6 +73,7 @@ def _verify(path: Path) -> str:
         try:
             with Image.open(path) as img:
                 img.verify()
+            _cut_short(path, stat.st_size)
             _verdicts[key] = ""
         except READ_ERRORS as exc:
             _verdicts[key] = str(exc) or type(exc).__name__
@@ -79,14 +102,13 @@ def check(cfg: DataConfig) -> None:
 
 
 def _read(path: Path, cfg: DataConfig) -> np.ndarray:
-    """One image as uint8 [C, R, R]: upright, grey or RGB, shorter side resized to R, centre-cropped."""
+    """One image as uint8 [C, R, R]: upright, 8-bit grey or RGB (16-bit scaled, alpha on black: see
+    ``distgan.data.images``), shorter side resized to R, centre-cropped."""
     size = cfg.resolution
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)  # cameras store rotation as a tag, not in the pixels
-        img = img.convert("L" if cfg.channels == 1 else "RGB")
-        # Crops the centre to a square, then resamples with Lanczos, which antialiases when shrinking.
-        img = ImageOps.fit(img, (size, size), method=Image.Resampling.LANCZOS)
-        array = np.asarray(img, dtype=np.uint8)
+    img = to_8bit(open_upright(path), cfg.channels)
+    # Crops the centre to a square, then resamples with Lanczos, which antialiases when shrinking.
+    img = ImageOps.fit(img, (size, size), method=Image.Resampling.LANCZOS)
+    array = np.asarray(img, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 

@@ -26,7 +26,7 @@ LR is made once, deterministically (fixed seed per image), whatever ``train.seed
 Reading: EXIF orientation applied; grey (L) is replicated to RGB or RGB reduced to luma
 (ITU-R 601-2, PIL's ``L``) as ``data.channels`` asks; transparency (RGBA, LA, P with alpha) is
 composited on black; 16-bit grey PNGs are scaled to 8 bits by /257 (65535 -> 255), not clipped;
-48-bit RGB PNGs are reduced to 8 bits by PIL itself; CMYK converted by PIL.
+48-bit RGB PNGs are reduced to 8 bits by PIL itself; CMYK converted by PIL (``distgan.data.images``).
 """
 
 from __future__ import annotations
@@ -40,12 +40,13 @@ from typing import Optional
 
 import numpy as np
 import torch
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image
 
 from distgan.config import ConfigError, DataConfig
 from distgan.data import DATASETS, Dataset, Source
 from distgan.data.degradations import check_degradation, from_uint8, make_lr
 from distgan.data.folder import READ_ERRORS, image_files
+from distgan.data.images import read_image, to_tensor
 
 __all__ = ["SRData", "SR_DATASETS", "check_sr", "load_sr", "read_image"]
 
@@ -81,30 +82,7 @@ class SRData:
 
 
 # -- reading -----------------------------------------------------------------------------------------
-
-_SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
-
-
-def to_tensor(img: Image.Image, channels: int) -> torch.Tensor:
-    """A decoded PIL image as uint8 [C, H, W], C = ``channels`` (see the module docstring for the rules)."""
-    if img.mode in _SIXTEEN_BIT:
-        # convert("L") would clip 0..65535 at 255; rescale the full 16-bit range instead.
-        wide = np.clip(np.asarray(img, dtype=np.float64), 0, 65535)
-        img = Image.fromarray(np.rint(wide / 257).astype(np.uint8), mode="L")
-    elif img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-        # On black: what transparent areas hide is often junk; black is at least the same everywhere.
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-    array = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
-    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    return torch.from_numpy(np.require(array, requirements=["C", "W"]))  # PIL's buffer is read-only
-
-
-def read_image(path: Path, channels: int) -> torch.Tensor:
-    """One image file as uint8 [C, H, W], upright; raises one of ``READ_ERRORS`` if it cannot be decoded."""
-    with Image.open(path) as img:
-        return to_tensor(ImageOps.exif_transpose(img), channels)  # cameras store rotation as a tag
-
+# One decoder for every source (``distgan.data.images``): generation folders read images the same way.
 
 _probes: dict[tuple[str, int, int], tuple[str, tuple[int, int]]] = {}
 """(path, size, mtime_ns) -> (why it cannot be read or "", (H, W) upright): the driver's and each

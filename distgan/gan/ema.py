@@ -36,8 +36,9 @@ class GeneratorEMA:
     @torch.no_grad()
     def update(self, source: nn.Module, images_seen: int, batch: int) -> None:
         beta = self.beta(images_seen, batch)
-        for dst, src in zip(self.module.parameters(), source.parameters()):
-            dst.lerp_(src.detach().float(), 1.0 - beta)
+        # One fused op over all tensors (per-tensor kernels on CPU, a multi-tensor kernel on CUDA).
+        torch._foreach_lerp_(list(self.module.parameters()), [p.detach().float() for p in source.parameters()],
+                             1.0 - beta)
         self._copy_buffers(source)
 
     def _copy_buffers(self, source: nn.Module) -> None:

@@ -62,7 +62,8 @@ class AlternatingGAN:
                  dtype: torch.dtype, device: torch.device, z_generator: torch.Generator,
                  regularizer: Optional[Regularizer] = None, reg_weight: float = 0.0, reg_interval: int = 1,
                  augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, num_classes: int = 0,
-                 adversarial_weight: float = 1.0, max_consecutive_skips: int = TrainConfig.max_consecutive_skips):
+                 adversarial_weight: float = 1.0, max_consecutive_skips: int = TrainConfig.max_consecutive_skips,
+                 reuse_fakes: bool = False):
         self.engine_g = engine_g
         self.engine_d = engine_d
         self.loss = loss
@@ -76,6 +77,10 @@ class AlternatingGAN:
         self.reg_interval = reg_interval
         self.augment = augment or (lambda x: x)
         """Applied to every input of D, real or fake, in every phase (differentiable)."""
+        self.reuse_fakes = reuse_fakes
+        """G's step trains on the fakes of the D step just before it (made with G's graph) instead of
+        drawing new ones: one forward of G per step instead of two. Needs n_critic 1 and no accumulation."""
+        self._kept_fake: Optional[tuple[torch.Tensor, Optional[torch.Tensor]]] = None
         self.adversarial_weight = adversarial_weight
         """Scales G's loss (with Adam, mostly a change of G's effective learning rate early on)."""
         self.num_classes = num_classes
@@ -107,7 +112,7 @@ class AlternatingGAN:
                    reg_weight=reg.weight, reg_interval=reg.interval,
                    augment=build_augment(cfg.augment.policy) if cfg.augment.policy else None,
                    num_classes=num_classes, adversarial_weight=cfg.loss.adversarial_weight,
-                   max_consecutive_skips=cfg.train.max_consecutive_skips)
+                   max_consecutive_skips=cfg.train.max_consecutive_skips, reuse_fakes=cfg.train.reuse_fakes)
 
     # -- inputs -------------------------------------------------------------
     def latents(self, n: int) -> torch.Tensor:
@@ -146,7 +151,13 @@ class AlternatingGAN:
             real, real_labels = self.real_batch(next_real)
             self._last_reals.append((real, real_labels))
             fake_labels = self.fake_labels(real.shape[0])
-            fake = self.fakes_without_graph(fake_labels, real.shape[0])
+            if self.reuse_fakes:
+                # With G's graph, kept for G's step; D's backward still ends at the detached copy.
+                kept = _call(self.engine_g, self.latents(real.shape[0]), fake_labels)
+                self._kept_fake = (kept, fake_labels)
+                fake = kept.detach()
+            else:
+                fake = self.fakes_without_graph(fake_labels, real.shape[0])
             real_logits = _call(self.engine_d, self.augment(real), real_labels)
             fake_logits = _call(self.engine_d, self.augment(fake), fake_labels)
             loss = self.loss.d_loss(real_logits, fake_logits)
@@ -180,8 +191,11 @@ class AlternatingGAN:
                     with torch.no_grad():  # D is frozen and reals do not depend on G: no graph needed
                         real, real_labels = self.real_batch(next_real)
                         real_logits = _call(d_module, self.augment(real), real_labels)
-                labels = self.fake_labels(batch_size)
-                fake = _call(self.engine_g, self.latents(batch_size), labels)
+                if self._kept_fake is not None:
+                    (fake, labels), self._kept_fake = self._kept_fake, None
+                else:
+                    labels = self.fake_labels(batch_size)
+                    fake = _call(self.engine_g, self.latents(batch_size), labels)
                 loss = self.loss.g_loss(_call(d_module, self.augment(fake), labels), real_logits)
                 self.guards["g"].backward(self.adversarial_weight * loss)
                 self._optimizer_step("g")

@@ -77,13 +77,35 @@ def worker_env(use_gpu: bool) -> dict[str, str]:
     return env
 
 
+REPORT_BARRIER_TIMEOUT_ENV = "RAY_TRAIN_COLLECTIVE_TIMEOUT_S"
+"""Ray Train V2's timeout of the barrier every ``ray.train.report`` joins (ray/train/v2/_internal/constants.py).
+Unset, a rank that never reports leaves the others waiting forever, with a warning a minute."""
+
+
+def set_report_barrier_timeout(seconds: float) -> None:
+    """Bound Ray Train's report barrier by ``train.collective_timeout_s``.
+
+    The barrier lives in an actor the Train controller starts, and the controller takes Ray Train's
+    settings only from the environment of the process that calls ``fit`` (it copies them into its own
+    runtime env), so this sets them there: the worker runtime env would not reach it. The config wins
+    over a value already in the environment, so config.yaml says what a run used.
+    """
+    os.environ[REPORT_BARRIER_TIMEOUT_ENV] = repr(float(seconds))
+
+
 def build_trainer(cfg: Config, run: rundir.RunDir, storage: Path, use_gpu: bool, callbacks: list,
                   train_loop: Callable[[dict], None] = train_fn, train_name: Optional[str] = None,
                   **loop_extras) -> TorchTrainer:
     """The TorchTrainer of one run; Ray Train keeps its checkpoints in ``storage/train_name`` (default: the run's name).
 
     ``loop_extras`` reach every worker in its loop config (``initial_checkpoint``, ``wandb_group``, ...).
+    Waits on other ranks give up after ``train.collective_timeout_s``: torch's process group (set up by
+    Ray with ``TorchConfig.timeout_s``; DeepSpeed adopts it) and Ray's report barrier. A failed wait is a
+    worker failure, which ``FailureConfig`` turns into a restart from the last checkpoint. (DeepSpeed's
+    gradient reductions run on its own copy of the world group, made with torch's 30-minute default:
+    docs/reliability.md.)
     """
+    set_report_barrier_timeout(cfg.train.collective_timeout_s)
     loop_config = {"config": cfg.to_dict(), "run_dir": str(run.path), "name": run.name,
                    "wandb_id": run.wandb_id, "use_gpu": use_gpu, **loop_extras}
     return TorchTrainer(
@@ -91,7 +113,7 @@ def build_trainer(cfg: Config, run: rundir.RunDir, storage: Path, use_gpu: bool,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo", timeout_s=cfg.train.collective_timeout_s),
         run_config=RunConfig(
             name=train_name or run.name,
             storage_path=str(storage),

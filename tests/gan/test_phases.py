@@ -199,3 +199,29 @@ def test_ema_follows_the_gathered_generator_at_every_stage(process_group, stage)
         expected = [(a + b.detach().float()) / 2 for a, b in zip(start, g.parameters())]
     assert all(torch.allclose(e, p) for e, p in zip(expected, ema.module.parameters()))
     assert moved(start, list(ema.module.parameters()))
+
+
+@pytest.mark.parametrize("stage", [0, 3])
+def test_reused_fakes_run_g_once_per_step_and_train_both_networks(process_group, stage):
+    cfg = tiny_config(stage)
+    cfg.train.reuse_fakes = True
+    gan = build_gan(cfg)
+    calls = []
+    gan.engine_g.module.register_forward_hook(lambda *_: calls.append(1))
+    real = real_batches()
+    g0, d0 = snapshot(gan.engine_g), snapshot(gan.engine_d)
+    gan.d_phase(real)
+    assert not moved(g0, snapshot(gan.engine_g)), "G changed during the D phase"
+    gan.g_phase(8)
+    assert moved(g0, snapshot(gan.engine_g)) and moved(d0, snapshot(gan.engine_d))
+    gan.step(real, 8)
+    assert len(calls) == 2, "one G forward per step"
+    stats = dict(zip(STAT_NAMES, gan.pop_stats().tolist()))
+    assert math.isfinite(stats["loss_g"]) and math.isfinite(stats["loss_d"])
+
+
+def test_reused_fakes_need_one_critic_step():
+    from distgan.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="train.reuse_fakes: .*train.n_critic=1"):
+        load_config(None, ("train.reuse_fakes=true", "train.n_critic=2"))

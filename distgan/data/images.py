@@ -1,0 +1,55 @@
+"""Decoding one image file into 8-bit grey or RGB, the same way for every data source.
+
+PIL's ``convert("L")`` clips a 16-bit grey PNG at 255 (nearly every pixel turns white) and drops an alpha
+channel onto whatever colour the transparent pixels happen to hold. Here instead:
+
+* EXIF orientation is applied (cameras store rotation as a tag, not in the pixels);
+* 16-bit (and 32-bit integer) grey is scaled to 8 bits by /257, so 65535 -> 255, not clipped;
+* transparency (RGBA, LA, PA, or a palette or grey image with a transparent colour) is composited on
+  black: what transparent areas hide is often junk, and black is at least the same everywhere;
+* grey is replicated to RGB, or RGB reduced to luma (ITU-R 601-2, PIL's ``L``), as ``channels`` asks;
+  palette, bilevel and CMYK images are converted by PIL; 48-bit RGB PNGs are reduced to 8 bits by PIL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+"""PIL's modes of 16-bit grey PNGs (``I;16*``, or ``I`` in older Pillow releases)."""
+
+
+def to_8bit(img: Image.Image, channels: int) -> Image.Image:
+    """A decoded image as 8-bit ``L`` (``channels`` 1) or ``RGB`` (3), by the rules in the module docstring."""
+    if img.mode in SIXTEEN_BIT_MODES:
+        # convert("L") would clip 0..65535 at 255; rescale the full 16-bit range instead.
+        wide = np.clip(np.asarray(img, dtype=np.float64), 0, 65535)
+        img = Image.fromarray(np.rint(wide / 257).astype(np.uint8), mode="L")
+    elif img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def to_tensor(img: Image.Image, channels: int) -> torch.Tensor:
+    """A decoded PIL image as uint8 [C, H, W], C = ``channels``."""
+    array = np.asarray(to_8bit(img, channels), dtype=np.uint8)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.from_numpy(np.require(array, requirements=["C", "W"]))  # PIL's buffer is read-only
+
+
+def open_upright(path: Path) -> Image.Image:
+    """The decoded image of ``path`` with its EXIF orientation applied (raises what PIL raises on a bad file)."""
+    with Image.open(path) as img:
+        upright = ImageOps.exif_transpose(img)
+        upright.load()  # decode now, inside the ``with``: the file closes on leaving it
+        return upright
+
+
+def read_image(path: Path, channels: int) -> torch.Tensor:
+    """One image file as uint8 [C, H, W], upright."""
+    return to_tensor(open_upright(path), channels)

@@ -1,0 +1,109 @@
+"""An image folder for generation that mixes PIL modes: every file becomes 8-bit grey or RGB by the rules of
+``distgan.data.images`` (16-bit scaled, not clipped; transparency on black), as super-resolution reads them.
+And a truncated JPEG, which ``Image.verify`` passes, is still named by the check that runs before Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from distgan import data
+from distgan.config import ConfigError, DataConfig, load_config
+
+SIDE = 8
+
+
+def uniform(mode: str, value) -> Image.Image:
+    return Image.new(mode, (SIDE, SIDE), value)
+
+
+def mixed_folder(root: Path) -> dict[str, tuple[int, int, int]]:
+    """One file per mode, each a single colour; returns file name -> the RGB it must load as."""
+    root.mkdir()
+    expected = {}
+    uniform("L", 77).save(root / "a_grey.png")
+    expected["a_grey.png"] = (77, 77, 77)
+    # 16-bit grey: 15420 = 60 * 257 scales to 60; PIL's convert("L") would clip it to 255.
+    Image.fromarray(np.full((SIDE, SIDE), 15420, np.uint16)).save(root / "b_grey16.png")
+    expected["b_grey16.png"] = (60, 60, 60)
+    # Translucent colour: 20 % alpha over black.
+    uniform("RGBA", (200, 100, 50, 51)).save(root / "c_rgba.png")
+    expected["c_rgba.png"] = (40, 20, 10)
+    uniform("RGBA", (255, 255, 255, 0)).save(root / "d_transparent.png")  # white but fully transparent
+    expected["d_transparent.png"] = (0, 0, 0)
+    uniform("LA", (90, 255)).save(root / "e_grey_alpha.png")
+    expected["e_grey_alpha.png"] = (90, 90, 90)
+    palette = Image.new("P", (SIDE, SIDE), 1)
+    palette.putpalette([0, 0, 0, 10, 120, 230] + [0] * 762)
+    palette.save(root / "f_palette.png")
+    expected["f_palette.png"] = (10, 120, 230)
+    see_through = Image.new("P", (SIDE, SIDE), 1)  # a palette whose colour 1 is the transparent one
+    see_through.putpalette([0, 0, 0, 250, 250, 250] + [0] * 762)
+    see_through.save(root / "g_palette_transparent.png", transparency=1)
+    expected["g_palette_transparent.png"] = (0, 0, 0)
+    uniform("1", 1).save(root / "h_bilevel.png")
+    expected["h_bilevel.png"] = (255, 255, 255)
+    uniform("RGB", (30, 60, 90)).save(root / "i_rgb.jpg", quality=100)
+    expected["i_rgb.jpg"] = (30, 60, 90)
+    return expected
+
+
+def as_uint8(x: torch.Tensor) -> np.ndarray:
+    """The loader's [-1, 1] floats back to 0..255."""
+    return np.rint((x.numpy() + 1.0) * 127.5).astype(int)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_a_folder_of_mixed_modes_loads_every_image_converted(tmp_path, channels):
+    expected = mixed_folder(tmp_path / "mixed")
+    # The Python API path and the CLI's: the folder validates as a training config, then loads.
+    cfg = load_config(None, (f"data.path={tmp_path / 'mixed'}", f"data.resolution={SIDE}",
+                             f"data.channels={channels}"))
+    ds = data.load_dataset(cfg.data)
+    assert ds.skipped == 0 and ds.x.shape == (len(expected), channels, SIDE, SIDE)
+    for image, (name, rgb) in zip(as_uint8(ds.x), sorted(expected.items())):
+        want = rgb if channels == 3 else (round(0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]),)
+        # Every pixel the same (uniform images stay uniform through the crop and Lanczos resize).
+        assert (image == image[:, :1, :1]).all(), name
+        tolerance = 2 if name.endswith(".jpg") else 1  # JPEG's chroma rounding; alpha blending's
+        assert np.abs(image[:, 0, 0] - np.array(want)).max() <= tolerance, (name, image[:, 0, 0].tolist(), want)
+
+
+def test_sixteen_bit_keeps_its_full_range(tmp_path):
+    """A 16-bit gradient spans 0..255 after loading, in order, where clipping would leave it almost all white."""
+    (tmp_path / "deep").mkdir()
+    ramp = np.tile(np.linspace(0, 65535, SIDE).round().astype(np.uint16), (SIDE, 1))
+    Image.fromarray(ramp).save(tmp_path / "deep" / "ramp.png")
+    x = as_uint8(data.load_dataset(DataConfig(path=str(tmp_path / "deep"), resolution=SIDE)).x)[0, 0]
+    assert x[:, 0].max() <= 2 and x[:, -1].min() >= 253
+    assert (np.diff(x[0]) > 0).all(), x[0].tolist()
+
+
+def noisy_jpeg(path: Path) -> bytes:
+    Image.effect_noise((64, 64), 50).convert("L").save(path, quality=90)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, "all but the end marker"])
+def test_a_truncated_jpeg_is_named_by_the_check(tmp_path, keep):
+    raw = noisy_jpeg(tmp_path / "cut.jpg")
+    (tmp_path / "cut.jpg").write_bytes(raw[:-2] if isinstance(keep, str) else raw[: int(len(raw) * keep)])
+    Image.new("L", (8, 8)).save(tmp_path / "fine.png")
+    with Image.open(tmp_path / "cut.jpg") as img:
+        img.verify()  # what the check used to rely on: headers only, so it passes
+    with pytest.raises(ConfigError, match=r"cannot read image '.*cut\.jpg'.*truncated.*data.skip_corrupt"):
+        load_config(None, (f"data.path={tmp_path}", f"data.resolution={SIDE}"))
+    cfg = DataConfig(path=str(tmp_path), resolution=SIDE, skip_corrupt=True)
+    assert data.load_dataset(cfg).skipped == 1
+
+
+def test_data_appended_after_a_whole_jpeg_is_no_alarm(tmp_path):
+    """Motion photos carry a video after the JPEG's end marker: the file is whole and loads."""
+    raw = noisy_jpeg(tmp_path / "motion.jpg")
+    (tmp_path / "motion.jpg").write_bytes(raw + bytes(range(256)) * 64)
+    cfg = load_config(None, (f"data.path={tmp_path}", f"data.resolution={SIDE}"))
+    assert data.load_dataset(cfg.data).x.shape == (1, 1, SIDE, SIDE)
