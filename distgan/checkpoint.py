@@ -22,7 +22,7 @@ checkpoint of another world size is not a corrupt one: it stops the run with
 the worker count to use, since every older checkpoint of the run shares it.
 
 Nothing in a checkpoint is ever unpickled in full. DeepSpeed 0.19 reads its
-``.pt`` files with ``torch.load(weights_only=False)`` (its
+``.pt`` files with weights-only loading turned off (its
 ``TorchCheckpointEngine.load``), so a crafted file would run code on resume.
 Before DeepSpeed touches a checkpoint, every ``.pt`` file's pickle is read
 statically for the globals it names (``check_pickles``; no tensor data is

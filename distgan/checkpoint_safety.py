@@ -1,8 +1,8 @@
 """Checkpoint files are never unpickled in full: static checks and weights-only reads.
 
-DeepSpeed 0.19 reads its ``.pt`` files with ``torch.load(weights_only=False)``
-(``TorchCheckpointEngine.load``), so a crafted file in a run directory would
-run code on resume. ``check_pickles`` reads each file's pickle statically for
+DeepSpeed 0.19 unpickles its ``.pt`` files in full (its
+``TorchCheckpointEngine.load`` turns weights-only loading off), so a crafted
+file in a run directory would run code on resume. ``check_pickles`` reads each file's pickle statically for
 the globals it names before DeepSpeed touches the checkpoint (no tensor data is
 read), and ``weights_only_loads`` makes DeepSpeed's own reads weights-only,
 allowing only the classes its checkpoints hold (``DEEPSPEED_GLOBALS``).
@@ -144,7 +144,7 @@ def _deepspeed_classes() -> list:
 def weights_only_loads(engine) -> Iterator[None]:
     """While DeepSpeed loads, its checkpoint engine unpickles with ``weights_only=True``.
 
-    DeepSpeed 0.19's ``TorchCheckpointEngine.load`` passes ``weights_only=False``; every file its
+    DeepSpeed 0.19's ``TorchCheckpointEngine.load`` turns weights-only loading off; every file its
     ``load_checkpoint`` reads (model states, ZeRO optimizer shards) goes through the engine's
     ``checkpoint_engine.load``, which this shadows on the instance. ``check_pickles`` has already looked at
     each file; this closes the gap between that look and the read. Another kind of checkpoint engine

@@ -1,6 +1,6 @@
 """Files that carry a pickle payload are refused, never executed (in-process, DeepSpeed, world size 1).
 
-DeepSpeed 0.19 reads its checkpoint files with ``torch.load(weights_only=False)``; distgan looks at every
+DeepSpeed 0.19 unpickles its checkpoint files in full (weights-only loading off); distgan looks at every
 pickle before DeepSpeed does and makes DeepSpeed's own reads weights-only. Each crafted file here names
 ``io.open`` on a marker path: run the unsafe way it creates the marker, so "marker absent" means the payload
 never ran. Exports are safetensors, never unpickled. Pretrained-weights files (``eval.inception_weights``,
