@@ -18,8 +18,8 @@ the file named, rather than half-loaded.
 Resuming takes the checkpoint Ray hands over or, when that one is refused, the
 newest complete checkpoint before it among its ``checkpoint_NNNNNN`` siblings
 (``load_newest_complete``); it never starts from scratch on its own. A
-checkpoint of another world size is not a corrupt one: it stops the run with
-the worker count to use, since every older checkpoint of the run shares it.
+checkpoint of another world size is resharded (``distgan.reshard``): ZeRO
+partitions go through a DeepSpeed universal checkpoint.
 
 Nothing in a checkpoint is ever unpickled in full. DeepSpeed 0.19 reads its
 ``.pt`` files with weights-only loading turned off (its
@@ -30,9 +30,6 @@ read); and while DeepSpeed loads, its checkpoint engine reads with
 ``weights_only=True``, allowing only the four classes its own checkpoints hold
 (``DEEPSPEED_GLOBALS``; ``distgan.checkpoint_safety``). A file naming anything else is an ``UnsafeCheckpoint``:
 the run stops with the file and the globals named, instead of falling back.
-
-Keeping all of this in one module leaves room for resharding checkpoints to a
-new world size (DeepSpeed universal checkpoints) without touching the loop.
 """
 
 from __future__ import annotations
@@ -50,6 +47,7 @@ import torch.distributed as dist
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from distgan import reshard
 from distgan.checkpoint_safety import check_pickles, weights_only_loads
 
 TAG = "state"
@@ -80,6 +78,7 @@ class UnsafeCheckpoint(CheckpointError):
 
 
 _STOPS = (UnsafeCheckpoint, WorldSizeMismatch)
+"""Refusals that stop the run instead of falling back: an older checkpoint of the run is no better."""
 """Refusals that stop the run instead of falling back to an older checkpoint, the first winning."""
 
 
@@ -127,8 +126,8 @@ def save(directory: Path, engine_g, engine_d, generator_export: Optional[tuple],
     write_json_atomic(directory / f"manifest_rank{rank}.json", {"rank": rank, "files": files})
 
 
-def verify(directory: Path, world_size: int) -> TrainState:
-    """Check that the checkpoint is complete and was written by ``world_size`` ranks."""
+def verify(directory: Path) -> TrainState:
+    """Check that the checkpoint is complete: every rank that wrote it finished, every file has its size."""
     directory = Path(directory)
     state_file = directory / "train_state.json"
     if not state_file.is_file():
@@ -137,13 +136,9 @@ def verify(directory: Path, world_size: int) -> TrainState:
         state = TrainState(**json.loads(state_file.read_text()))
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"checkpoint file {state_file} is unreadable: {exc}") from None
-    if state.world_size != world_size:
-        raise WorldSizeMismatch(
-            f"checkpoint {directory} was written by {state.world_size} workers but this run has {world_size}; "
-            f"resume with scaling.num_workers={state.world_size}. ZeRO shards are per worker and are not "
-            f"resharded to another worker count; to go on with {world_size} workers, start a new run from "
-            f"this one's generator: train.init_from={directory} --name NEW (D and the optimizers start afresh)")
-    for rank in range(world_size):
+    if not isinstance(state.world_size, int) or state.world_size < 1:
+        raise CheckpointError(f"checkpoint file {state_file} is unreadable: world_size {state.world_size!r}")
+    for rank in range(state.world_size):
         manifest = directory / f"manifest_rank{rank}.json"
         if not manifest.is_file():
             raise CheckpointError(f"checkpoint file {manifest} is missing: rank {rank} never finished writing")
@@ -161,20 +156,36 @@ def verify(directory: Path, world_size: int) -> TrainState:
     return state
 
 
-def load(directory: Path, engine_g, engine_d, rank: int, world_size: int) -> tuple[TrainState, dict, dict]:
-    """Restore both engines in place; return (train state, this rank's RNG tensors, generator weights)."""
+def load(directory: Path, engine_g, engine_d, rank: int,
+         world_size: int) -> tuple[TrainState, Optional[dict], dict]:
+    """Restore both engines in place; return (train state, this rank's RNG tensors, generator weights).
+
+    A checkpoint of another world size is resharded (collective); the RNG tensors are then None: the
+    ranks' streams no longer correspond to the saved ones.
+    """
     directory = Path(directory)
-    state = verify(directory, world_size)
-    for name, engine in (("G", engine_g), ("D", engine_d)):
-        if engine is None:
-            continue
+    state = verify(directory)
+    engines = [(name, engine) for name, engine in (("G", engine_g), ("D", engine_d)) if engine is not None]
+    for name, _ in engines:
         if not (directory / name).is_dir():
             raise CheckpointError(f"checkpoint {directory} has no {name}/ directory: it was written by a run "
                                   f"{'without' if name == 'D' else 'with'} that network; start a new run "
                                   f"(train.init_from can take its generator)")
+    resharded = state.world_size != world_size
+    sources = {name: directory / name for name, _ in engines}
+    if resharded:
         try:
-            with weights_only_loads(engine):
-                path, _ = engine.load_checkpoint(str(directory / name), tag=TAG, load_optimizer_states=True,
+            sources = reshard.engine_sources(directory, list(sources), TAG, rank, world_size)
+        except (reshard.ReshardError, UnsafeCheckpoint) as exc:
+            raise WorldSizeMismatch(
+                f"checkpoint {directory} was written by {state.world_size} workers and could not be resharded "
+                f"to this run's {world_size}: {exc}\nResume with scaling.num_workers={state.world_size}, or "
+                f"start a new run from this one's generator: train.init_from={directory} --name NEW") from None
+    for name, engine in engines:
+        source = sources[name]
+        try:
+            with weights_only_loads(engine), reshard.universal_loading(engine, reshard.is_universal(source)):
+                path, _ = engine.load_checkpoint(str(source), tag=TAG, load_optimizer_states=True,
                                                  load_lr_scheduler_states=True)
         except UnsafeCheckpoint:
             raise
@@ -184,8 +195,8 @@ def load(directory: Path, engine_g, engine_d, rank: int, world_size: int) -> tup
                      else f"DeepSpeed could not load {directory / name}")
             raise CheckpointError(f"{where}: {type(exc).__name__}: {exc}") from exc
         if path is None:
-            raise CheckpointError(f"DeepSpeed could not load {directory / name} (tag {TAG!r})")
-    rng = _load_safetensors(directory / f"rng_rank{rank}.safetensors")
+            raise CheckpointError(f"DeepSpeed could not load {source} (tag {TAG!r})")
+    rng = None if resharded else _load_safetensors(directory / f"rng_rank{rank}.safetensors")
     generator = _load_safetensors(directory / "generator.safetensors")
     return state, rng, generator
 
@@ -221,8 +232,8 @@ def earlier_checkpoints(directory: Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def check_readable(directory: Path, rank: int) -> None:
-    """Cheap structural check of the files ``rank`` will read: every DeepSpeed ``.pt`` file opens as a zip
+def check_readable(directory: Path, rank: Optional[int]) -> None:
+    """Cheap structural check of the files ``rank`` will read (None: a rank the checkpoint has no RNG file for): every DeepSpeed ``.pt`` file opens as a zip
     archive (``torch.save``'s format) and every safetensors header parses against the file's length.
 
     Catches garbage of the right size that ``verify`` cannot, without reading tensor data. Runs before
@@ -235,7 +246,8 @@ def check_readable(directory: Path, rank: int) -> None:
                 archive.namelist()
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
             raise CheckpointError(f"checkpoint file {path} is not a readable torch archive: {exc}") from None
-    for path in (directory / f"rng_rank{rank}.safetensors", directory / "generator.safetensors"):
+    own = [directory / f"rng_rank{rank}.safetensors"] if rank is not None else []
+    for path in (*own, directory / "generator.safetensors"):
         try:
             with safe_open(str(path), framework="pt") as f:
                 f.keys()
@@ -266,17 +278,17 @@ def no_complete_checkpoint(tried: list[tuple[Path, str]]) -> CheckpointError:
         "or start afresh under a new --name (train.init_from can take a generator from this run).")
 
 
-def newest_complete(handed_over: Path, world_size: int) -> tuple[Path, list[tuple[Path, str]]]:
+def newest_complete(handed_over: Path) -> tuple[Path, list[tuple[Path, str]]]:
     """The checkpoint a resume will start from, by manifests, sizes and pickles only (no tensor is read).
 
-    Returns it with the refused newer ones and why. Raises ``UnsafeCheckpoint`` and ``WorldSizeMismatch``
-    at once, and ``CheckpointError`` listing every candidate when none is complete.
+    Returns it with the refused newer ones and why. Raises ``UnsafeCheckpoint`` at once, and
+    ``CheckpointError`` listing every candidate when none is complete.
     """
     tried: list[tuple[Path, str]] = []
     for candidate in [Path(handed_over), *earlier_checkpoints(handed_over)]:
         try:
             check_pickles(candidate)
-            verify(candidate, world_size)
+            verify(candidate)
             return candidate, tried
         except _STOPS:
             raise
@@ -338,8 +350,8 @@ def load_newest_complete(handed_over: Path, engine_g, engine_d, rank: int, world
         error = None
         try:
             check_pickles(candidate)
-            verify(candidate, world_size)
-            check_readable(candidate, rank)
+            written_by = verify(candidate).world_size
+            check_readable(candidate, rank if rank < written_by else None)
         except CheckpointError as exc:
             error = exc
         except OSError as exc:  # unreadable, not corrupt; but a rank must not leave the others waiting to vote
@@ -349,7 +361,10 @@ def load_newest_complete(handed_over: Path, engine_g, engine_d, rank: int, world
                 state, rng, generator = load(candidate, engine_g, engine_d, rank, world_size)
             except CheckpointError as exc:
                 error = exc
-            if (error := _agree(error, world_size)) is None:
+            error = _agree(error, world_size)  # every rank is done loading: a resharded copy may go
+            if rank == 0:
+                reshard.discard(candidate)
+            if error is None:
                 return Restored(candidate, state, rng, generator, tried)
         if isinstance(error, _STOPS):
             raise error

@@ -132,7 +132,14 @@ def check_pickles(directory: Path) -> None:
                 raise _unsafe(path, names) from None
 
 
-def _deepspeed_classes() -> list:
+def check_pickles_under(root: Path) -> None:
+    """``UnsafeCheckpoint`` when any ``.pt`` file under ``root`` carries pickled code (a converted checkpoint)."""
+    for path in sorted(Path(root).glob("**/*.pt")):
+        if names := pickled_code(path):
+            raise _unsafe(path, names)
+
+
+def deepspeed_classes() -> list:
     classes = []
     for dotted in DEEPSPEED_GLOBALS:
         module, _, name = dotted.rpartition(".")
@@ -156,7 +163,7 @@ def weights_only_loads(engine) -> Iterator[None]:
     if not isinstance(reader, TorchCheckpointEngine):
         yield
         return
-    classes = _deepspeed_classes()
+    classes = deepspeed_classes()
 
     def load(path: str, map_location=None):
         try:

@@ -138,6 +138,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.zoom < 1:
         raise ConfigError(f"--zoom: must be >= 1, got {args.zoom}")
     module, meta = load_generator(args.source)
+    if meta.get("task") == "sr":
+        raise ConfigError(f"{args.source} is a super-resolution generator: it upscales images instead of sampling "
+                          f"them; use distgan upscale {args.source} INPUT")
     labels = sample_labels(args.labels, meta, args.n)
     samples = generate(module, args.n, args.seed, labels=labels)
     if out.suffix == ".png":
@@ -326,9 +329,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"distgan: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
+        from distgan.export import GeneratorFileError
         from distgan.launch.submit import SubmitError
+        from distgan.rundir import RunFailed
 
-        if not isinstance(exc, SubmitError):
+        if isinstance(exc, RunFailed):  # the workers' tracebacks are in the log above
+            print(f"distgan: error: {exc}", file=sys.stderr)
+            return 1
+        if not isinstance(exc, (SubmitError, GeneratorFileError)):
             raise
         print(f"distgan: error: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from datetime import timedelta
 from typing import Iterator
 
 import torch
@@ -99,10 +100,29 @@ def build_engine(module: nn.Module, cfg: Config, net: str, world_size: int, use_
     """Wrap ``module`` in a DeepSpeed engine configured for network ``net``."""
     import deepspeed
 
+    bound_deepspeed_world_group(cfg.train.collective_timeout_s)
     ds_config = deepspeed_config(cfg, net, world_size, use_gpu)
     engine, _, _, _ = deepspeed.initialize(
         model=module, model_parameters=[p for p in module.parameters() if p.requires_grad], config=ds_config)
     return engine
+
+
+def bound_deepspeed_world_group(timeout_s: float) -> None:
+    """Give DeepSpeed's copy of the world group ``train.collective_timeout_s``, like the default group.
+
+    DeepSpeed reduces gradients and partitions ZeRO state on its own clone of
+    the world group (``deepspeed.utils.groups._clone_world_group``), which it
+    creates with torch's default timeout of 30 minutes. A rank that stalls
+    just before a backward pass would then hold the others for half an hour
+    instead of failing the step; creating the clone here, with the run's
+    timeout, before DeepSpeed creates its own, bounds every collective the
+    engines issue. Collective: every rank builds its engines together.
+    """
+    from deepspeed.utils import groups
+
+    if dist.is_initialized() and groups._WORLD_GROUP is None:
+        groups._WORLD_GROUP = dist.new_group(ranks=list(range(dist.get_world_size())),
+                                             timeout=timedelta(seconds=timeout_s))
 
 
 def compute_dtype(cfg: Config) -> torch.dtype:

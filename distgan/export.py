@@ -23,6 +23,11 @@ WEIGHTS = "generator.safetensors"
 META = "generator.json"
 
 
+class GeneratorFileError(ValueError):
+    """A generator file that is not what it must be: not safetensors, or not the weights its description
+    describes. The message names the file."""
+
+
 def save_generator(directory: Union[str, Path], module: nn.Module, metadata: dict) -> Path:
     """Write weights and metadata atomically into ``directory``; returns the weights path."""
     directory = Path(directory)
@@ -79,15 +84,15 @@ def check_weights(weights: Union[str, Path]) -> None:
         with safe_open(str(weights), framework="pt") as f:
             f.keys()
     except (SafetensorError, OSError) as exc:
-        raise ValueError(_not_safetensors(Path(weights), exc)) from None
+        raise GeneratorFileError(_not_safetensors(Path(weights), exc)) from None
 
 
 def read_weights(weights: Union[str, Path]) -> dict[str, torch.Tensor]:
-    """The tensors of a generator file, read as safetensors and nothing else (ValueError otherwise)."""
+    """The tensors of a generator file, read as safetensors and nothing else (GeneratorFileError otherwise)."""
     try:
         return load_file(str(weights))
     except (SafetensorError, OSError) as exc:
-        raise ValueError(_not_safetensors(Path(weights), exc)) from None
+        raise GeneratorFileError(_not_safetensors(Path(weights), exc)) from None
 
 
 def load_generator(path: Union[str, Path]) -> tuple[nn.Module, dict]:
@@ -107,7 +112,19 @@ def load_generator(path: Union[str, Path]) -> tuple[nn.Module, dict]:
         raise ValueError(f"{meta_path} is not a distgan generator description")
     model_cfg = build_section(ModelConfig, meta["model"], "model.")
     module = models.build_generator(model_cfg, tuple(meta["data_shape"]), meta.get("num_classes", 0))
-    module.load_state_dict(read_weights(weights))
+    tensors = read_weights(weights)
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(tensors) if tensors[k].shape != expected[k].shape)
+    if missing or unexpected or reshaped:
+        # Weights copied beside another generator's description: say which file, not load_state_dict's dump.
+        found = [f"{len(v)} {what} (first {v[0]!r})" for what, v in
+                 (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)) if v]
+        raise GeneratorFileError(f"{weights} does not hold the weights {meta_path.name} describes (a "
+                                 f"{model_cfg.family!r} generator): tensors {', '.join(found)}; keep each "
+                                 f"{WEIGHTS} beside the {META} it was exported with")
+    module.load_state_dict(tensors)
     return module.eval(), meta
 
 

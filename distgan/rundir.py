@@ -6,6 +6,7 @@
     checkpoint_NNNNNN/   Ray Train checkpoints (see distgan.checkpoint)
     generator.*          the exported generator (end of training)
     wandb/, wandb_id     the W&B run and its id, kept across restarts
+    failed.json          an error no restart can cure, recorded by the worker that met it (see record_failure)
 """
 
 from __future__ import annotations
@@ -37,6 +38,43 @@ class RunDir:
     name: str
     wandb_id: str
     resumed: bool
+
+
+FAILED = "failed.json"
+
+
+class RunFailed(RuntimeError):
+    """The run met an error that restarting from a checkpoint cannot cure (a config error found on a worker,
+    a diverged network, no checkpoint it can resume from)."""
+
+
+def record_failure(path: Path, exc: BaseException) -> None:
+    """Note in the run directory that the run stopped with ``exc``, which a restart would only meet again.
+
+    Ray Train retries every worker failure ``train.max_failures`` times and cannot be told which errors are
+    final; each retry of a diverged run would restore the checkpoint and train up to the same divergence
+    again. The restarted workers find this note and stop before building anything (``raise_if_failed``),
+    and the driver reports its message. The next ``distgan train`` of the run removes it (``create``).
+    """
+    tmp = path / f"{FAILED}.{os.getpid()}.tmp"  # every rank meeting the error writes it: no shared temp file
+    tmp.write_text(json.dumps({"error": type(exc).__name__, "message": str(exc), "time": time.time()}))
+    os.replace(tmp, path / FAILED)
+
+
+def recorded_failure(path: Path) -> Optional[str]:
+    """The message of the failure ``record_failure`` noted in ``path``, if any."""
+    try:
+        failure = json.loads((path / FAILED).read_text())
+        return f"{failure['error']}: {failure['message']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def raise_if_failed(path: Path) -> None:
+    failure = recorded_failure(path)
+    if failure is not None:
+        raise RunFailed(f"an earlier attempt of this run stopped with {failure} -- restarting cannot cure it, "
+                        f"so this attempt stops before training")
 
 
 def default_name(cfg: Config) -> str:
@@ -84,13 +122,18 @@ def check_resume(path: Path, name: str, cfg: Config) -> None:
                         "again from step 0", name, partial)
         return
     try:
-        start, refused = checkpoint.newest_complete(latest, cfg.scaling.num_workers)
+        start, refused = checkpoint.newest_complete(latest)
     except checkpoint.CheckpointError as exc:
         raise ConfigError(f"run {name!r} cannot be resumed: {exc}") from None
     for refused_path, reason in refused:
         log.warning("run %r: checkpoint %s cannot be resumed: %s", name, refused_path.name, reason)
     if refused:
         log.warning("run %r: resuming from %s instead (steps after it are trained again)", name, start.name)
+    written_by = checkpoint.verify(start).world_size
+    if written_by != cfg.scaling.num_workers:
+        log.warning("run %r: %s was written by %d workers and this run has %d: it is resharded on resume "
+                    "(another global batch: a correct continuation, not a bit-exact one)", name, start.name,
+                    written_by, cfg.scaling.num_workers)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -103,8 +146,25 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+@dataclass
+class Plan:
+    """A run directory that ``check`` found ``cfg`` may start or resume; nothing written yet."""
+    path: Path
+    name: str
+    resumed: bool
+
+
 def prepare(storage: Path, name: Optional[str], cfg: Config) -> RunDir:
     """Create the run directory, or check that ``cfg`` may resume the one that is there."""
+    return create(check(storage, name, cfg), cfg)
+
+
+def check(storage: Path, name: Optional[str], cfg: Config) -> Plan:
+    """Check that ``cfg`` may start ``storage/name`` or resume what is there, writing nothing.
+
+    Callers with more checks to make (the launcher's, which need the cluster) make them between this and
+    ``create``, so that a refused resume leaves the run directory as it was.
+    """
     name = name or default_name(cfg)
     if not name or "/" in name or name.startswith("."):
         raise ConfigError(f"--name {name!r}: use a plain directory name")
@@ -128,9 +188,17 @@ def prepare(storage: Path, name: Optional[str], cfg: Config) -> RunDir:
                               f"resume it with its own config.yaml, or pick a new --name")
     if config_file.is_file() and (resumed or (path / RAY_SNAPSHOT).is_file()):
         check_resume(path, name, cfg)
+    return Plan(path, name, resumed)
+
+
+def create(plan: Plan, cfg: Config) -> RunDir:
+    """Create the checked run directory (or take over the existing one): config.yaml and the W&B id."""
+    path = plan.path
     path.mkdir(parents=True, exist_ok=True)
+    (path / FAILED).unlink(missing_ok=True)  # a new command, perhaps with the cause fixed: its workers try again
+    config_file = path / "config.yaml"
     tmp = path / "config.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(new, sort_keys=False))
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     os.replace(tmp, config_file)
     id_file = path / "wandb_id"
     if id_file.is_file():
@@ -138,4 +206,4 @@ def prepare(storage: Path, name: Optional[str], cfg: Config) -> RunDir:
     else:
         wandb_id = uuid.uuid4().hex[:12]
         id_file.write_text(wandb_id + "\n")
-    return RunDir(path, name, wandb_id, resumed)
+    return RunDir(path, plan.name, wandb_id, plan.resumed)

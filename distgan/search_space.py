@@ -50,6 +50,9 @@ def _number(value: Any, where: str) -> float:
         return float(value)
     except ValueError:
         raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    except OverflowError:  # an integer beyond the largest float
+        raise ConfigError(f"{where}: expected a number below 1.8e308, got an integer of {len(str(value))} "
+                          f"digits") from None
 
 
 def parse_domain(key: str, raw: Any) -> Domain:

@@ -78,6 +78,13 @@ def rng_state(z_gen: torch.Generator) -> dict[str, torch.Tensor]:
     return state
 
 
+def reseed(seed: int, rank: int, step: int, z_gen: torch.Generator) -> None:
+    """Fresh RNG streams for ``rank`` from ``step`` on: a resharded resume has no saved state for them."""
+    torch_seed, latent_seed = np.random.SeedSequence([seed, rank, step]).generate_state(2)
+    torch.manual_seed(int(torch_seed))
+    z_gen.manual_seed(int(latent_seed))
+
+
 def restore_rng(state: dict[str, torch.Tensor], z_gen: torch.Generator) -> None:
     torch.set_rng_state(state["torch_cpu"])
     z_gen.set_state(state["latents"])
@@ -263,7 +270,15 @@ class Trainer:
             engines.apply_optimizer_hyperparameters(self.engine_d, self.cfg, "d")
         self.gan.steps_done = state.step
         self.sampler.load_state_dict(state.data)
-        restore_rng(rng, self.z_gen)
+        if rng is None:  # resharded from another worker count
+            reseed(self.cfg.train.seed, self.rank, state.step, self.z_gen)
+            if self.rank == 0:
+                log.warning("resharded %s from %d workers to %d: ZeRO partitions re-split, the data position "
+                            "carried over, new RNG streams; global batch now %d images", restored.directory,
+                            state.world_size, self.world, self.real_per_step)
+            state.world_size = self.world
+        else:
+            restore_rng(rng, self.z_gen)
         if self.ema is not None:
             self.ema.module.load_state_dict(generator)
         if self.rank == 0:
@@ -362,12 +377,10 @@ class Trainer:
 
 def init_generator(module: torch.nn.Module, cfg: Config) -> None:
     """Load ``train.init_from``'s exported weights into a freshly built G (checked against the config)."""
-    from safetensors.torch import load_file
-
-    from distgan.export import find_generator
+    from distgan.export import find_generator, read_weights
 
     weights = find_generator(cfg.train.init_from)
-    state = load_file(str(weights))
+    state = read_weights(weights)  # safetensors only, like every generator read
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:  # config.check_init_from names the usual causes before Ray starts

@@ -21,3 +21,22 @@ def max_rank_difference(x: torch.Tensor) -> float:
     gathered = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, x)
     return max(float((g - gathered[0]).abs().max()) for g in gathered)
+
+
+def full_training_state(engine) -> dict[str, torch.Tensor]:
+    """Every parameter and its Adam moments, whole (fp32), however ZeRO partitions them; collective under
+    ZeRO 1-3 (every rank calls it). Keys: ``<parameter name>.param|exp_avg|exp_avg_sq``."""
+    from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
+
+    out = {}
+    for name, p in engine.module.named_parameters():
+        whole = safe_get_full_fp32_param(p)
+        if whole is None:  # ZeRO-0: a torch optimizer over the module's own parameters
+            out[f"{name}.param"] = p.detach().float().clone()
+            for key in ("exp_avg", "exp_avg_sq"):
+                out[f"{name}.{key}"] = engine.optimizer.state[p][key].detach().float().clone()
+            continue
+        out[f"{name}.param"] = whole.detach().float().clone()
+        for key in ("exp_avg", "exp_avg_sq"):
+            out[f"{name}.{key}"] = safe_get_full_optimizer_state(p, key).detach().float().clone()
+    return out

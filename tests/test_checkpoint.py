@@ -104,18 +104,24 @@ def test_incomplete_checkpoints_are_refused_with_the_file_named(process_group, t
     trainer, session = make_trainer(small_config(0, steps=2), tmp_path, "a")
     trainer.run()
     ckpt = session.checkpoints[-1]
-    assert checkpoint.verify(ckpt, world_size=1).step == 2
+    assert checkpoint.verify(ckpt).step == 2
 
-    with pytest.raises(checkpoint.CheckpointError, match="written by 1 workers but this run has 2"):
-        checkpoint.verify(ckpt, world_size=2)
+    # A checkpoint is complete when every rank that wrote it (train_state.json's world_size) finished.
+    state_file = ckpt / "train_state.json"
+    saved = state_file.read_text()
+    claim = json.dumps({**json.loads(saved), "world_size": 2})
+    state_file.write_text(claim.ljust(len(saved)))  # the size rank 0's manifest recorded
+    with pytest.raises(checkpoint.CheckpointError, match="manifest_rank1.json is missing: rank 1 never finished"):
+        checkpoint.verify(ckpt)
+    state_file.write_text(saved)
 
     manifest = json.loads((ckpt / "manifest_rank0.json").read_text())
     shard = next(rel for rel in manifest["files"] if rel.startswith("G/"))
     path = ckpt / shard
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(checkpoint.CheckpointError, match=f"{path.name} has .* bytes, expected .*truncated"):
-        checkpoint.verify(ckpt, world_size=1)
+        checkpoint.verify(ckpt)
 
     (ckpt / "manifest_rank0.json").unlink()
     with pytest.raises(checkpoint.CheckpointError, match="manifest_rank0.json is missing"):
-        checkpoint.verify(ckpt, world_size=1)
+        checkpoint.verify(ckpt)

@@ -1,6 +1,6 @@
 """Resuming from a refused checkpoint (in-process, DeepSpeed, world size 1): the loader names the faulty
-file and falls back to the newest complete checkpoint before it, never to a fresh start; a checkpoint of
-another world size stops the run instead. Also the driver's cheap look before a resume (``rundir``)."""
+file and falls back to the newest complete checkpoint before it, never to a fresh start. Also the driver's
+cheap look before a resume (``rundir``)."""
 
 from __future__ import annotations
 
@@ -132,16 +132,6 @@ def test_no_complete_checkpoint_is_an_error_listing_each(store, tmp_path):
     assert trainer.state.step == 0
 
 
-def test_wrong_world_size_stops_with_the_worker_count_and_does_not_fall_back(store, tmp_path):
-    state_file = store / "checkpoint_000004" / "train_state.json"
-    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "world_size": 2}))
-    trainer, _ = make_trainer(small_config(0, steps=6), tmp_path, "resumed", resume_from=store / "checkpoint_000004")
-    with pytest.raises(checkpoint.WorldSizeMismatch, match=r"written by 2 workers but this run has 1; "
-                                                           r"resume with scaling.num_workers=2"):
-        trainer.restore()
-    assert trainer.state.step == 0, "checkpoint_000002 is complete, but falling back would hide the real problem"
-
-
 # -- the driver's look before a resume (no tensors read) ---------------------------------------------------
 
 
@@ -169,13 +159,18 @@ def test_driver_names_a_refused_latest_checkpoint_and_the_fallback(store, caplog
     assert "resuming from checkpoint_000002 instead" in caplog.text
 
 
-def test_driver_refuses_a_resume_that_cannot_work(store):
+def test_driver_says_a_resume_at_another_worker_count_is_resharded(store, caplog):
+    """Resharding itself needs the workers (tests/e2e/test_reshard.py); the driver says it will happen."""
     run = as_ray_run(store, "checkpoint_000004")
     cfg = one_worker()
     cfg.scaling.num_workers = 2
-    with pytest.raises(ConfigError, match=r"written by 1 workers but this run has 2; resume with "
-                                          r"scaling.num_workers=1"):
+    with caplog.at_level(logging.WARNING, logger="distgan"):
         rundir.check_resume(run, "r", cfg)
+    assert "checkpoint_000004 was written by 1 workers and this run has 2: it is resharded on resume" in caplog.text
+
+
+def test_driver_refuses_a_resume_that_cannot_work(store):
+    run = as_ray_run(store, "checkpoint_000004")
     drop_manifest(run / "checkpoint_000004")
     drop_file(run / "checkpoint_000002")
     with pytest.raises(ConfigError, match=r"cannot be resumed: no complete checkpoint") as caught:

@@ -62,7 +62,7 @@ def store(saved, tmp_path) -> Path:
 
 
 def genuine(path: Path) -> dict:
-    with torch.serialization.safe_globals(checkpoint_safety._deepspeed_classes()):
+    with torch.serialization.safe_globals(checkpoint_safety.deepspeed_classes()):
         return torch.load(path, map_location="cpu", weights_only=True)
 
 

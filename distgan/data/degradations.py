@@ -108,8 +108,9 @@ def check_degradation(deg: DegradationConfig, crop: int) -> None:
     _check_range("data.degradation.noise_sigma", deg.noise_sigma, 0.0, 255.0)
     if tuple(deg.jpeg_quality) != (0, 0):
         _check_range("data.degradation.jpeg_quality", deg.jpeg_quality, 1, 100)
-    # Reflect padding needs the kernel's radius, ceil(3 sigma), to stay inside the crop.
-    if math.ceil(3 * deg.blur_sigma[1]) >= crop:
+    # Reflect padding needs the kernel's radius, ceil(3 sigma), to stay inside the crop: ceil(3 sigma) >= crop
+    # exactly when 3 sigma > crop - 1, which holds for a sigma so large that 3 sigma is inf (ceil would overflow).
+    if 3 * deg.blur_sigma[1] > crop - 1:
         raise ConfigError(f"data.degradation.blur_sigma: sigma {deg.blur_sigma[1]} needs a blur kernel wider "
                           f"than the {crop}px crop (data.resolution); lower it")
 

@@ -54,10 +54,16 @@ class ShardedBatches:
         return self._order[start:start + self.batch_size].clone()
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "batch": self.batch}
+        return {"epoch": self.epoch, "batch": self.batch, "global_batch": self.batch_size * self.world_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         epoch, batch = int(state["epoch"]), int(state["batch"])
+        saved_global = int(state.get("global_batch", self.batch_size * self.world_size))
+        if saved_global != self.batch_size * self.world_size:
+            # Saved with another worker count (a resharded resume): the epoch goes on after the items it had
+            # consumed, rounded up to whole global batches of ours so that none is seen twice in the epoch.
+            consumed = batch * saved_global
+            batch = min(-(-consumed // (self.batch_size * self.world_size)), self.batches_per_epoch)
         # A position past the end means the batch size or world size changed since it was saved.
         if epoch < 0 or not 0 <= batch <= self.batches_per_epoch:
             raise ValueError(f"sampler state {state} does not fit {self.batches_per_epoch} batches per epoch; "

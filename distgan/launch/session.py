@@ -11,8 +11,14 @@ import ray.train
 import ray.train.torch
 import torch
 
-from distgan.config import Config
+from distgan import rundir
+from distgan.checkpoint import CheckpointError
+from distgan.config import Config, ConfigError
+from distgan.gan.nonfinite import NonFiniteError
 from distgan.worker import RunInfo, run_worker
+
+FINAL_ERRORS = (ConfigError, CheckpointError, NonFiniteError)
+"""Errors a restart from the last checkpoint would only meet again: recorded so that the restarts stop at once."""
 
 
 class RaySession:
@@ -58,8 +64,14 @@ def quiet_ray_reports() -> None:
 def train_fn(loop_config: dict) -> None:
     """What ``TorchTrainer`` runs on every worker; plain dicts cross the Ray boundary."""
     quiet_ray_reports()
+    run_dir = Path(loop_config["run_dir"])
+    rundir.raise_if_failed(run_dir)
     cfg = Config.from_dict(loop_config["config"])
-    info = RunInfo(Path(loop_config["run_dir"]), loop_config["name"], loop_config["wandb_id"],
+    info = RunInfo(run_dir, loop_config["name"], loop_config["wandb_id"],
                    loop_config.get("wandb_group"), loop_config.get("wandb_extra") or {},
                    loop_config.get("startup") or {})
-    run_worker(cfg, info, RaySession(loop_config["use_gpu"], loop_config.get("initial_checkpoint")))
+    try:
+        run_worker(cfg, info, RaySession(loop_config["use_gpu"], loop_config.get("initial_checkpoint")))
+    except FINAL_ERRORS as exc:
+        rundir.record_failure(run_dir, exc)
+        raise

@@ -102,8 +102,7 @@ def build_trainer(cfg: Config, run: rundir.RunDir, storage: Path, use_gpu: bool,
     Waits on other ranks give up after ``train.collective_timeout_s``: torch's process group (set up by
     Ray with ``TorchConfig.timeout_s``; DeepSpeed adopts it) and Ray's report barrier. A failed wait is a
     worker failure, which ``FailureConfig`` turns into a restart from the last checkpoint. (DeepSpeed's
-    gradient reductions run on its own copy of the world group, made with torch's 30-minute default:
-    docs/reliability.md.)
+    gradient reductions run on its own copy of the world group: ``engines.bound_deepspeed_world_group``.)
     """
     set_report_barrier_timeout(cfg.train.collective_timeout_s)
     loop_config = {"config": cfg.to_dict(), "run_dir": str(run.path), "name": run.name,
@@ -136,18 +135,26 @@ def train(cfg: Config, name: Optional[str] = None, address: Optional[str] = None
     startup = {"start": started or time.time()}
     storage = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
     cfg = with_absolute_paths(cfg)
-    run = rundir.prepare(storage, name, cfg)
-    print(f"{'Resuming' if run.resumed else 'Starting'} run {run.name!r} in {run.path}", flush=True)
+    plan = rundir.check(storage, name, cfg)
+    print(f"{'Resuming' if plan.resumed else 'Starting'} run {plan.name!r} in {plan.path}", flush=True)
     min_cpus = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
     with ray_cluster(address, min_cpus):
         startup["ray_ready"] = time.time()
         use_gpu = resolve_use_gpu(cfg)
         if cfg.deepspeed.precision == "fp16" and not use_gpu:
             raise ConfigError("deepspeed.precision: fp16 needs GPUs and the cluster has none; use fp32 or bf16")
+        # Only now, with every check passed: a refused resume must leave config.yaml as it was.
+        run = rundir.create(plan, cfg)
         printer = ProgressPrinter(run.name, cfg.train.steps) if progress else None
         with printer or contextlib.nullcontext():
             trainer = build_trainer(cfg, run, storage, use_gpu, [printer.callback] if printer else [], train_loop,
                                     startup=startup)
-            result = trainer.fit()
+            try:
+                result = trainer.fit()
+            except Exception:
+                failure = rundir.recorded_failure(run.path)
+                if failure is None:
+                    raise
+                raise rundir.RunFailed(f"run {run.name!r} stopped: {failure}") from None
     ckpt = Path(result.checkpoint.path) if result.checkpoint is not None else None
     return TrainResult(run.path, run.name, dict(result.metrics or {}), ckpt)

@@ -193,9 +193,9 @@ def test_epochs_roll_over_with_a_new_order():
     s = ShardedBatches(8, 2, 0, 2, seed=0)
     assert s.batches_per_epoch == 2
     first = [s.next_indices() for _ in range(2)]
-    assert s.state_dict() == {"epoch": 0, "batch": 2}
+    assert s.state_dict() == {"epoch": 0, "batch": 2, "global_batch": 4}
     second = [s.next_indices() for _ in range(2)]
-    assert s.state_dict() == {"epoch": 1, "batch": 2}
+    assert s.state_dict() == {"epoch": 1, "batch": 2, "global_batch": 4}
     assert not all(torch.equal(a, b) for a, b in zip(first, second))
 
 
@@ -213,6 +213,21 @@ def test_state_dict_resumes_exactly():
     resumed = ShardedBatches(30, 4, 1, 2, seed=7)
     resumed.load_state_dict(state)
     assert all(torch.equal(a, b) for a, b in zip(expected, [resumed.next_indices() for _ in range(7)]))
+
+
+@pytest.mark.parametrize("saved_world, saved_batch, world, batch", [(2, 4, 1, 4), (1, 4, 3, 2), (2, 3, 2, 5)])
+def test_state_from_another_worker_count_goes_on_with_the_epoch(saved_world, saved_batch, world, batch):
+    """A resharded resume: the epoch continues after the items already consumed, none of them seen twice."""
+    saved = [ShardedBatches(60, saved_batch, r, saved_world, seed=3) for r in range(saved_world)]
+    seen = [i for _ in range(3) for s in saved for i in s.next_indices().tolist()]
+    resumed = [ShardedBatches(60, batch, r, world, seed=3) for r in range(world)]
+    for s in resumed:
+        s.load_state_dict(saved[0].state_dict())
+    rest = [i for _ in range(resumed[0].batches_per_epoch - resumed[0].batch) for s in resumed
+            for i in s.next_indices().tolist()]
+    assert resumed[0].epoch == 0 and len(set(seen + rest)) == len(seen) + len(rest)
+    skipped = 60 - len(seen) - len(rest)  # the rounding up to a whole global batch, and the epoch's tail
+    assert skipped < 2 * batch * world
 
 
 def test_state_from_another_layout_is_refused():

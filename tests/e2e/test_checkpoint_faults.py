@@ -126,7 +126,7 @@ def test_worker_killed_while_writing_a_checkpoint(straight, tmp_path):
     assert result.metrics["step"] == 8
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [2, 4, 6, 8]
     # The rewrite of checkpoint_000006 after the restart replaced the partial one, and it is whole.
-    assert checkpoint.verify(run / "checkpoint_000006", world_size=2).step == 6
+    assert checkpoint.verify(run / "checkpoint_000006").world_size == 2
     assert sorted(p.name for p in run.glob("checkpoint_*") if p.is_dir()) == ["checkpoint_000006", "checkpoint_000008"]
     # Restarted from step 3, the run ends bit-identical to the uninterrupted one.
     assert same_weights(run / "generator.safetensors", straight / "generator.safetensors")
@@ -163,6 +163,6 @@ def test_corrupt_latest_checkpoint_falls_back_when_a_run_is_extended(straight, t
         assert again[key] == before[key], key
     # The next checkpoint got a number above the refused one; Ray dropped checkpoint 6 only once it existed.
     assert committed(run) == "checkpoint_000009"
-    assert checkpoint.verify(run / "checkpoint_000009", world_size=2).step == 9
+    assert checkpoint.verify(run / "checkpoint_000009").step == 9
     assert sorted(p.name for p in run.glob("checkpoint_*") if p.is_dir()) == ["checkpoint_000008", "checkpoint_000009"]
     (run / "recovery.json").write_text(json.dumps({"steps_lost": 8 - 6, "seconds": resumed_time - started}))

@@ -1,0 +1,88 @@
+"""Resuming a run with another worker count (``distgan.reshard``): the whole training state carries over.
+
+A run is trained with one worker count, then resumed under the same name with another. Every rank's whole
+parameters and Adam moments (assembled across the ZeRO partitions) are written by the test's worker
+function when the first run saves its last checkpoint, and again right after the second run restores it:
+they must be equal exactly, and the resumed run must train on to its last step.
+
+- ZeRO-3, 2 workers -> 1: parameters and optimizer states are partitioned; rank 0 converts both engines'
+  checkpoints to DeepSpeed universal checkpoints, which the single worker loads whole.
+- ZeRO-0 (fp32, the default), 1 worker -> 2: the checkpoint holds no partitions and loads as it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from distgan import checkpoint
+from distgan.launch.train import train
+from distgan.tracking.jsonl import read_metrics
+from tiny_run import tiny
+
+pytestmark = pytest.mark.ray
+
+FAST = ("eval.every=0", "tracking.wandb=false", "train.checkpoint_every=3", "train.sample_every=100")
+
+
+def record_state_at_save_and_restore(loop_config: dict) -> None:
+    """The production worker function, except that each rank assembles G's and D's whole state after the
+    run's last checkpoint is saved (``saved.safetensors``) and after a restore (``restored.safetensors``);
+    rank 0 writes them into the run directory."""
+    from safetensors.torch import save_file
+
+    from distgan import worker
+    from distgan.launch import session as session_mod
+    from replica_checks import full_training_state
+
+    run_dir = Path(loop_config["run_dir"])
+    save_checkpoint, restore = worker.Trainer.save_checkpoint, worker.Trainer.restore
+
+    def dump(trainer, name: str) -> None:
+        state = {f"{net}.{key}": value for net, engine in (("g", trainer.engine_g), ("d", trainer.engine_d))
+                 for key, value in full_training_state(engine).items()}
+        if trainer.rank == 0:
+            save_file(state, str(run_dir / name))
+
+    def save_then_record(self, *args, **kwargs):
+        out = save_checkpoint(self, *args, **kwargs)
+        if self.state.step == self.cfg.train.steps:
+            dump(self, f"saved_{self.world}.safetensors")
+        return out
+
+    def restore_then_record(self):
+        restore(self)
+        if self.state.step > 0:  # restored from a checkpoint (a fresh start has no optimizer state yet)
+            dump(self, f"restored_{self.world}.safetensors")
+
+    worker.Trainer.save_checkpoint = save_then_record
+    worker.Trainer.restore = restore_then_record
+    session_mod.train_fn(loop_config)
+
+
+@pytest.mark.parametrize("stage, before, after", [(3, 2, 1), (0, 1, 2)])
+def test_a_run_resumes_with_another_worker_count(local_ray, tmp_path, stage, before, after):
+    first = tiny(*FAST, f"deepspeed.zero_stage={stage}", f"scaling.num_workers={before}", "train.steps=3")
+    train(first, name="rs", storage=tmp_path, progress=False, train_loop=record_state_at_save_and_restore)
+    run = tmp_path / "rs"
+    second = tiny(*FAST, f"deepspeed.zero_stage={stage}", f"scaling.num_workers={after}", "train.steps=6")
+    result = train(second, name="rs", storage=tmp_path, progress=False, train_loop=record_state_at_save_and_restore)
+
+    saved = load_file(str(run / f"saved_{before}.safetensors"))
+    restored = load_file(str(run / f"restored_{after}.safetensors"))
+    assert saved.keys() == restored.keys() and any(k.endswith(".exp_avg_sq") for k in saved)
+    differ = [k for k in saved if not torch.equal(saved[k], restored[k])]
+    assert not differ, f"changed by resharding: {differ[:5]}"
+    assert any(saved[k].abs().sum() > 0 for k in saved if k.endswith(".exp_avg")), "Adam never stepped"
+
+    assert result.metrics["step"] == 6
+    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl")]
+    assert steps == [2, 3, 4, 6], steps  # 3: the first run's last step
+    records = read_metrics(run / "metrics.jsonl")
+    assert all(r["loss_d"] is not None and r["loss_g"] is not None for r in records)
+    # Later checkpoints are ordinary ones of the new worker count; the conversion was removed once loaded.
+    assert checkpoint.verify(run / "checkpoint_000006").world_size == after
+    assert not (run / ".resharded").exists()
