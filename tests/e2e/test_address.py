@@ -20,7 +20,7 @@ def test_train_joins_the_cluster_at_address(local_ray, tmp_path):
     # Ask this cluster by its address: another Ray on the machine may hold the default dashboard port.
     before = {j.job_id for j in list_jobs(address=address)}
     proc = subprocess.run(
-        [sys.executable, "-m", "distgan", "train", *OVERRIDES, "train.steps=2", "train.checkpoint_every=2",
+        [sys.executable, "-m", "distgan", "train", *OVERRIDES, "train.steps=2", "train.checkpoint_every=2", "eval.every=0",
          "--address", address, "--name", "joined", "--storage", str(tmp_path)],
         env=dict(os.environ, PYTHONWARNINGS="ignore"), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

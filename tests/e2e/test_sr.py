@@ -53,7 +53,7 @@ def test_psnr_stage_learns(one_worker):
     assert (one_worker / "generator.json").is_file() and (one_worker / "samples" / "step_000030.png").is_file()
 
 
-@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+@pytest.mark.parametrize("stage", [0, 3])  # 1 and 2 partition like 3 minus the parameters; in-process tests cover them
 def test_two_workers_follow_the_one_worker_psnr_curve(local_ray, one_worker, tmp_path, stage):
     result = distgan.train(load_config(None, OVERRIDES + ("scaling.num_workers=2", "train.batch_size=4",
                                                           f"deepspeed.zero_stage={stage}")),

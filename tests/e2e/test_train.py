@@ -191,7 +191,8 @@ def test_killed_driver_resumes_with_the_same_name(finished_run, tmp_path):
 
     from distgan.launch.train import train
 
-    overrides = ("train.steps=40", "train.checkpoint_every=5", "train.log_every=5", "train.sample_every=20")
+    overrides = ("train.steps=40", "train.checkpoint_every=5", "train.log_every=5", "train.sample_every=20",
+                 "eval.every=0")
     run = tmp_path / "driver"
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.Popen([sys.executable, "-m", "distgan", "train", *OVERRIDES, *overrides, "--name", "driver",
