@@ -85,6 +85,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not storage:
         raise ConfigError("--storage: where the cluster keeps runs, a path every node sees (a shared file "
                           "system); or set DISTGAN_STORAGE")
+    rundir.storage_root(storage)  # refuses a URI before anything is sent
     name = args.name or ("sweep_" if args.tune else "") + rundir.default_name(cfg)
     command = "tune" if args.tune else "train"
     address = _jobs_address(args)

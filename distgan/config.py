@@ -40,6 +40,11 @@ class TrainConfig:
     reuse_fakes: bool = False
     """G's step trains on the fakes D just saw instead of new ones: one G forward per step instead of two
     (as PyTorch's DCGAN example does). Needs n_critic 1 and no gradient accumulation."""
+    channels_last: bool = False
+    """Keep image batches and convolution weights in NHWC order (``torch.channels_last``), which convolution
+    kernels prefer on GPUs with tensor cores (bf16/fp16) and on oneDNN CPUs (docs/performance.md has the
+    CPU numbers). Convolutional families at ZeRO-0 only: under ZeRO 1-3 DeepSpeed keeps the parameters as
+    views of flat NCHW buffers, and NHWC batches alone gain nothing. May be changed on resume."""
     log_every: int = 25
     """Generator steps between metric reports (losses are synced only then)."""
     checkpoint_every: int = 500

@@ -30,7 +30,14 @@ def validate(cfg: Config) -> None:
     positive("scaling.cpus_per_worker", cfg.scaling.cpus_per_worker)
     _check_paths_not_empty(cfg)
 
+    if t.channels_last and cfg.model.family == "mlp":
+        raise ConfigError("train.channels_last: the mlp family has no images or convolutions to lay out; "
+                          "use it with dcgan, srresnet or rrdb")
     ds = cfg.deepspeed
+    if t.channels_last and (ds.stage("g") or ds.stage("d")):
+        raise ConfigError(f"train.channels_last: needs ZeRO-0 for G and D (got stages {ds.stage('g')} and "
+                          f"{ds.stage('d')}): DeepSpeed keeps ZeRO 1-3 parameters as views of flat buffers, which "
+                          f"cannot be laid out NHWC")
     if t.reuse_fakes and (t.n_critic != 1 or ds.g.gradient_accumulation_steps != 1
                           or ds.d.gradient_accumulation_steps != 1):
         raise ConfigError("train.reuse_fakes: G's step reuses the one batch of fakes of the D step before it, so "

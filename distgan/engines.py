@@ -129,6 +129,17 @@ def compute_dtype(cfg: Config) -> torch.dtype:
     return DTYPES[cfg.deepspeed.precision]
 
 
+def memory_format(cfg: Config) -> torch.memory_format:
+    """The layout of image batches and conv weights: NHWC with ``train.channels_last``."""
+    return torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+
+
+def to_compute(x: torch.Tensor, device: torch.device, dtype: torch.dtype,
+               layout: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """A batch on the compute device in the compute dtype; image batches (4-D) in ``layout``."""
+    return x.to(device, dtype, memory_format=layout if x.dim() == 4 else torch.preserve_format)
+
+
 def zero_stage(engine) -> int:
     return engine.zero_optimization_stage()
 

@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import yaml
 
@@ -75,6 +75,22 @@ def raise_if_failed(path: Path) -> None:
     if failure is not None:
         raise RunFailed(f"an earlier attempt of this run stopped with {failure} -- restarting cannot cure it, "
                         f"so this attempt stops before training")
+
+
+def storage_root(storage: Union[str, Path]) -> Path:
+    """``--storage`` as the absolute directory runs are kept in; a URI is refused by name.
+
+    Run directories are written with plain file I/O (config, metrics, samples, exports, checkpoints that
+    every worker reads back), so the storage must be a file system path: on a multi-node cluster, one
+    that every node mounts. Without this check ``s3://bucket/runs`` would become a local directory
+    named ``s3:``.
+    """
+    text = str(storage)
+    if "://" in text:
+        raise ConfigError(f"--storage {text!r}: URI storage (s3://, gs://, ...) is not supported; distgan "
+                          f"writes run directories as files. Use a directory every node mounts: a shared file "
+                          f"system (NFS, EFS, Filestore, Lustre) or the bucket mounted with a FUSE driver")
+    return Path(text).expanduser().resolve()
 
 
 def default_name(cfg: Config) -> str:

@@ -112,10 +112,11 @@ class Trainer:
         if cfg.train.init_from:
             init_generator(g_module, cfg)
         d_module = self.build_discriminator()
+        layout = engines.memory_format(cfg)
         self.ema = None
         if cfg.ema.enabled:
             # On G's device: the average is updated from G's (gathered) weights every step.
-            self.ema = GeneratorEMA(self.build_generator().to(self.device),
+            self.ema = GeneratorEMA(self.build_generator().to(self.device, memory_format=layout),
                                     cfg.ema.half_life_kimg, cfg.ema.rampup)
             self.ema.copy_from(g_module)
         self.startup.mark("models")
@@ -126,6 +127,10 @@ class Trainer:
         self.engine_d = (engines.build_engine(d_module, cfg, "d", self.world, session.use_gpu)
                          if d_module is not None else None)
         self.startup.mark("engine_d")
+        # After DeepSpeed's initial broadcast, which views each parameter's bytes and needs them contiguous.
+        for engine in (self.engine_g, self.engine_d):
+            if engine is not None:
+                engine.module.to(memory_format=layout)
         self.dtype = engines.compute_dtype(cfg)
         self.z_gen = latent_generator(cfg.train.seed, self.rank)
         self.gan = self.build_algorithm()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PIL import Image
 
@@ -133,3 +135,14 @@ def test_submit_needs_an_address_and_storage_before_anything_else(no_ray, capsys
     assert "--address" in capsys.readouterr().err
     assert cli_main(["submit", "train.steps=5", "--storage", "/tmp/x", "--address", "127.0.0.1:8265"]) == 2
     assert "http://HEAD:8265" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["train", "train.steps=5"], ["tune", "CONFIGS/tune_dcgan_digits_asha.yaml"],
+                                     ["submit", "train.steps=5", "--address", "http://127.0.0.1:9"]])
+def test_uri_storage_is_refused_by_name_before_anything_starts(no_ray, tmp_path, monkeypatch, capsys, command):
+    """Run directories are files; ``s3://bucket/runs`` must not become a local directory named ``s3:``."""
+    configs = str(Path(__file__).resolve().parent.parent / "configs")
+    monkeypatch.chdir(tmp_path)
+    assert cli_main([*(c.replace("CONFIGS", configs) for c in command), "--storage", "s3://bucket/runs"]) == 2
+    assert "--storage 's3://bucket/runs': URI storage (s3://, gs://, ...) is not supported" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

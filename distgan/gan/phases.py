@@ -63,8 +63,10 @@ class AlternatingGAN:
                  regularizer: Optional[Regularizer] = None, reg_weight: float = 0.0, reg_interval: int = 1,
                  augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, num_classes: int = 0,
                  adversarial_weight: float = 1.0, max_consecutive_skips: int = TrainConfig.max_consecutive_skips,
-                 reuse_fakes: bool = False):
+                 reuse_fakes: bool = False, layout: torch.memory_format = torch.contiguous_format):
         self.engine_g = engine_g
+        self.layout = layout
+        """Memory format of real image batches (``train.channels_last``)."""
         self.engine_d = engine_d
         self.loss = loss
         self.latent_dim = latent_dim
@@ -112,7 +114,8 @@ class AlternatingGAN:
                    reg_weight=reg.weight, reg_interval=reg.interval,
                    augment=build_augment(cfg.augment.policy) if cfg.augment.policy else None,
                    num_classes=num_classes, adversarial_weight=cfg.loss.adversarial_weight,
-                   max_consecutive_skips=cfg.train.max_consecutive_skips, reuse_fakes=cfg.train.reuse_fakes)
+                   max_consecutive_skips=cfg.train.max_consecutive_skips, reuse_fakes=cfg.train.reuse_fakes,
+                   layout=engines.memory_format(cfg))
 
     # -- inputs -------------------------------------------------------------
     def latents(self, n: int) -> torch.Tensor:
@@ -128,7 +131,8 @@ class AlternatingGAN:
 
     def real_batch(self, next_real: RealSource) -> Batch:
         x, labels = next_real()
-        return x.to(self.device, self.dtype), None if labels is None else labels.to(self.device)
+        x = engines.to_compute(x, self.device, self.dtype, self.layout)
+        return x, None if labels is None else labels.to(self.device)
 
     def fakes_without_graph(self, labels: Optional[torch.Tensor], n: int) -> torch.Tensor:
         with torch.no_grad():

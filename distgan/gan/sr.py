@@ -48,7 +48,8 @@ class SuperResolutionGAN:
     def __init__(self, engine_g, engine_d, loss: Optional[AdversarialLoss], adversarial_weight: float,
                  pixel: str, pixel_weight: float, perceptual: Optional[nn.Module], perceptual_weight: float,
                  dtype: torch.dtype, device: torch.device,
-                 max_consecutive_skips: int = TrainConfig.max_consecutive_skips):
+                 max_consecutive_skips: int = TrainConfig.max_consecutive_skips,
+                 layout: torch.memory_format = torch.contiguous_format):
         if (engine_d is None) != (loss is None):
             raise ValueError("a discriminator engine and an adversarial loss come together")
         self.engine_g, self.engine_d, self.loss = engine_g, engine_d, loss
@@ -56,6 +57,8 @@ class SuperResolutionGAN:
         self.pixel, self.pixel_weight = PIXEL_LOSSES[pixel], pixel_weight
         self.perceptual, self.perceptual_weight = perceptual, perceptual_weight
         self.dtype, self.device = dtype, device
+        self.layout = layout
+        """Memory format of the LR/HR batches (``train.channels_last``)."""
         self.steps_done = 0
         self.grad_norms: dict[str, float] = {"g": float("nan"), "d": float("nan")}
         self.measure_grad_norms = False
@@ -73,11 +76,12 @@ class SuperResolutionGAN:
         loss = build_loss(cfg.loss.type) if engine_d is not None else None
         return cls(engine_g, engine_d, loss, cfg.loss.adversarial_weight, cfg.loss.pixel.type,
                    cfg.loss.pixel.weight, perceptual, cfg.loss.perceptual.weight, engines.compute_dtype(cfg),
-                   device, cfg.train.max_consecutive_skips)
+                   device, cfg.train.max_consecutive_skips, engines.memory_format(cfg))
 
     def batch(self, next_pair: PairSource) -> tuple[torch.Tensor, torch.Tensor]:
         lr, hr = next_pair()
-        return lr.to(self.device, self.dtype), hr.to(self.device, self.dtype)
+        return (engines.to_compute(lr, self.device, self.dtype, self.layout),
+                engines.to_compute(hr, self.device, self.dtype, self.layout))
 
     # -- phases -------------------------------------------------------------
     def g_phase(self, next_pair: PairSource) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -133,7 +133,7 @@ def train(cfg: Config, name: Optional[str] = None, address: Optional[str] = None
     is when the command began, the start of the start-up breakdown in ``startup.json``.
     """
     startup = {"start": started or time.time()}
-    storage = Path(storage or DEFAULT_STORAGE).expanduser().resolve()
+    storage = rundir.storage_root(storage or DEFAULT_STORAGE)
     cfg = with_absolute_paths(cfg)
     plan = rundir.check(storage, name, cfg)
     print(f"{'Resuming' if plan.resumed else 'Starting'} run {plan.name!r} in {plan.path}", flush=True)

@@ -210,6 +210,12 @@ def test_killed_driver_resumes_with_the_same_name(finished_run, tmp_path):
     assert latest != "checkpoint_000040", "the driver finished before the kill"
     wandb_id = (run / "wandb_id").read_text()
 
+    # Another name beside the killed run is another run: it starts from step 0 with its own W&B id.
+    other = train(tiny("train.steps=1", "train.checkpoint_every=1", "eval.every=0"), name="driver-2",
+                  storage=tmp_path, progress=False, train_loop=record_start_checkpoint)
+    assert (tmp_path / "driver-2" / "attempts").read_text().split() == ["none"]
+    assert other.metrics["step"] == 1 and (tmp_path / "driver-2" / "wandb_id").read_text() != wandb_id
+
     result = train(tiny(*overrides), name="driver", storage=tmp_path, train_loop=record_start_checkpoint)
     assert (run / "attempts").read_text().split() == [latest]
     assert result.metrics["step"] == 40 and result.metrics["images_seen"] == 40 * 16 * 2
