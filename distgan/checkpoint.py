@@ -78,7 +78,6 @@ class UnsafeCheckpoint(CheckpointError):
 
 
 _STOPS = (UnsafeCheckpoint, WorldSizeMismatch)
-"""Refusals that stop the run instead of falling back: an older checkpoint of the run is no better."""
 """Refusals that stop the run instead of falling back to an older checkpoint, the first winning."""
 
 
@@ -233,8 +232,9 @@ def earlier_checkpoints(directory: Path) -> list[Path]:
 
 
 def check_readable(directory: Path, rank: Optional[int]) -> None:
-    """Cheap structural check of the files ``rank`` will read (None: a rank the checkpoint has no RNG file for): every DeepSpeed ``.pt`` file opens as a zip
+    """Cheap structural check of the files ``rank`` will read: every DeepSpeed ``.pt`` file opens as a zip
     archive (``torch.save``'s format) and every safetensors header parses against the file's length.
+    ``rank`` None: a rank the checkpoint has no RNG file for (a resharded resume to more workers).
 
     Catches garbage of the right size that ``verify`` cannot, without reading tensor data. Runs before
     DeepSpeed's load, which under ZeRO-3 is collective: a rank failing inside it would hang the others.
@@ -278,18 +278,17 @@ def no_complete_checkpoint(tried: list[tuple[Path, str]]) -> CheckpointError:
         "or start afresh under a new --name (train.init_from can take a generator from this run).")
 
 
-def newest_complete(handed_over: Path) -> tuple[Path, list[tuple[Path, str]]]:
+def newest_complete(handed_over: Path) -> tuple[Path, TrainState, list[tuple[Path, str]]]:
     """The checkpoint a resume will start from, by manifests, sizes and pickles only (no tensor is read).
 
-    Returns it with the refused newer ones and why. Raises ``UnsafeCheckpoint`` at once, and
+    Returns it, its train state, and the refused newer ones and why. Raises ``UnsafeCheckpoint`` at once, and
     ``CheckpointError`` listing every candidate when none is complete.
     """
     tried: list[tuple[Path, str]] = []
     for candidate in [Path(handed_over), *earlier_checkpoints(handed_over)]:
         try:
             check_pickles(candidate)
-            verify(candidate)
-            return candidate, tried
+            return candidate, verify(candidate), tried
         except _STOPS:
             raise
         except (CheckpointError, OSError) as exc:

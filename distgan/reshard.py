@@ -12,9 +12,10 @@ What a DeepSpeed checkpoint holds per rank decides what is needed:
 
 The conversion is written beside the run's checkpoints, under ``.resharded/checkpoint_NNNNNN/{G,D}``
 (all ranks read it, as they read the checkpoint itself), made afresh on every resharded resume, never
-trusted from an earlier one, and removed once every rank has loaded it. Nothing is unpickled in full on the way: the converter's and the
-universal loader's ``torch.load`` calls are made weights-only, allowing DeepSpeed's own classes only
-(``checkpoint_safety``), after the static check of the source files every resume already does.
+trusted from an earlier one, and removed once every rank has loaded it. Nothing is unpickled in full on
+the way: the converter's and the universal loader's ``torch.load`` calls are made weights-only, allowing
+DeepSpeed's own classes only (``checkpoint_safety``), after the static check of the source files every
+resume already does.
 
 The other per-rank parts of the training state are the caller's: the data position is converted by
 the sampler (``ShardedBatches.load_state_dict``), and the RNG streams start afresh from the seed, rank
@@ -53,9 +54,9 @@ def partitioned(engine_dir: Path, tag: str) -> bool:
 def weights_only_torch_load() -> Iterator[None]:
     """Every ``torch.load`` in this process reads weights-only, DeepSpeed's own classes allowed.
 
-    DeepSpeed's converter and universal loader call ``torch.load(..., weights_only=False)`` directly,
-    not through the checkpoint engine ``checkpoint_safety.weights_only_loads`` shadows. Both run in
-    the training process, on one thread, while nothing else loads.
+    DeepSpeed's converter and universal loader call ``torch.load`` directly with weights-only loading
+    turned off, not through the checkpoint engine that ``checkpoint_safety.weights_only_loads`` shadows.
+    Both run in the training process, on one thread, while nothing else loads.
     """
     original = torch.load
     classes = deepspeed_classes()

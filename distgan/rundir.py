@@ -138,14 +138,14 @@ def check_resume(path: Path, name: str, cfg: Config) -> None:
                         "again from step 0", name, partial)
         return
     try:
-        start, refused = checkpoint.newest_complete(latest)
+        start, state, refused = checkpoint.newest_complete(latest)
     except checkpoint.CheckpointError as exc:
         raise ConfigError(f"run {name!r} cannot be resumed: {exc}") from None
     for refused_path, reason in refused:
         log.warning("run %r: checkpoint %s cannot be resumed: %s", name, refused_path.name, reason)
     if refused:
         log.warning("run %r: resuming from %s instead (steps after it are trained again)", name, start.name)
-    written_by = checkpoint.verify(start).world_size
+    written_by = state.world_size
     if written_by != cfg.scaling.num_workers:
         log.warning("run %r: %s was written by %d workers and this run has %d: it is resharded on resume "
                     "(another global batch: a correct continuation, not a bit-exact one)", name, start.name,

@@ -127,10 +127,11 @@ class Trainer:
         self.engine_d = (engines.build_engine(d_module, cfg, "d", self.world, session.use_gpu)
                          if d_module is not None else None)
         self.startup.mark("engine_d")
-        # After DeepSpeed's initial broadcast, which views each parameter's bytes and needs them contiguous.
-        for engine in (self.engine_g, self.engine_d):
-            if engine is not None:
-                engine.module.to(memory_format=layout)
+        if cfg.train.channels_last:
+            # After DeepSpeed's initial broadcast, which views each parameter's bytes and needs them contiguous.
+            for engine in (self.engine_g, self.engine_d):
+                if engine is not None:
+                    engine.module.to(memory_format=layout)
         self.dtype = engines.compute_dtype(cfg)
         self.z_gen = latent_generator(cfg.train.seed, self.rank)
         self.gan = self.build_algorithm()
