@@ -40,7 +40,7 @@ import re
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 import torch.distributed as dist
@@ -49,6 +49,7 @@ from safetensors.torch import load_file, save_file
 
 from distgan import reshard
 from distgan.checkpoint_safety import check_pickles, weights_only_loads
+from distgan.storage import CheckpointDownloads, StoreDir, local_dir
 
 TAG = "state"
 
@@ -125,33 +126,37 @@ def save(directory: Path, engine_g, engine_d, generator_export: Optional[tuple],
     write_json_atomic(directory / f"manifest_rank{rank}.json", {"rank": rank, "files": files})
 
 
-def verify(directory: Path) -> TrainState:
-    """Check that the checkpoint is complete: every rank that wrote it finished, every file has its size."""
-    directory = Path(directory)
-    state_file = directory / "train_state.json"
-    if not state_file.is_file():
-        raise CheckpointError(f"checkpoint file {state_file} is missing (incomplete write)")
+def verify(directory: Union[Path, StoreDir]) -> TrainState:
+    """Check that the checkpoint is complete: every rank that wrote it finished, every file has its size.
+
+    ``directory`` is local, or a ``StoreDir`` (the driver checks a checkpoint under a URI without downloading it).
+    """
+    files = directory if isinstance(directory, StoreDir) else local_dir(directory)
+    sizes = files.sizes("")
+    if "train_state.json" not in sizes:
+        raise CheckpointError(f"checkpoint file {files.display('train_state.json')} is missing (incomplete write)")
     try:
-        state = TrainState(**json.loads(state_file.read_text()))
+        state = TrainState(**json.loads(files.read_text("train_state.json")))
     except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint file {state_file} is unreadable: {exc}") from None
+        raise CheckpointError(f"checkpoint file {files.display('train_state.json')} is unreadable: {exc}") from None
     if not isinstance(state.world_size, int) or state.world_size < 1:
-        raise CheckpointError(f"checkpoint file {state_file} is unreadable: world_size {state.world_size!r}")
+        raise CheckpointError(f"checkpoint file {files.display('train_state.json')} is unreadable: "
+                              f"world_size {state.world_size!r}")
     for rank in range(state.world_size):
-        manifest = directory / f"manifest_rank{rank}.json"
-        if not manifest.is_file():
-            raise CheckpointError(f"checkpoint file {manifest} is missing: rank {rank} never finished writing")
+        manifest = f"manifest_rank{rank}.json"
+        if manifest not in sizes:
+            raise CheckpointError(f"checkpoint file {files.display(manifest)} is missing: rank {rank} never "
+                                  f"finished writing")
         try:
-            files = json.loads(manifest.read_text())["files"]
+            listed = json.loads(files.read_text(manifest))["files"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"checkpoint file {manifest} is unreadable: {exc!r}") from None
-        for rel, size in files.items():
-            path = directory / rel
-            if not path.is_file():
-                raise CheckpointError(f"checkpoint file {path} is missing")
-            if path.stat().st_size != size:
-                raise CheckpointError(
-                    f"checkpoint file {path} has {path.stat().st_size} bytes, expected {size} (truncated?)")
+            raise CheckpointError(f"checkpoint file {files.display(manifest)} is unreadable: {exc!r}") from None
+        for rel, size in listed.items():
+            if rel not in sizes:
+                raise CheckpointError(f"checkpoint file {files.display(rel)} is missing")
+            if sizes[rel] != size:
+                raise CheckpointError(f"checkpoint file {files.display(rel)} has {sizes[rel]} bytes, expected "
+                                      f"{size} (truncated?)")
     return state
 
 
@@ -210,25 +215,36 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 # -- which checkpoint to resume --------------------------------------------------
 
 
-def number(directory: Path) -> Optional[int]:
+def number(directory: Union[str, Path]) -> Optional[int]:
     """The step in a ``checkpoint_NNNNNN`` name, or None for another name."""
     match = NAME.fullmatch(Path(directory).name)
     return int(match.group(1)) if match else None
 
 
-def earlier_checkpoints(directory: Path) -> list[Path]:
-    """The ``checkpoint_NNNNNN`` siblings of ``directory`` with lower numbers, newest first.
+def earlier_names(name: str, siblings: list[str]) -> list[str]:
+    """The ``checkpoint_NNNNNN`` names among ``siblings`` numbered below ``name``, newest first.
 
     Lower numbers are the earlier checkpoints: the loop never reports a checkpoint numbered at or below
     one Ray still tracks (see ``Trainer.save_checkpoint``). Newer siblings are never candidates: they are
     writes Ray did not commit.
     """
-    directory = Path(directory)
-    limit = number(directory)
-    if limit is None or not directory.parent.is_dir():
+    limit = number(name)
+    if limit is None:
         return []
-    found = [(n, p) for p in directory.parent.iterdir() if (n := number(p)) is not None and n < limit and p.is_dir()]
-    return [p for _, p in sorted(found, reverse=True)]
+    found = [(n, s) for s in siblings if (n := number(s)) is not None and n < limit]
+    return [s for _, s in sorted(found, reverse=True)]
+
+
+def earlier_checkpoints(directory: Path, siblings: Optional[list[str]] = None) -> list[Path]:
+    """The earlier checkpoint directories beside ``directory``, newest first (see ``earlier_names``).
+
+    ``siblings``: the directory names beside it, when they are not on the local disk yet (a run under a
+    URI, whose checkpoints a resuming worker downloads one by one).
+    """
+    directory = Path(directory)
+    if siblings is None:
+        siblings = [p.name for p in directory.parent.iterdir() if p.is_dir()] if directory.parent.is_dir() else []
+    return [directory.parent / name for name in earlier_names(directory.name, siblings)]
 
 
 def check_readable(directory: Path, rank: Optional[int]) -> None:
@@ -278,16 +294,24 @@ def no_complete_checkpoint(tried: list[tuple[Path, str]]) -> CheckpointError:
         "or start afresh under a new --name (train.init_from can take a generator from this run).")
 
 
-def newest_complete(handed_over: Path) -> tuple[Path, TrainState, list[tuple[Path, str]]]:
+def newest_complete(handed_over: Union[Path, StoreDir]) -> tuple[Any, TrainState, list[tuple[Any, str]]]:
     """The checkpoint a resume will start from, by manifests, sizes and pickles only (no tensor is read).
 
     Returns it, its train state, and the refused newer ones and why. Raises ``UnsafeCheckpoint`` at once, and
-    ``CheckpointError`` listing every candidate when none is complete.
+    ``CheckpointError`` listing every candidate when none is complete. A checkpoint under a URI
+    (``StoreDir``) is judged by manifests and sizes, without downloading it; its pickles are checked by the
+    workers once they have downloaded it.
     """
-    tried: list[tuple[Path, str]] = []
-    for candidate in [Path(handed_over), *earlier_checkpoints(handed_over)]:
+    if isinstance(handed_over, StoreDir):
+        run = handed_over.parent()
+        candidates: list = [handed_over, *(run.child(n) for n in earlier_names(handed_over.name, run.subdirs()))]
+    else:
+        candidates = [Path(handed_over), *earlier_checkpoints(handed_over)]
+    tried: list[tuple[Any, str]] = []
+    for candidate in candidates:
         try:
-            check_pickles(candidate)
+            if not isinstance(candidate, StoreDir):
+                check_pickles(candidate)
             return candidate, verify(candidate), tried
         except _STOPS:
             raise
@@ -330,8 +354,12 @@ def _agree(error: Optional[CheckpointError], world_size: int) -> Optional[Checkp
     return CheckpointError("; ".join(dict.fromkeys(message for _, message in verdicts)))
 
 
-def load_newest_complete(handed_over: Path, engine_g, engine_d, rank: int, world_size: int) -> Restored:
+def load_newest_complete(handed_over: Path, engine_g, engine_d, rank: int, world_size: int,
+                         downloads: Optional[CheckpointDownloads] = None) -> Restored:
     """Load ``handed_over``, or the newest complete checkpoint before it; collective (every rank calls it).
+
+    ``downloads``: the run is kept under a URI; ``handed_over`` and its siblings are local paths that each
+    candidate is downloaded to when it is tried (the first only, unless it is refused).
 
     Rank 0 lists the candidates and every rank takes its list, so all walk the same ones. Each
     candidate is voted on twice: after the cheap checks (pickled code, manifests, sizes, archive structure),
@@ -339,15 +367,20 @@ def load_newest_complete(handed_over: Path, engine_g, engine_d, rank: int, world
     them, so no two ranks ever resume from different checkpoints. Pickled code or a world-size mismatch stops
     at once.
     """
-    candidates = [str(handed_over), *map(str, earlier_checkpoints(handed_over))] if rank == 0 else None
+    handed_over = Path(handed_over)
+    siblings = downloads.siblings() if downloads is not None and rank == 0 else None
+    names = [p.name for p in (handed_over, *earlier_checkpoints(handed_over, siblings))] if rank == 0 else None
     if world_size > 1 and dist.is_initialized():
-        box = [candidates]
+        box = [names]
         dist.broadcast_object_list(box, src=0)
-        candidates = box[0]
+        names = box[0]
+    # By name, beside this rank's own handed-over path: under a URI each rank downloads into its own directory.
     tried: list[tuple[Path, str]] = []
-    for candidate in map(Path, candidates):
+    for candidate in (handed_over.parent / name for name in names):
         error = None
         try:
+            if downloads is not None:
+                downloads.fetch(candidate)
             check_pickles(candidate)
             written_by = verify(candidate).world_size
             check_readable(candidate, rank if rank < written_by else None)

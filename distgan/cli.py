@@ -38,7 +38,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config_path, overrides = split_config_args(args.items)
     cfg = load_config(config_path, tuple(overrides))
     result = train(cfg, name=args.name, address=args.address, storage=args.storage, started=STARTED)
-    print(f"Done: {result.run_dir} (generator: {result.run_dir / 'generator.safetensors'})")
+    kept = "" if result.location == str(result.run_dir) else f"{result.location}; a copy of its outputs is in "
+    print(f"Done: {kept}{result.run_dir} (generator: {result.run_dir / 'generator.safetensors'})")
     startup = result.run_dir / "startup.json"
     if startup.is_file():
         import json
@@ -78,14 +79,19 @@ def _jobs_address(args: argparse.Namespace) -> str:
 def cmd_submit(args: argparse.Namespace) -> int:
     from distgan import rundir
     from distgan.launch import submit
+    from distgan.storage import Storage
 
     config_path, overrides = split_config_args(args.items)
     cfg = load_config(config_path, tuple(overrides))  # a bad config fails here, before anything is sent
     storage = args.storage or submit.default_storage()
     if not storage:
         raise ConfigError("--storage: where the cluster keeps runs, a path every node sees (a shared file "
-                          "system); or set DISTGAN_STORAGE")
-    rundir.storage_root(storage)  # refuses a URI before anything is sent
+                          "system) or a URI (s3://bucket/runs); or set DISTGAN_STORAGE")
+    # A bad URI (or one holding credentials) is refused before anything is sent; a sweep needs a file system.
+    if args.tune:
+        rundir.storage_root(storage, "distgan submit --tune")
+    else:
+        Storage.parse(storage)
     name = args.name or ("sweep_" if args.tune else "") + rundir.default_name(cfg)
     command = "tune" if args.tune else "train"
     address = _jobs_address(args)
@@ -242,7 +248,8 @@ def _launch_arguments(p: argparse.ArgumentParser, items_help: str, name_help: st
     p.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE]", help=items_help)
     p.add_argument("--name", help=name_help)
     p.add_argument("--address", help="Ray cluster to join (e.g. auto or ray://HEAD:10001)")
-    p.add_argument("--storage", help="directory that holds runs and sweeps (default ./runs)")
+    p.add_argument("--storage", help="where runs are kept (default ./runs): a directory, or for train a URI such "
+                                     "as s3://bucket/runs or gs://bucket/runs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE]", help="a YAML config and dotted overrides")
     p.add_argument("--address", help="the cluster's Jobs API, e.g. http://HEAD:8265 (default: "
                                      "RAY_API_SERVER_ADDRESS)")
-    p.add_argument("--storage", help="path on the cluster, shared by every node, that holds runs "
-                                     "(default: DISTGAN_STORAGE)")
+    p.add_argument("--storage", help="where the cluster keeps runs: a path every node mounts, or for a run a "
+                                     "URI such as s3://bucket/runs (default: DISTGAN_STORAGE)")
     p.add_argument("--name", help="run or sweep name; submitting the same name again resumes it")
     p.add_argument("--tune", action="store_true", help="submit the config's sweep (distgan tune) instead")
     p.add_argument("--resume", action="store_true", help="with --tune: continue the named sweep")

@@ -7,13 +7,15 @@
     generator.*          the exported generator (end of training)
     wandb/, wandb_id     the W&B run and its id, kept across restarts
     failed.json          an error no restart can cure, recorded by the worker that met it (see record_failure)
+
+The storage is a directory or a URI (``distgan.storage``): every read and write here goes through a
+``StoreDir``, and a run under a URI has a local staging copy (``RunDir.path``) its processes write into.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ import yaml
 
 from distgan import checkpoint
 from distgan.config import Config, ConfigError
+from distgan.storage import Storage, StoreDir, local_dir, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +38,12 @@ FROZEN_SECTIONS = ("model", "data")
 @dataclass
 class RunDir:
     path: Path
+    """Where this process writes the run's files: the run directory, or its staging copy under a URI."""
     name: str
     wandb_id: str
     resumed: bool
+    files: StoreDir
+    """The run directory on its storage (the same directory as ``path`` on a file system)."""
 
 
 FAILED = "failed.json"
@@ -48,7 +54,11 @@ class RunFailed(RuntimeError):
     a diverged network, no checkpoint it can resume from)."""
 
 
-def record_failure(path: Path, exc: BaseException) -> None:
+def _as_dir(run: Union[Path, StoreDir]) -> StoreDir:
+    return run if isinstance(run, StoreDir) else local_dir(run)
+
+
+def record_failure(run: Union[Path, StoreDir], exc: BaseException) -> None:
     """Note in the run directory that the run stopped with ``exc``, which a restart would only meet again.
 
     Ray Train retries every worker failure ``train.max_failures`` times and cannot be told which errors are
@@ -56,41 +66,40 @@ def record_failure(path: Path, exc: BaseException) -> None:
     again. The restarted workers find this note and stop before building anything (``raise_if_failed``),
     and the driver reports its message. The next ``distgan train`` of the run removes it (``create``).
     """
-    tmp = path / f"{FAILED}.{os.getpid()}.tmp"  # every rank meeting the error writes it: no shared temp file
-    tmp.write_text(json.dumps({"error": type(exc).__name__, "message": str(exc), "time": time.time()}))
-    os.replace(tmp, path / FAILED)
+    # Every rank meeting the error writes it: StoreDir writes through a temporary name of its own process.
+    _as_dir(run).write_text(FAILED, json.dumps({"error": type(exc).__name__, "message": str(exc),
+                                                "time": time.time()}))
 
 
-def recorded_failure(path: Path) -> Optional[str]:
-    """The message of the failure ``record_failure`` noted in ``path``, if any."""
+def recorded_failure(run: Union[Path, StoreDir]) -> Optional[str]:
+    """The message of the failure ``record_failure`` noted in ``run``, if any."""
     try:
-        failure = json.loads((path / FAILED).read_text())
+        failure = json.loads(_as_dir(run).read_text(FAILED))
         return f"{failure['error']}: {failure['message']}"
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def raise_if_failed(path: Path) -> None:
-    failure = recorded_failure(path)
+def raise_if_failed(run: Union[Path, StoreDir]) -> None:
+    failure = recorded_failure(run)
     if failure is not None:
         raise RunFailed(f"an earlier attempt of this run stopped with {failure} -- restarting cannot cure it, "
                         f"so this attempt stops before training")
 
 
-def storage_root(storage: Union[str, Path]) -> Path:
-    """``--storage`` as the absolute directory runs are kept in; a URI is refused by name.
+def storage_root(storage: Union[str, Path], command: str = "distgan tune") -> Path:
+    """``--storage`` as an absolute directory, for what keeps its runs on a file system only (sweeps).
 
-    Run directories are written with plain file I/O (config, metrics, samples, exports, checkpoints that
-    every worker reads back), so the storage must be a file system path: on a multi-node cluster, one
-    that every node mounts. Without this check ``s3://bucket/runs`` would become a local directory
-    named ``s3:``.
+    A sweep's trials read each other's checkpoints (PBT) and Tune keeps its experiment state beside them,
+    by path; under a URI that would need every trial's checkpoints mirrored, which is not built. Without
+    this check ``s3://bucket/sweeps`` would become a local directory named ``s3:``.
     """
-    text = str(storage)
-    if "://" in text:
-        raise ConfigError(f"--storage {text!r}: URI storage (s3://, gs://, ...) is not supported; distgan "
-                          f"writes run directories as files. Use a directory every node mounts: a shared file "
-                          f"system (NFS, EFS, Filestore, Lustre) or the bucket mounted with a FUSE driver")
-    return Path(text).expanduser().resolve()
+    parsed = Storage.parse(storage)
+    if parsed.remote:
+        raise ConfigError(f"--storage {parsed.display()!r}: {command} keeps sweeps on a file system; use a "
+                          f"directory every node mounts (NFS, EFS, Filestore, Lustre, or a bucket mounted "
+                          f"with a FUSE driver). `distgan train` and `distgan submit` take URIs")
+    return Path(parsed.root)
 
 
 def default_name(cfg: Config) -> str:
@@ -98,47 +107,52 @@ def default_name(cfg: Config) -> str:
     return f"{cfg.model.family}_{data}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def has_checkpoint(path: Path) -> bool:
-    return any(p.is_dir() for p in path.glob("checkpoint_*"))
+def has_checkpoint(run: StoreDir) -> bool:
+    return any(checkpoint.number(name) is not None for name in run.subdirs())
 
 
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
 """Ray Train's record of the run's committed checkpoints, kept in the run directory."""
 
 
-def committed_checkpoints(path: Path) -> tuple[Optional[Path], list[Path]]:
-    """What Ray Train's record of the run lists: the latest committed checkpoint (the one it will hand
-    the workers of a resumed run) and every checkpoint it keeps."""
+def committed_checkpoints(run: StoreDir) -> tuple[Optional[str], list[str]]:
+    """What Ray Train's record of the run lists, by name: the latest committed checkpoint (the one it
+    will hand the workers of a resumed run) and every checkpoint it keeps."""
     try:
-        snapshot = json.loads((path / RAY_SNAPSHOT).read_text())
+        snapshot = json.loads(run.read_text(RAY_SNAPSHOT))
         latest = snapshot["latest_checkpoint_result"]
-        kept = [path / r["checkpoint_dir_name"] for r in snapshot["checkpoint_results"]]
-        return (path / latest["checkpoint_dir_name"] if latest else None), kept
+        kept = [r["checkpoint_dir_name"] for r in snapshot["checkpoint_results"]]
+        return (latest["checkpoint_dir_name"] if latest else None), kept
     except (OSError, ValueError, KeyError, TypeError):
         return None, []
 
 
-def check_resume(path: Path, name: str, cfg: Config) -> None:
+def check_resume(run: Union[Path, StoreDir], name: str, cfg: Config) -> None:
     """Say before anything starts what a resume of ``path`` will start from, by manifests and sizes only.
 
     A refused latest checkpoint is named with its fault, and the one the workers will fall back to; a
     checkpoint of another worker count, or no complete checkpoint at all, stops here with what to do.
     """
-    latest, kept = committed_checkpoints(path)
-    gone = [p.name for p in kept if not p.is_dir()]
+    run = _as_dir(run)
+    path = run.display()
+    latest, kept = committed_checkpoints(run)
+    subdirs = run.subdirs()
+    gone = [k for k in kept if k not in subdirs]
     if gone:  # Ray refuses such a run with a long message about its snapshot; say what happened instead
         raise ConfigError(f"run {name!r} cannot be resumed: {', '.join(gone)} in {path} was removed, and Ray "
                           f"Train resumes only with every checkpoint it recorded in place. Put it back (an empty "
                           f"directory will do: it is then refused and the newest complete checkpoint before it "
                           f"resumed), or start a new --name from this run's generator: train.init_from={path}")
     if latest is None:
-        partial = ", ".join(sorted(p.name for p in path.glob("checkpoint_*") if p.is_dir()))
+        partial = ", ".join(d for d in subdirs if checkpoint.number(d) is not None)
         if partial:
             log.warning("run %r: Ray recorded no committed checkpoint (%s never completed); it starts "
                         "again from step 0", name, partial)
         return
     try:
-        start, state, refused = checkpoint.newest_complete(latest)
+        # On a file system the pickles are checked too; under a URI the workers check them once downloaded.
+        handed_over = run.child(latest) if run.storage.remote else Path(run.path(latest))
+        start, state, refused = checkpoint.newest_complete(handed_over)
     except checkpoint.CheckpointError as exc:
         raise ConfigError(f"run {name!r} cannot be resumed: {exc}") from None
     for refused_path, reason in refused:
@@ -146,6 +160,10 @@ def check_resume(path: Path, name: str, cfg: Config) -> None:
     if refused:
         log.warning("run %r: resuming from %s instead (steps after it are trained again)", name, start.name)
     written_by = state.world_size
+    if written_by != cfg.scaling.num_workers and run.storage.remote:
+        raise ConfigError(f"run {name!r}: {start.name} was written by {written_by} workers and this run has "
+                          f"{cfg.scaling.num_workers}; resharding a checkpoint needs the run on a file system "
+                          f"every worker reads, not a URI. Resume with scaling.num_workers={written_by}")
     if written_by != cfg.scaling.num_workers:
         log.warning("run %r: %s was written by %d workers and this run has %d: it is resharded on resume "
                     "(another global batch: a correct continuation, not a bit-exact one)", name, start.name,
@@ -166,16 +184,18 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 class Plan:
     """A run directory that ``check`` found ``cfg`` may start or resume; nothing written yet."""
     path: Path
+    """Where this process writes the run's files (see ``RunDir.path``)."""
     name: str
     resumed: bool
+    files: StoreDir
 
 
-def prepare(storage: Path, name: Optional[str], cfg: Config) -> RunDir:
+def prepare(storage: Union[Path, Storage], name: Optional[str], cfg: Config) -> RunDir:
     """Create the run directory, or check that ``cfg`` may resume the one that is there."""
     return create(check(storage, name, cfg), cfg)
 
 
-def check(storage: Path, name: Optional[str], cfg: Config) -> Plan:
+def check(storage: Union[Path, Storage], name: Optional[str], cfg: Config) -> Plan:
     """Check that ``cfg`` may start ``storage/name`` or resume what is there, writing nothing.
 
     Callers with more checks to make (the launcher's, which need the cluster) make them between this and
@@ -184,12 +204,14 @@ def check(storage: Path, name: Optional[str], cfg: Config) -> Plan:
     name = name or default_name(cfg)
     if not name or "/" in name or name.startswith("."):
         raise ConfigError(f"--name {name!r}: use a plain directory name")
-    path = (storage / name).resolve()
-    config_file = path / "config.yaml"
-    resumed = config_file.is_file() and has_checkpoint(path)
+    storage = storage if isinstance(storage, Storage) else Storage.parse(storage)
+    run = storage.run(name)
+    path = staging_dir(storage, name) if storage.remote else Path(run.path())
+    has_config = run.is_file("config.yaml")
+    resumed = has_config and has_checkpoint(run)
     new = cfg.to_dict()
-    if config_file.is_file():
-        old = _flatten(yaml.safe_load(config_file.read_text()) or {})
+    if has_config:
+        old = _flatten(yaml.safe_load(run.read_text("config.yaml")) or {})
         changed = [k for k, v in _flatten(new).items()
                    if k.split(".")[0] in FROZEN_SECTIONS and k in old and old[k] != v]
         # The PSNR stage of super-resolution checkpoints no D; adding one is a new stage, not a resume.
@@ -197,29 +219,28 @@ def check(storage: Path, name: Optional[str], cfg: Config) -> Plan:
         if resumed and (old_adv == 0) != (new_adv == 0):
             raise ConfigError(f"loss.adversarial_weight: run {name!r} was trained with {old_adv!r}, now {new_adv!r}; "
                               f"a discriminator cannot be added to or dropped from a run. Start the GAN stage "
-                              f"as a new run from this one's generator: train.init_from={path} --name NEW")
+                              f"as a new run from this one's generator: train.init_from={run.display()} --name NEW")
         if changed and resumed:
             details = ", ".join(f"{k}: {old[k]!r} -> {_flatten(new)[k]!r}" for k in changed)
-            raise ConfigError(f"run {name!r} in {path} was trained with different settings ({details}); "
+            raise ConfigError(f"run {name!r} in {run.display()} was trained with different settings ({details}); "
                               f"resume it with its own config.yaml, or pick a new --name")
-    if config_file.is_file() and (resumed or (path / RAY_SNAPSHOT).is_file()):
-        check_resume(path, name, cfg)
-    return Plan(path, name, resumed)
+    if has_config and (resumed or run.is_file(RAY_SNAPSHOT)):
+        check_resume(run, name, cfg)
+    return Plan(path, name, resumed, run)
 
 
 def create(plan: Plan, cfg: Config) -> RunDir:
     """Create the checked run directory (or take over the existing one): config.yaml and the W&B id."""
-    path = plan.path
-    path.mkdir(parents=True, exist_ok=True)
-    (path / FAILED).unlink(missing_ok=True)  # a new command, perhaps with the cause fixed: its workers try again
-    config_file = path / "config.yaml"
-    tmp = path / "config.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    os.replace(tmp, config_file)
-    id_file = path / "wandb_id"
-    if id_file.is_file():
-        wandb_id = id_file.read_text().strip()
+    run = plan.files
+    plan.path.mkdir(parents=True, exist_ok=True)
+    run.delete(FAILED)  # a new command, perhaps with the cause fixed: its workers try again
+    run.write_text("config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if run.is_file("wandb_id"):
+        wandb_id = run.read_text("wandb_id").strip()
     else:
         wandb_id = uuid.uuid4().hex[:12]
-        id_file.write_text(wandb_id + "\n")
-    return RunDir(path, plan.name, wandb_id, plan.resumed)
+        run.write_text("wandb_id", wandb_id + "\n")
+    if run.storage.remote:  # the staging copy gets them too: it is what a user of this machine looks in
+        for rel in ("config.yaml", "wandb_id"):
+            run.download(rel, plan.path / rel)
+    return RunDir(plan.path, plan.name, wandb_id, plan.resumed, run)

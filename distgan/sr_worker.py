@@ -16,7 +16,7 @@ import torch
 from distgan import models
 from distgan.gan.sr import SuperResolutionGAN
 from distgan.sr_validation import SRValidator
-from distgan.tracking.images import image_grid, save_image, to_unit
+from distgan.tracking.images import image_grid, to_unit
 from distgan.worker import Trainer
 
 NUM_TRIPLETS = 4
@@ -77,5 +77,5 @@ class SRTrainer(Trainer):
                 return {}
             stacks = self.evaluator.triplets(g, NUM_TRIPLETS)
         img = image_grid(to_unit(torch.cat(stacks)), nrow=3)
-        save_image(img, self.info.run_dir / "samples" / f"step_{self.state.step:06d}.png")
+        self.save_sample_grid(img)
         return {"samples": img}

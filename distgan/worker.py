@@ -25,12 +25,13 @@ from distgan import checkpoint, data, engines, models
 from distgan.checkpoint import TrainState
 from distgan.config import Config, ConfigError
 from distgan.evaluate import Evaluator
-from distgan.export import save_generator
+from distgan.export import META as GENERATOR_META, save_generator
 from distgan.gan.ema import GeneratorEMA
 from distgan.gan.phases import AlternatingGAN
 from distgan.tracking.images import render_samples, save_image
 from distgan.tracking.jsonl import MetricsLog
-from distgan.tracking.startup import StartupClock
+from distgan.storage import StoreDir
+from distgan.tracking.startup import FILE as startup_file, StartupClock
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ class RunInfo:
     """Added to the W&B run config: a trial's sampled hyperparameters."""
     startup: dict = field(default_factory=dict)
     """The driver's start-up marks (``distgan.tracking.startup``), completed by rank 0."""
+    remote: Optional[StoreDir] = None
+    """The run directory under a URI (``distgan.storage``); ``run_dir`` is then this node's staging copy, and
+    rank 0 uploads every file it writes there (``Trainer.publish``)."""
 
 
 def latent_generator(seed: int, rank: int) -> torch.Generator:
@@ -192,7 +196,8 @@ class Trainer:
             upcoming = self.state.step + 1
             self.gan.measure_grad_norms = upcoming % cfg.log_every == 0 or upcoming == cfg.steps
             self.gan.step(self.next_real, cfg.batch_size)
-            self.startup.first_step_done(self.info.run_dir if self.rank == 0 else None)
+            if self.startup.first_step_done(self.info.run_dir if self.rank == 0 else None):
+                self.publish(self.info.run_dir / startup_file)
             self.state.step += 1
             self.state.images_seen += self.real_per_step
             step, last = self.state.step, self.state.step == cfg.steps
@@ -213,6 +218,7 @@ class Trainer:
                 record = {**(record or {"step": step, "images_seen": self.state.images_seen}), **self.evaluate()}
             if self.rank == 0 and record is not None:
                 metrics_log.append(record)
+                self.publish(metrics_log.path)
             if wandb_run is not None and (record is not None or images):
                 wandb_run.log({**(record or {"step": step})}, images)
             if step % cfg.checkpoint_every == 0 or last:
@@ -222,7 +228,14 @@ class Trainer:
         self.export()
         if wandb_run is not None:
             wandb_run.finish()
+            self.publish(self.info.run_dir / "wandb")  # an offline run is synced from there
         return self.state
+
+    def publish(self, path: Path) -> None:
+        """Upload a file (or tree) rank 0 wrote into the run directory, when that is a staging copy of a
+        run under a URI; on a file system it is already in place."""
+        if self.info.remote is not None and path.exists():
+            self.info.remote.upload(path, path.relative_to(self.info.run_dir).as_posix())
 
     def uses_buffers(self, step: int) -> bool:
         """Whether this step samples, evaluates or checkpoints: what reads G's and D's buffers."""
@@ -257,8 +270,10 @@ class Trainer:
         with self.session.latest_checkpoint() as directory:
             if directory is None:
                 return
+            # A session over a run under a URI downloads the candidates as they are tried (distgan.storage).
+            downloads = getattr(self.session, "checkpoint_downloads", None)
             restored = checkpoint.load_newest_complete(directory, self.engine_g, self.engine_d, self.rank,
-                                                       self.world)
+                                                       self.world, downloads)
         state, rng, generator = restored.state, restored.rng, restored.generator
         if restored.refused:
             # Ray still counts the refused checkpoint as the latest. A checkpoint saved under its number again
@@ -294,7 +309,10 @@ class Trainer:
         if self.rank != 0:
             return None, None
         metrics_log = MetricsLog(self.info.run_dir / "metrics.jsonl")
+        if self.info.remote is not None and self.info.remote.is_file("metrics.jsonl"):
+            self.info.remote.download("metrics.jsonl", metrics_log.path)  # a resume may run on another node
         metrics_log.rewind(self.state.step)
+        self.publish(metrics_log.path)
         wandb_run = None
         if self.cfg.tracking.wandb:
             from distgan.tracking.wandb_logger import WandbLogger
@@ -360,8 +378,13 @@ class Trainer:
                 samples = g(z) if self.fixed_labels is None else g(z, self.fixed_labels.to(self.device))
                 samples = samples.float().cpu()
         img = render_samples(samples)
-        save_image(img, self.info.run_dir / "samples" / f"step_{self.state.step:06d}.png")
+        self.save_sample_grid(img)
         return {"samples": img}
+
+    def save_sample_grid(self, img) -> None:
+        path = self.info.run_dir / "samples" / f"step_{self.state.step:06d}.png"
+        save_image(img, path)
+        self.publish(path)
 
     def save_checkpoint(self, metrics: dict) -> None:
         if self.state.step <= self.checkpoint_floor:  # see restore
@@ -378,7 +401,9 @@ class Trainer:
     def export(self) -> None:
         with self.generator_snapshot() as g:
             if self.rank == 0:
-                save_generator(self.info.run_dir, g, self.export_metadata())
+                weights = save_generator(self.info.run_dir, g, self.export_metadata())
+                self.publish(weights)
+                self.publish(weights.with_name(GENERATOR_META))
 
 
 def init_generator(module: torch.nn.Module, cfg: Config) -> None:

@@ -25,6 +25,14 @@ if "DISTGAN_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["DISTGAN_CACHE_DIR"], True)
 # Before anything imports ray: the test cluster's servers listen on 127.0.0.1 only.
 keep_embedded_ray_on_loopback(None)
+# The S3 tests talk to a local S3 server (``s3_storage``), never to AWS: fixed fake credentials for it, and no
+# probe of the EC2 metadata service. Set before Ray starts, so its workers (which read the store) have them.
+os.environ.update(AWS_ACCESS_KEY_ID="distgan-test", AWS_SECRET_ACCESS_KEY="distgan-test",
+                  AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+# Staging copies of runs under a URI go to a directory of this session, removed at exit.
+if "DISTGAN_STAGING_DIR" not in os.environ:
+    os.environ["DISTGAN_STAGING_DIR"] = tempfile.mkdtemp(prefix="distgan-test-staging-")
+    atexit.register(shutil.rmtree, os.environ["DISTGAN_STAGING_DIR"], True)
 
 
 def free_port() -> int:
@@ -60,3 +68,33 @@ def local_ray():
              logging_level="WARNING", log_to_driver=True)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3-compatible server (moto's, listening on 127.0.0.1): the object store that cannot exist here.
+
+    Yields its endpoint ``127.0.0.1:PORT``; stopped at the end of the session.
+    """
+    from moto.server import ThreadedMotoServer
+
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_storage(s3_server, request):
+    """``s3://BUCKET/runs?...`` on the local server, in a fresh bucket per test (named after it)."""
+    import re
+
+    import boto3
+
+    bucket = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") or "distgan"
+    boto3.client("s3", endpoint_url=f"http://{s3_server}").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/runs?endpoint_override={s3_server}&scheme=http"

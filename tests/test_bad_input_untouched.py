@@ -125,6 +125,15 @@ def no_cluster(monkeypatch):
     """Stand-ins for a cluster without GPUs; the trainer is never built."""
     monkeypatch.setattr(launch_train, "ray_cluster", lambda *a, **k: contextlib.nullcontext())
     monkeypatch.setattr(launch_train, "resolve_use_gpu", lambda cfg: False)
+    # The real progress printer's queue is a Ray actor: it would start (and leave running) a Ray of its own.
+    monkeypatch.setattr(launch_train, "ProgressPrinter", NoProgress)
+
+
+class NoProgress(contextlib.nullcontext):
+    callback = None
+
+    def __init__(self, *args):
+        super().__init__()
 
 
 def test_a_good_resume_gets_past_the_checks(monkeypatch, storage):

@@ -15,6 +15,7 @@ from distgan import rundir
 from distgan.checkpoint import CheckpointError
 from distgan.config import Config, ConfigError
 from distgan.gan.nonfinite import NonFiniteError
+from distgan.storage import CheckpointDownloads, Storage, StoreDir, staging_dir
 from distgan.worker import RunInfo, run_worker
 
 FINAL_ERRORS = (ConfigError, CheckpointError, NonFiniteError)
@@ -24,9 +25,13 @@ FINAL_ERRORS = (ConfigError, CheckpointError, NonFiniteError)
 class RaySession:
     """``distgan.worker.Session`` over Ray Train's context, report and checkpoints."""
 
-    def __init__(self, use_gpu: bool, initial_checkpoint: Optional[str] = None):
+    def __init__(self, use_gpu: bool, initial_checkpoint: Optional[str] = None,
+                 remote: Optional[StoreDir] = None, staging: Optional[Path] = None):
         ctx = ray.train.get_context()
         self.initial_checkpoint = initial_checkpoint
+        self.remote, self.staging = remote, staging
+        self.checkpoint_downloads: Optional[CheckpointDownloads] = None
+        """Set while a checkpoint of a run under a URI is being restored (see ``latest_checkpoint``)."""
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         self.device: torch.device = ray.train.torch.get_device()
@@ -39,12 +44,23 @@ class RaySession:
         Ray Train V2 hands every worker ``STORAGE/NAME/<checkpoint_dir_name>`` from its checkpoint
         manager's record. On the local or shared file system runs use, ``as_directory`` yields that
         path itself, so its earlier ``checkpoint_NNNNNN`` siblings are there to fall back to
-        (``checkpoint.load_newest_complete``).
+        (``checkpoint.load_newest_complete``). Under a URI it yields where the checkpoint will be
+        downloaded to in this rank's staging directory, and ``checkpoint_downloads`` fetches it (and
+        earlier ones, if it is refused) as the restore tries them; the downloads go when it is done.
         """
         ckpt = ray.train.get_checkpoint()
         if ckpt is None:
             # A fresh run may start from a given checkpoint (a sweep trial that PBT pointed at a better one).
             yield Path(self.initial_checkpoint) if self.initial_checkpoint else None
+            return
+        if self.remote is not None:
+            downloads = CheckpointDownloads(self.remote, self.staging / ".checkpoints" / f"rank{self.rank}")
+            self.checkpoint_downloads = downloads
+            try:
+                yield downloads.local / Path(ckpt.path).name
+            finally:
+                self.checkpoint_downloads = None
+                downloads.discard()
             return
         with ckpt.as_directory() as directory:
             yield Path(directory)
@@ -64,14 +80,22 @@ def quiet_ray_reports() -> None:
 def train_fn(loop_config: dict) -> None:
     """What ``TorchTrainer`` runs on every worker; plain dicts cross the Ray boundary."""
     quiet_ray_reports()
-    run_dir = Path(loop_config["run_dir"])
-    rundir.raise_if_failed(run_dir)
+    remote = None
+    if loop_config.get("remote_storage"):  # a run under a URI: this node works on a staging copy
+        storage = Storage.parse(loop_config["remote_storage"])
+        remote = storage.run(loop_config["name"])
+        run_dir = staging_dir(storage, loop_config["name"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        run_dir = Path(loop_config["run_dir"])
+    rundir.raise_if_failed(remote or run_dir)
     cfg = Config.from_dict(loop_config["config"])
     info = RunInfo(run_dir, loop_config["name"], loop_config["wandb_id"],
                    loop_config.get("wandb_group"), loop_config.get("wandb_extra") or {},
-                   loop_config.get("startup") or {})
+                   loop_config.get("startup") or {}, remote)
+    session = RaySession(loop_config["use_gpu"], loop_config.get("initial_checkpoint"), remote, run_dir)
     try:
-        run_worker(cfg, info, RaySession(loop_config["use_gpu"], loop_config.get("initial_checkpoint")))
+        run_worker(cfg, info, session)
     except FINAL_ERRORS as exc:
-        rundir.record_failure(run_dir, exc)
+        rundir.record_failure(remote or run_dir, exc)
         raise

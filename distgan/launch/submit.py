@@ -6,8 +6,9 @@ environment carries a staging directory with the resolved ``config.yaml`` as
 its working directory and, unless the cluster's image is trusted to hold the
 same version (``--package installed``), this distgan package as a py_module.
 On the cluster the job runs ``python -m distgan train|tune config.yaml
---address auto --storage STORAGE --name NAME``; the storage must be a path
-every node sees (a shared file system), since any node may resume the run.
+--address auto --storage STORAGE --name NAME``; the storage must be one
+every node reaches (a shared file system, or for a run a URI such as
+``s3://bucket/runs``: see ``distgan.storage``), since any node may resume it.
 
 Token authentication (Ray 2.52+) is Ray's own: with ``RAY_AUTH_MODE=token``
 the client sends the token from ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or

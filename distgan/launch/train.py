@@ -21,8 +21,11 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from distgan import rundir
 from distgan.config import Config, ConfigError, with_absolute_paths
+from distgan.export import META as GENERATOR_META, WEIGHTS as GENERATOR_WEIGHTS
 from distgan.launch.progress import ProgressPrinter
 from distgan.launch.session import train_fn
+from distgan.storage import Storage
+from distgan.tracking.startup import FILE as STARTUP_FILE
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +35,14 @@ DEFAULT_STORAGE = "runs"
 @dataclass
 class TrainResult:
     run_dir: Path
+    """The run directory; for a run under a URI, this machine's copy of its files (not its checkpoints)."""
     name: str
     metrics: dict
     """The last metrics rank 0 reported."""
-    checkpoint: Optional[Path]
-    """The latest checkpoint directory."""
+    checkpoint: Optional[str]
+    """The latest checkpoint directory (a path on the storage's file system)."""
+    location: str = ""
+    """Where the run is kept, as the user named the storage: a directory or a URI."""
 
 
 @contextlib.contextmanager
@@ -93,7 +99,7 @@ def set_report_barrier_timeout(seconds: float) -> None:
     os.environ[REPORT_BARRIER_TIMEOUT_ENV] = repr(float(seconds))
 
 
-def build_trainer(cfg: Config, run: rundir.RunDir, storage: Path, use_gpu: bool, callbacks: list,
+def build_trainer(cfg: Config, run: rundir.RunDir, storage: Union[Path, Storage], use_gpu: bool, callbacks: list,
                   train_loop: Callable[[dict], None] = train_fn, train_name: Optional[str] = None,
                   **loop_extras) -> TorchTrainer:
     """The TorchTrainer of one run; Ray Train keeps its checkpoints in ``storage/train_name`` (default: the run's name).
@@ -105,8 +111,11 @@ def build_trainer(cfg: Config, run: rundir.RunDir, storage: Path, use_gpu: bool,
     gradient reductions run on its own copy of the world group: ``engines.bound_deepspeed_world_group``.)
     """
     set_report_barrier_timeout(cfg.train.collective_timeout_s)
+    storage = storage if isinstance(storage, Storage) else Storage.parse(storage)
     loop_config = {"config": cfg.to_dict(), "run_dir": str(run.path), "name": run.name,
                    "wandb_id": run.wandb_id, "use_gpu": use_gpu, **loop_extras}
+    if storage.remote:
+        loop_config["remote_storage"] = storage.text
     return TorchTrainer(
         train_loop,
         train_loop_config=loop_config,
@@ -115,7 +124,7 @@ def build_trainer(cfg: Config, run: rundir.RunDir, storage: Path, use_gpu: bool,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo", timeout_s=cfg.train.collective_timeout_s),
         run_config=RunConfig(
             name=train_name or run.name,
-            storage_path=str(storage),
+            storage_path=storage.text,
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
             callbacks=callbacks,
@@ -133,10 +142,11 @@ def train(cfg: Config, name: Optional[str] = None, address: Optional[str] = None
     is when the command began, the start of the start-up breakdown in ``startup.json``.
     """
     startup = {"start": started or time.time()}
-    storage = rundir.storage_root(storage or DEFAULT_STORAGE)
+    storage = Storage.parse(storage or DEFAULT_STORAGE)
+    storage.check_reachable()
     cfg = with_absolute_paths(cfg)
     plan = rundir.check(storage, name, cfg)
-    print(f"{'Resuming' if plan.resumed else 'Starting'} run {plan.name!r} in {plan.path}", flush=True)
+    print(f"{'Resuming' if plan.resumed else 'Starting'} run {plan.name!r} in {plan.files.display()}", flush=True)
     min_cpus = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
     with ray_cluster(address, min_cpus):
         startup["ray_ready"] = time.time()
@@ -152,9 +162,19 @@ def train(cfg: Config, name: Optional[str] = None, address: Optional[str] = None
             try:
                 result = trainer.fit()
             except Exception:
-                failure = rundir.recorded_failure(run.path)
+                failure = rundir.recorded_failure(run.files)
                 if failure is None:
                     raise
                 raise rundir.RunFailed(f"run {run.name!r} stopped: {failure}") from None
-    ckpt = Path(result.checkpoint.path) if result.checkpoint is not None else None
-    return TrainResult(run.path, run.name, dict(result.metrics or {}), ckpt)
+    if storage.remote:
+        fetch_outputs(run)
+    ckpt = result.checkpoint.path if result.checkpoint is not None else None
+    return TrainResult(run.path, run.name, dict(result.metrics or {}), ckpt, run.files.display())
+
+
+def fetch_outputs(run: rundir.RunDir) -> None:
+    """Copy a finished run's outputs from its URI into this machine's staging copy (``TrainResult.run_dir``),
+    so that ``distgan sample`` and friends can read them; its checkpoints stay in the storage."""
+    for rel in (GENERATOR_WEIGHTS, GENERATOR_META, STARTUP_FILE, "metrics.jsonl"):
+        if run.files.is_file(rel):
+            run.files.download(rel, run.path / rel)

@@ -39,19 +39,20 @@ class StartupClock:
     def mark(self, name: str) -> None:
         self.marks[name] = time.time()
 
-    def first_step_done(self, run_dir: Optional[Path]) -> None:
+    def first_step_done(self, run_dir: Optional[Path]) -> bool:
         """Mark the end of the first step and write ``startup.json`` into ``run_dir`` (rank 0 passes one, the
-        others None); only the first call does anything."""
+        others None); only the first call does anything. Returns whether it wrote the file."""
         if self.written:
-            return
+            return False
         self.written = True
         self.mark("first_step")
         if run_dir is None:
-            return
+            return False
         path = Path(run_dir) / FILE
         tmp = path.with_name(FILE + ".tmp")
         tmp.write_text(json.dumps({"marks": self.marks, "phases": phases(self.marks)}, indent=2))
         os.replace(tmp, path)
+        return True
 
 
 def phases(marks: dict[str, float]) -> dict[str, float]:
