@@ -13,6 +13,7 @@ would also stop the test session's own Ray).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -101,20 +102,64 @@ def distgan_cli(cluster: dict, *args: str, env: Optional[dict] = None, timeout: 
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_submit_follows_a_run_across_both_nodes(cluster, tmp_path):
-    storage = tmp_path / "shared"
+def in_cluster_python(cluster: dict, code: str, timeout: float = 60) -> str:
+    done = subprocess.run([*cluster["netns"], sys.executable, "-c", code], env=cluster["env"], capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+S3_ENDPOINT = "127.0.0.2:9000"
+
+
+@pytest.fixture(scope="module")
+def cluster_bucket(cluster):
+    """An S3 bucket the nodes reach: moto's S3 server (the cloud bucket that cannot exist here) on the head's
+    address inside the namespace. The nodes have the session's fake AWS credentials (see conftest).
+    Yields the storage URI; the server goes with the namespace."""
+    server = subprocess.Popen([*cluster["netns"], sys.executable, "-m", "moto.server", "-H", "127.0.0.2", "-p",
+                               S3_ENDPOINT.split(":")[1]], env=cluster["env"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        in_cluster_python(cluster, f"""
+import time, boto3, botocore.exceptions
+s3 = boto3.client("s3", endpoint_url="http://{S3_ENDPOINT}")
+for _ in range(100):
+    try:
+        s3.create_bucket(Bucket="cluster"); break
+    except botocore.exceptions.EndpointConnectionError:
+        time.sleep(0.2)
+else:
+    raise SystemExit("moto's S3 server did not start")
+""")
+        yield f"s3://cluster/runs?endpoint_override={S3_ENDPOINT}&scheme=http"
+    finally:
+        server.kill()
+        server.wait()
+
+
+def bucket_objects(cluster: dict, prefix: str) -> dict[str, int]:
+    code = (f"import boto3, json; s3 = boto3.client('s3', endpoint_url='http://{S3_ENDPOINT}'); "
+            f"print(json.dumps({{o['Key']: o['Size'] for o in s3.list_objects_v2(Bucket='cluster', "
+            f"Prefix='{prefix}').get('Contents', [])}}))")
+    return json.loads(in_cluster_python(cluster, code))
+
+
+def test_submit_follows_a_run_across_both_nodes_into_a_bucket(cluster, cluster_bucket):
     done = distgan_cli(cluster, "submit", *OVERRIDES, *QUICK, "--address", cluster["address"],
-                       "--storage", str(storage), "--name", "two-nodes", "--follow")
+                       "--storage", cluster_bucket, "--name", "two-nodes", "--follow")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "SUCCEEDED" in done.stdout
+    assert "SUCCEEDED" in done.stdout and "Starting run 'two-nodes' in s3://cluster/runs/two-nodes" in done.stdout
     # Ray Train lists its workers with their node's IP: one worker on each node.
     for ip in ("127.0.0.2", "127.0.0.3"):
         assert re.search(rf"ip={re.escape(ip)}, pid=\d+\) world_rank=[01]", done.stdout), (ip, done.stdout[-3000:])
-    run = storage / "two-nodes"
-    assert (run / "checkpoint_000006" / "train_state.json").is_file()
-    assert (run / "generator.safetensors").is_file()
-    assert {p.name for p in (run / "checkpoint_000006").glob("manifest_rank*.json")} == {
-        "manifest_rank0.json", "manifest_rank1.json"}
+    # Each node uploaded its rank's part of the checkpoint into the bucket; rank 0 the run's files.
+    kept = bucket_objects(cluster, "runs/two-nodes/")
+    ckpt = "runs/two-nodes/checkpoint_000006/"
+    for rel in ("train_state.json", "manifest_rank0.json", "manifest_rank1.json", "rng_rank1.safetensors"):
+        assert kept.get(ckpt + rel, 0) > 0, (rel, sorted(kept))
+    for rel in ("generator.safetensors", "metrics.jsonl", "config.yaml", "samples/step_000006.png"):
+        assert kept.get(f"runs/two-nodes/{rel}", 0) > 0, rel
 
     listed = distgan_cli(cluster, "jobs", "list", "--address", cluster["address"], timeout=60)
     assert listed.returncode == 0 and "two-nodes" in listed.stdout and "SUCCEEDED" in listed.stdout
