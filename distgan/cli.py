@@ -10,6 +10,7 @@ STARTED = time.time()
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Optional, Sequence  # noqa: E402
@@ -67,8 +68,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _jobs_address(args: argparse.Namespace) -> str:
-    import os
-
     address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
     if not address:
         raise ConfigError("--address: give the cluster's Jobs API address, e.g. http://HEAD:8265 "
@@ -79,7 +78,7 @@ def _jobs_address(args: argparse.Namespace) -> str:
 def cmd_submit(args: argparse.Namespace) -> int:
     from distgan import rundir
     from distgan.launch import submit
-    from distgan.storage import Storage
+    from distgan.storage import check_uri, is_uri
 
     config_path, overrides = split_config_args(args.items)
     cfg = load_config(config_path, tuple(overrides))  # a bad config fails here, before anything is sent
@@ -90,8 +89,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     # A bad URI (or one holding credentials) is refused before anything is sent; a sweep needs a file system.
     if args.tune:
         rundir.storage_root(storage, "distgan submit --tune")
-    else:
-        Storage.parse(storage)
+    elif is_uri(storage):
+        check_uri(storage)  # reaching the store is left to the cluster
+    if not is_uri(storage) and not os.path.isabs(os.path.expanduser(storage)):
+        raise ConfigError(f"--storage {storage!r}: give an absolute path on the cluster (or a URI); a relative one "
+                          f"would name a directory inside the job's temporary working directory")
     name = args.name or ("sweep_" if args.tune else "") + rundir.default_name(cfg)
     command = "tune" if args.tune else "train"
     address = _jobs_address(args)

@@ -26,7 +26,7 @@ import yaml
 
 from distgan import checkpoint
 from distgan.config import Config, ConfigError
-from distgan.storage import Storage, StoreDir, local_dir, staging_dir
+from distgan.storage import Storage, StoreDir, is_uri, local_dir, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,11 @@ def storage_root(storage: Union[str, Path], command: str = "distgan tune") -> Pa
     by path; under a URI that would need every trial's checkpoints mirrored, which is not built. Without
     this check ``s3://bucket/sweeps`` would become a local directory named ``s3:``.
     """
-    parsed = Storage.parse(storage)
-    if parsed.remote:
-        raise ConfigError(f"--storage {parsed.display()!r}: {command} keeps sweeps on a file system; use a "
-                          f"directory every node mounts (NFS, EFS, Filestore, Lustre, or a bucket mounted "
+    if is_uri(storage):  # said before pyarrow is asked, which may contact the store
+        raise ConfigError(f"--storage {str(storage).split('?')[0]!r}: {command} keeps sweeps on a file system; use "
+                          f"a directory every node mounts (NFS, EFS, Filestore, Lustre, or a bucket mounted "
                           f"with a FUSE driver). `distgan train` and `distgan submit` take URIs")
-    return Path(parsed.root)
+    return Path(Storage.parse(storage).root)
 
 
 def default_name(cfg: Config) -> str:

@@ -54,15 +54,9 @@ class Storage:
             path = Path(text).expanduser().resolve()
             return cls(str(path), pafs.LocalFileSystem(), str(path), remote=False)
         parts = urlsplit(text)
-        if parts.username or parts.password:
-            raise ConfigError(f"--storage {redacted(text)}: credentials in the URI would be printed and kept in "
-                              f"job metadata; give them the store's usual way (environment, profile, instance "
-                              f"role) and leave them out of the URI")
         if parts.scheme == "file":
             return cls.parse(parts.path)
-        if parts.scheme in ("s3", "gs", "gcs") and not parts.path.strip("/"):
-            raise ConfigError(f"--storage {text!r}: name a prefix inside the bucket (s3://bucket/runs), "
-                              f"not the bucket itself")
+        check_uri(text)
         try:  # may ask the store where the bucket lives (S3 without region=...): a bad address fails here
             fs, root = pafs.FileSystem.from_uri(text)
         except ValueError as exc:  # pyarrow's ArrowInvalid: a scheme or option it does not know
@@ -90,6 +84,25 @@ class Storage:
         """The storage (or a run in it) as a user would name it: a path, or the URI without its query."""
         base = self.text if not self.remote else self.text.split("?", 1)[0].rstrip("/")
         return f"{base}/{name}" if name else base
+
+
+def is_uri(storage: Union[str, Path]) -> bool:
+    """Whether ``--storage`` names an object store (or another non-local file system) rather than a directory."""
+    text = str(storage)
+    return "://" in text and urlsplit(text).scheme != "file"
+
+
+def check_uri(text: str) -> None:
+    """What can be said of a storage URI without reaching the store (``distgan submit`` leaves that to the
+    cluster, which may reach stores the submitting machine cannot)."""
+    parts = urlsplit(text)
+    if parts.username or parts.password:
+        raise ConfigError(f"--storage {redacted(text)}: credentials in the URI would be printed and kept in "
+                          f"job metadata; give them the store's usual way (environment, profile, instance "
+                          f"role) and leave them out of the URI")
+    if parts.scheme in ("s3", "gs", "gcs") and not parts.path.strip("/"):
+        raise ConfigError(f"--storage {text!r}: name a prefix inside the bucket (s3://bucket/runs), "
+                          f"not the bucket itself")
 
 
 def _first_line(exc: BaseException) -> str:

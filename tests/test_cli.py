@@ -136,6 +136,8 @@ def test_submit_needs_an_address_and_storage_before_anything_else(no_ray, capsys
     assert "--address" in capsys.readouterr().err
     assert cli_main(["submit", "train.steps=5", "--storage", "/tmp/x", "--address", "127.0.0.1:8265"]) == 2
     assert "http://HEAD:8265" in capsys.readouterr().err
+    assert cli_main(["submit", "train.steps=5", "--storage", "runs", "--address", "http://127.0.0.1:9"]) == 2
+    assert "--storage 'runs': give an absolute path on the cluster" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", [["tune", "CONFIGS/tune_dcgan_digits_asha.yaml"],

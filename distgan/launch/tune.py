@@ -21,12 +21,13 @@ Layout of ``STORAGE/NAME/``::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import ray
 import yaml
@@ -240,6 +241,27 @@ def resolve_sweep(cfg: Optional[Config], storage: Path, name: Optional[str], res
     return cfg, sweep_dir
 
 
+@contextlib.contextmanager
+def working_directory(path: Path) -> Iterator[None]:
+    """Run in ``path``, and go back after if there is a directory to go back to.
+
+    As a Ray job (``distgan submit --tune``) the driver starts in the job's working directory, which Ray
+    removes from under it once it has joined the cluster (observed with Ray 2.60); Tune makes paths relative
+    while it collects results, and that fails in ``os.getcwd()`` without a working directory that exists.
+    """
+    try:
+        previous: Optional[str] = os.getcwd()
+    except FileNotFoundError:
+        previous = None
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            with contextlib.suppress(OSError):
+                os.chdir(previous)
+
+
 def save_sweep_config(cfg: Config, sweep_dir: Path) -> None:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     tmp = sweep_dir / "sweep.yaml.tmp"
@@ -263,8 +285,9 @@ def run_tune(cfg: Optional[Config], name: Optional[str] = None, address: Optiona
         if not resume:
             save_sweep_config(cfg, sweep_dir)
         concurrent = min(cfg.tune.max_concurrent or fits, fits)
-        grid = build_tuner(cfg, sweep_dir, use_gpu, concurrent, resume).fit()
-        result = summarize(cfg, sweep_dir, grid)
+        with working_directory(sweep_dir):
+            grid = build_tuner(cfg, sweep_dir, use_gpu, concurrent, resume).fit()
+            result = summarize(cfg, sweep_dir, grid)
     log.info("sweep finished in %.0f s", time.monotonic() - started)
     return result
 

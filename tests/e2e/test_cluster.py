@@ -165,6 +165,26 @@ def test_submit_follows_a_run_across_both_nodes_into_a_bucket(cluster, cluster_b
     assert listed.returncode == 0 and "two-nodes" in listed.stdout and "SUCCEEDED" in listed.stdout
 
 
+def test_submit_tune_runs_a_sweep_on_the_cluster(cluster, tmp_path):
+    """``distgan submit --tune``: the sweep's driver runs as the job, its trials as Ray Train runs on the nodes."""
+    storage = tmp_path / "shared"
+    config = Path(__file__).resolve().parents[2] / "configs" / "tune_dcgan_digits_asha.yaml"
+    sweep = (*OVERRIDES, "tracking.wandb=false", "scaling.num_workers=1", "tune.num_samples=2", "train.steps=6",
+             "eval.every=6", "eval.metrics=fid", "train.checkpoint_every=6", "tune.scheduler.grace_period=6",
+             "tune.space={optim.g.lr: {loguniform: [1.0e-4, 1.0e-3]}, optim.d.lr: {loguniform: [1.0e-4, 1.0e-3]}}")
+    done = distgan_cli(cluster, "submit", str(config), *sweep, "--tune", "--address", cluster["address"],
+                       "--storage", str(storage), "--name", "lr-sweep", "--follow", timeout=420)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Submitted tune 'lr-sweep'" in done.stdout and "SUCCEEDED" in done.stdout
+    results = json.loads((storage / "lr-sweep" / "results.json").read_text())
+    assert len(results["trials"]) == 2 and results["best"] is not None
+    assert all(row["fid"] is not None and row["fid"] > 0 for row in results["trials"]), results["trials"]
+    assert (storage / "lr-sweep" / "best_config.yaml").is_file()
+    assert (storage / "lr-sweep" / "best" / "generator.safetensors").is_file()
+    for row in results["trials"]:  # each trial is a run of its own, with its checkpoint in the shared storage
+        assert (storage / "lr-sweep" / "trials" / row["trial"] / "config.yaml").is_file(), row["trial"]
+
+
 def test_a_stopped_job_resumes_when_submitted_again(cluster, tmp_path):
     storage = tmp_path / "shared"
     overrides = (*OVERRIDES, *QUICK, "train.checkpoint_every=5", "train.log_every=5")
