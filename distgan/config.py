@@ -45,6 +45,11 @@ class TrainConfig:
     kernels prefer on GPUs with tensor cores (bf16/fp16) and on oneDNN CPUs (docs/performance.md has the
     CPU numbers). Convolutional families at ZeRO-0 only: under ZeRO 1-3 DeepSpeed keeps the parameters as
     views of flat NCHW buffers, and NHWC batches alone gain nothing. May be changed on resume."""
+    compile: bool = False
+    """Compile G's and D's forward passes with ``torch.compile`` (in place: parameters, state-dict keys and
+    checkpoints are the eager module's). Pays a compilation at the start (tens of seconds on CPU; again for
+    each new input shape) for faster steps after. ZeRO 0-2; D stays eager with a gradient penalty (r1, gp),
+    whose double backward compiled autograd does not support. May be changed on resume."""
     log_every: int = 25
     """Generator steps between metric reports (losses are synced only then)."""
     checkpoint_every: int = 500

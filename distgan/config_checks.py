@@ -38,6 +38,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.channels_last: needs ZeRO-0 for G and D (got stages {ds.stage('g')} and "
                           f"{ds.stage('d')}): DeepSpeed keeps ZeRO 1-3 parameters as views of flat buffers, which "
                           f"cannot be laid out NHWC")
+    if t.compile and (ds.stage("g") == 3 or ds.stage("d") == 3):
+        raise ConfigError(f"train.compile: needs ZeRO 0-2 for G and D (got stages {ds.stage('g')} and "
+                          f"{ds.stage('d')}): ZeRO-3 gathers and frees parameters in module hooks, which "
+                          f"torch.compile breaks its graphs on")
     if t.reuse_fakes and (t.n_critic != 1 or ds.g.gradient_accumulation_steps != 1
                           or ds.d.gradient_accumulation_steps != 1):
         raise ConfigError("train.reuse_fakes: G's step reuses the one batch of fakes of the D step before it, so "

@@ -139,6 +139,19 @@ def compute_dtype(cfg: Config) -> torch.dtype:
     return DTYPES[cfg.deepspeed.precision]
 
 
+def compile_modules(cfg: Config, engine_g, engine_d) -> None:
+    """``train.compile``: compile each engine's module in place (``nn.Module.compile``), so its parameters,
+    state-dict keys and DeepSpeed's hooks on them are the eager module's, and checkpoints do not change.
+
+    Compilation happens at the first forward pass of each kind (D also sees G's fakes with D frozen: a
+    second graph). D stays eager under a gradient penalty: its double backward is not supported by the
+    compiled autograd of torch 2.x.
+    """
+    engine_g.module.compile()
+    if engine_d is not None and cfg.loss.d_reg.type == "none":
+        engine_d.module.compile()
+
+
 def memory_format(cfg: Config) -> torch.memory_format:
     """The layout of image batches and conv weights: NHWC with ``train.channels_last``."""
     return torch.channels_last if cfg.train.channels_last else torch.contiguous_format

@@ -136,6 +136,8 @@ class Trainer:
             for engine in (self.engine_g, self.engine_d):
                 if engine is not None:
                     engine.module.to(memory_format=layout)
+        if cfg.train.compile:
+            engines.compile_modules(cfg, self.engine_g, self.engine_d)
         self.dtype = engines.compute_dtype(cfg)
         self.z_gen = latent_generator(cfg.train.seed, self.rank)
         self.gan = self.build_algorithm()

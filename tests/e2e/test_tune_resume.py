@@ -40,7 +40,7 @@ def terminated_in_saved_state(sweep: Path) -> set[str]:
 def test_killed_sweep_resumes_and_keeps_finished_trials(local_ray, tmp_path):
     # Optuna (TPE) proposes the trials, so its state must survive the kill too.
     overrides = SWEEP + (LRS, "scaling.num_workers=1", "tune.num_samples=3", "tune.max_concurrent=1",
-                         "tune.search=optuna", "tracking.wandb=false")
+                         "tune.search=optuna", "tracking.wandb=false", "train.steps=20")
     sweep = tmp_path / "resume"
     proc = subprocess.Popen([sys.executable, "-m", "distgan", "tune", *overrides, "--name", "resume",
                              "--storage", str(tmp_path)], env=dict(os.environ, PYTHONWARNINGS="ignore"),
@@ -58,11 +58,11 @@ def test_killed_sweep_resumes_and_keeps_finished_trials(local_ray, tmp_path):
             for name in terminated_in_saved_state(sweep)}
 
     result = run_tune(None, name="resume", storage=tmp_path, resume=True)
-    assert len(result.rows) == 3 and all(r["status"] == "finished" and r["step"] == 40 for r in result.rows)
+    assert len(result.rows) == 3 and all(r["status"] == "finished" and r["step"] == 20 for r in result.rows)
     for name, metrics in kept.items():
         trial = sweep / "trials" / name
         assert (trial / "metrics.jsonl").read_bytes() == metrics, f"finished trial {name} ran again"
         assert len(list((trial / "attempts").glob("attempt_*"))) == 1
     for row in result.rows:
-        assert read_metrics(sweep / "trials" / row["trial"] / "metrics.jsonl")[-1]["step"] == 40
+        assert read_metrics(sweep / "trials" / row["trial"] / "metrics.jsonl")[-1]["step"] == 20
     assert result.best is not None and (sweep / "best" / "generator.safetensors").is_file()
