@@ -82,7 +82,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     config_path, overrides = split_config_args(args.items)
     cfg = load_config(config_path, tuple(overrides))  # a bad config fails here, before anything is sent
-    storage = args.storage or submit.default_storage()
+    storage = args.storage or cfg.train.storage or submit.default_storage()
     if not storage:
         raise ConfigError("--storage: where the cluster keeps runs, a path every node sees (a shared file "
                           "system) or a URI (s3://bucket/runs); or set DISTGAN_STORAGE")

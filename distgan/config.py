@@ -77,6 +77,10 @@ class TrainConfig:
     init_from: Optional[str] = None
     """Start G from this exported generator (a run directory, checkpoint directory or
     ``generator.safetensors``) of the same architecture: the GAN stage of SR starts from its PSNR stage."""
+    storage: Optional[str] = None
+    """Where runs are kept when the command gives no ``--storage``: a directory, or a URI (``s3://bucket/runs``;
+    ``distgan train`` and ``submit`` only, see ``distgan.storage``). Default ``./runs`` (``distgan submit``:
+    ``DISTGAN_STORAGE``)."""
 
 
 @dataclass
@@ -441,9 +445,9 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: tuple[str, .
     return Config.from_dict(raw)
 
 
-PATH_KEYS = ("data.path", "data.lr_path", "data.val_path", "train.init_from", "eval.inception_weights",
-             "eval.cache_dir", "loss.perceptual.vgg_weights")
-"""Config values that name local files or folders."""
+PATH_KEYS = ("data.path", "data.lr_path", "data.val_path", "train.init_from", "train.storage",
+             "eval.inception_weights", "eval.cache_dir", "loss.perceptual.vgg_weights")
+"""Config values that name local files or folders (or a URI, left as it is)."""
 
 
 def with_absolute_paths(cfg: Config) -> Config:

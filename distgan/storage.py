@@ -45,27 +45,29 @@ class Storage:
     root: str
     """The root as a path on ``fs`` (a URI without scheme and query)."""
     remote: bool
+    key: str = "--storage"
+    """Where the user gave it (``--storage`` or ``train.storage``): what error messages name."""
 
     @classmethod
-    def parse(cls, storage: Union[str, Path]) -> "Storage":
+    def parse(cls, storage: Union[str, Path], key: str = "--storage") -> "Storage":
         """A directory (made absolute) or a URI pyarrow can open; a bad URI is a ConfigError naming it."""
         text = str(storage)
         if "://" not in text:
             path = Path(text).expanduser().resolve()
-            return cls(str(path), pafs.LocalFileSystem(), str(path), remote=False)
+            return cls(str(path), pafs.LocalFileSystem(), str(path), remote=False, key=key)
         parts = urlsplit(text)
         if parts.scheme == "file":
-            return cls.parse(parts.path)
-        check_uri(text)
+            return cls.parse(parts.path, key)
+        check_uri(text, key)
         try:  # may ask the store where the bucket lives (S3 without region=...): a bad address fails here
             fs, root = pafs.FileSystem.from_uri(text)
         except ValueError as exc:  # pyarrow's ArrowInvalid: a scheme or option it does not know
-            raise ConfigError(f"--storage {text!r}: not a storage URI this installation can open ({exc}); "
+            raise ConfigError(f"{key} {text!r}: not a storage URI this installation can open ({exc}); "
                               f"use a directory, or s3://, gs://, hdfs:// with the store's options in the "
                               f"query (s3://bucket/runs?endpoint_override=host:9000)") from None
         except OSError as exc:
-            raise ConfigError(f"--storage {text!r} cannot be reached: {_first_line(exc)}") from None
-        return cls(text, fs, root.rstrip("/"), remote=True)
+            raise ConfigError(f"{key} {text!r} cannot be reached: {_first_line(exc)}") from None
+        return cls(text, fs, root.rstrip("/"), remote=True, key=key)
 
     def check_reachable(self) -> None:
         """Fail early, naming the storage, when it cannot be listed (no such bucket, endpoint down, no access)."""
@@ -73,9 +75,9 @@ class Storage:
             self.fs.get_file_info(self.root)
             bucket = self.root.split("/", 1)[0]
             if self.remote and self.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
-                raise ConfigError(f"--storage {self.text!r}: bucket {bucket!r} does not exist")
+                raise ConfigError(f"{self.key} {self.text!r}: bucket {bucket!r} does not exist")
         except OSError as exc:
-            raise ConfigError(f"--storage {self.text!r} cannot be reached: {_first_line(exc)}") from None
+            raise ConfigError(f"{self.key} {self.text!r} cannot be reached: {_first_line(exc)}") from None
 
     def run(self, name: str) -> "StoreDir":
         return StoreDir(self, f"{self.root}/{name}")
@@ -92,16 +94,16 @@ def is_uri(storage: Union[str, Path]) -> bool:
     return "://" in text and urlsplit(text).scheme != "file"
 
 
-def check_uri(text: str) -> None:
+def check_uri(text: str, key: str = "--storage") -> None:
     """What can be said of a storage URI without reaching the store (``distgan submit`` leaves that to the
     cluster, which may reach stores the submitting machine cannot)."""
     parts = urlsplit(text)
     if parts.username or parts.password:
-        raise ConfigError(f"--storage {redacted(text)}: credentials in the URI would be printed and kept in "
+        raise ConfigError(f"{key} {redacted(text)}: credentials in the URI would be printed and kept in "
                           f"job metadata; give them the store's usual way (environment, profile, instance "
                           f"role) and leave them out of the URI")
     if parts.scheme in ("s3", "gs", "gcs") and not parts.path.strip("/"):
-        raise ConfigError(f"--storage {text!r}: name a prefix inside the bucket (s3://bucket/runs), "
+        raise ConfigError(f"{key} {text!r}: name a prefix inside the bucket (s3://bucket/runs), "
                           f"not the bucket itself")
 
 

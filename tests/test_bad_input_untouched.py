@@ -234,3 +234,25 @@ def test_weights_of_another_family_beside_the_description_are_named(dcgan_run, m
 def test_fixture_weights_are_loadable():
     """The stand-in exports above are real generators (guards the refusals against failing for another reason)."""
     assert torch.is_tensor(next(models.build_generator(load_config(None, RUN).model, (1, 16, 16), 0).parameters()))
+
+
+def test_the_configs_storage_is_used_unless_storage_is_given(monkeypatch, tmp_path, capsys):
+    """``train.storage`` is where runs go without ``--storage``; ``--storage`` wins; a bad one is named by its key."""
+    no_cluster(monkeypatch)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the trainer was built")
+
+    monkeypatch.setattr(launch_train, "build_trainer", refuse)
+    monkeypatch.chdir(tmp_path)
+    for extra, where in (([], tmp_path / "from-config"), (["--storage", str(tmp_path / "flag")], tmp_path / "flag")):
+        with pytest.raises(AssertionError, match="the trainer was built"):
+            cli_main(["train", *RUN, "train.storage=from-config", "--name", "r", *extra])
+        assert (where / "r" / "config.yaml").is_file()
+        # The recorded config names the storage absolutely: a worker elsewhere would not find a relative one.
+        assert yaml.safe_load((where / "r" / "config.yaml").read_text())["train"]["storage"] == str(
+            tmp_path / "from-config")
+    assert not (tmp_path / "flag" / "from-config").exists()
+    assert cli_main(["train", *RUN, "train.storage=s3://KEY:SECRET@bucket/runs", "--name", "r"]) == 2
+    err = capsys.readouterr().err
+    assert "train.storage " in err and "credentials in the URI" in err and "SECRET" not in err

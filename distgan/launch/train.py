@@ -133,6 +133,15 @@ def build_trainer(cfg: Config, run: rundir.RunDir, storage: Union[Path, Storage]
     )
 
 
+def resolve_storage(given: Union[str, Path, None], cfg: Config) -> Storage:
+    """``--storage``, else the config's ``train.storage``, else ``./runs``; errors name the one used."""
+    if given:
+        return Storage.parse(given)
+    if cfg.train.storage:
+        return Storage.parse(cfg.train.storage, "train.storage")
+    return Storage.parse(DEFAULT_STORAGE)
+
+
 def train(cfg: Config, name: Optional[str] = None, address: Optional[str] = None,
           storage: Union[str, Path, None] = None, progress: bool = True,
           train_loop: Callable[[dict], None] = train_fn, started: Optional[float] = None) -> TrainResult:
@@ -142,7 +151,7 @@ def train(cfg: Config, name: Optional[str] = None, address: Optional[str] = None
     is when the command began, the start of the start-up breakdown in ``startup.json``.
     """
     startup = {"start": started or time.time()}
-    storage = Storage.parse(storage or DEFAULT_STORAGE)
+    storage = resolve_storage(storage, cfg)
     storage.check_reachable()
     cfg = with_absolute_paths(cfg)
     plan = rundir.check(storage, name, cfg)
