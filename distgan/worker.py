@@ -31,7 +31,7 @@ from distgan.gan.phases import AlternatingGAN
 from distgan.tracking.images import render_samples, save_image
 from distgan.tracking.jsonl import MetricsLog
 from distgan.storage import StoreDir
-from distgan.tracking.startup import FILE as startup_file, StartupClock
+from distgan.tracking.startup import FILE as STARTUP_FILE, StartupClock
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class Trainer:
             self.gan.measure_grad_norms = upcoming % cfg.log_every == 0 or upcoming == cfg.steps
             self.gan.step(self.next_real, cfg.batch_size)
             if self.startup.first_step_done(self.info.run_dir if self.rank == 0 else None):
-                self.publish(self.info.run_dir / startup_file)
+                self.publish(self.info.run_dir / STARTUP_FILE)
             self.state.step += 1
             self.state.images_seen += self.real_per_step
             step, last = self.state.step, self.state.step == cfg.steps
