@@ -87,7 +87,7 @@ def raise_if_failed(run: Union[Path, StoreDir]) -> None:
                         f"so this attempt stops before training")
 
 
-def storage_root(storage: Union[str, Path], command: str = "distgan tune") -> Path:
+def storage_root(storage: Union[str, Path], command: str = "distgan tune", key: str = "--storage") -> Path:
     """``--storage`` as an absolute directory, for what keeps its runs on a file system only (sweeps).
 
     A sweep's trials read each other's checkpoints (PBT) and Tune keeps its experiment state beside them,
@@ -95,7 +95,7 @@ def storage_root(storage: Union[str, Path], command: str = "distgan tune") -> Pa
     this check ``s3://bucket/sweeps`` would become a local directory named ``s3:``.
     """
     if is_uri(storage):  # said before pyarrow is asked, which may contact the store
-        raise ConfigError(f"--storage {str(storage).split('?')[0]!r}: {command} keeps sweeps on a file system; use "
+        raise ConfigError(f"{key} {str(storage).split('?')[0]!r}: {command} keeps sweeps on a file system; use "
                           f"a directory every node mounts (NFS, EFS, Filestore, Lustre, or a bucket mounted "
                           f"with a FUSE driver). `distgan train` and `distgan submit` take URIs")
     return Path(Storage.parse(storage).root)

@@ -151,6 +151,9 @@ def test_a_sweep_under_a_uri_is_refused_by_name_before_anything_starts(no_ray, t
     assert cli_main([*(c.replace("CONFIGS", configs) for c in command), "--storage", "s3://bucket/runs"]) == 2
     assert "--storage 's3://bucket/runs':" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+    if command[0] == "tune":  # the same from the config, named by its key
+        assert cli_main([*(c.replace("CONFIGS", configs) for c in command), "train.storage=s3://bucket/runs"]) == 2
+        assert "train.storage 's3://bucket/runs': distgan tune keeps sweeps on a file system" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", [["train", "train.steps=5"],

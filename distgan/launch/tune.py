@@ -272,7 +272,10 @@ def save_sweep_config(cfg: Config, sweep_dir: Path) -> None:
 def run_tune(cfg: Optional[Config], name: Optional[str] = None, address: Optional[str] = None,
              storage: Union[str, Path, None] = None, resume: bool = False) -> SweepResult:
     """Run (or ``resume``) the sweep of ``cfg.tune`` over ``cfg``; see the module docstring for the layout."""
-    storage = rundir.storage_root(storage or (cfg.train.storage if cfg is not None else None) or DEFAULT_STORAGE)
+    if storage is None and cfg is not None and cfg.train.storage:
+        storage = rundir.storage_root(cfg.train.storage, key="train.storage")
+    else:
+        storage = rundir.storage_root(storage or DEFAULT_STORAGE)
     cfg, sweep_dir = resolve_sweep(cfg if cfg is None else with_absolute_paths(cfg), storage, name, resume)
     space = search_space.parse_space(cfg.tune.space)
     per_trial, _ = trial_resources(cfg, space)
