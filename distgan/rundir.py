@@ -233,13 +233,14 @@ def create(plan: Plan, cfg: Config) -> RunDir:
     run = plan.files
     plan.path.mkdir(parents=True, exist_ok=True)
     run.delete(FAILED)  # a new command, perhaps with the cause fixed: its workers try again
-    run.write_text("config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    config = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    run.write_text("config.yaml", config)
     if run.is_file("wandb_id"):
         wandb_id = run.read_text("wandb_id").strip()
     else:
         wandb_id = uuid.uuid4().hex[:12]
         run.write_text("wandb_id", wandb_id + "\n")
     if run.storage.remote:  # the staging copy gets them too: it is what a user of this machine looks in
-        for rel in ("config.yaml", "wandb_id"):
-            run.download(rel, plan.path / rel)
+        (plan.path / "config.yaml").write_text(config)
+        (plan.path / "wandb_id").write_text(wandb_id + "\n")
     return RunDir(plan.path, plan.name, wandb_id, plan.resumed, run)
