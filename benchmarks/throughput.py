@@ -11,6 +11,9 @@ step) of:
                gloo group: DeepSpeed engines, EMA (``--ema``), metrics at log steps, no Ray
   ray xN       ``distgan.train`` on an embedded local Ray with N workers (``--workers``); images/s is the
                global rate, and per worker it is that divided by N
+  plain+heap   the plain loop again with the glibc heap settings distgan's CPU workers apply
+               (``scaling.tune_malloc``, on by default): "vs plain" compares with the loop a user writes,
+               "same heap" with the loop on the same heap settings, i.e. distgan's own overhead
 
 Each variant runs ``--warmup`` steps, then ``--repeats`` windows of ``--steps`` steps; the table gives the
 median window and the ratio to plain. distgan's windows are the loop's own log windows
@@ -40,6 +43,8 @@ from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
+
+from distgan.malloc_tuning import keep_freed_memory
 
 MODELS = {
     "default": (),
@@ -175,21 +180,35 @@ def main(argv=None) -> int:
         parser.error("--warmup must be a multiple of --steps (distgan's windows are its log windows)")
     start = time.perf_counter()
     cfg = config(args, 1)
-    rows = [("plain", 1, plain_loop(cfg, args)), ("in-process", 1, in_process(cfg, args))]
+    tuned = cfg.scaling.tune_malloc
+    # Rows: (name, workers, glibc heap tuned?, windows). The heap setting is process-wide and cannot be
+    # undone, so everything on the system heap runs first in this process.
+    rows = [("plain", 1, False, plain_loop(cfg, args))]
+    if not tuned:
+        rows.append(("in-process", 1, False, in_process(cfg, args)))
+    if keep_freed_memory():  # what distgan's workers do with scaling.tune_malloc (the default)
+        rows.append(("plain+heap", 1, True, plain_loop(cfg, args)))
+    if tuned:
+        rows.append(("in-process", 1, True, in_process(cfg, args)))
     if not args.skip_ray:
         for workers in (int(w) for w in args.workers.split(",")):
-            rows.append((f"ray x{workers}", workers, on_ray(config(args, workers), args)))
-    plain = statistics.median(rows[0][2])
+            rows.append((f"ray x{workers}", workers, tuned, on_ray(config(args, workers), args)))
+    plain = {heap: statistics.median(rates) for name, _, heap, rates in rows if name.startswith("plain")}
     print(f"\n{args.model} DCGAN, batch {cfg.train.batch_size}/worker, fp32, 1 torch thread per worker, "
           f"EMA {args.ema}{', ' + ' '.join(args.set) if args.set else ''}; {args.repeats} windows of {args.steps} steps after {args.warmup} warm-up steps")
-    print(f"{'variant':<12}{'images/s':>10}{'per worker':>12}{'vs plain':>10}{'min':>9}{'max':>9}")
+    print("plain+heap: the plain loop with the glibc heap settings of scaling.tune_malloc; 'same heap' compares "
+          "each row with the plain loop on the same heap settings (distgan's own overhead)")
+    print(f"{'variant':<12}{'heap':>7}{'images/s':>10}{'per worker':>12}{'vs plain':>10}{'same heap':>11}"
+          f"{'min':>8}{'max':>8}")
     result = []
-    for name, workers, rates in rows:
+    for name, workers, heap, rates in rows:
         median = statistics.median(rates)
-        result.append({"variant": name, "workers": workers, "median": median, "per_worker": median / workers,
-                       "ratio_to_plain": median / plain, "windows": rates})
-        print(f"{name:<12}{median:>10.0f}{median / workers:>12.0f}{median / plain:>10.3f}"
-              f"{min(rates):>9.0f}{max(rates):>9.0f}")
+        same = median / plain[heap] if heap in plain else float("nan")
+        result.append({"variant": name, "workers": workers, "heap_tuned": heap, "median": median,
+                       "per_worker": median / workers, "ratio_to_plain": median / plain[False],
+                       "ratio_same_heap": same, "windows": rates})
+        print(f"{name:<12}{'tuned' if heap else 'system':>7}{median:>10.0f}{median / workers:>12.0f}"
+              f"{median / plain[False]:>10.3f}{same:>11.3f}{min(rates):>8.0f}{max(rates):>8.0f}")
     print(f"wall time {time.perf_counter() - start:.0f} s")
     print(json.dumps({"model": args.model, "ema": args.ema, "set": args.set, "batch": cfg.train.batch_size,
                       "rows": result}))

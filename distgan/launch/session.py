@@ -15,6 +15,7 @@ from distgan import rundir
 from distgan.checkpoint import CheckpointError
 from distgan.config import Config, ConfigError
 from distgan.gan.nonfinite import NonFiniteError
+from distgan.malloc_tuning import keep_freed_memory
 from distgan.storage import CheckpointDownloads, Storage, StoreDir, staging_dir
 from distgan.worker import RunInfo, run_worker
 
@@ -90,6 +91,8 @@ def train_fn(loop_config: dict) -> None:
         run_dir = Path(loop_config["run_dir"])
     rundir.raise_if_failed(remote or run_dir)
     cfg = Config.from_dict(loop_config["config"])
+    if cfg.scaling.tune_malloc and not loop_config["use_gpu"]:
+        keep_freed_memory()  # this process is the run's worker: process-wide settings are its own
     info = RunInfo(run_dir, loop_config["name"], loop_config["wandb_id"],
                    loop_config.get("wandb_group"), loop_config.get("wandb_extra") or {},
                    loop_config.get("startup") or {}, remote)

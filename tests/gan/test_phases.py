@@ -225,3 +225,30 @@ def test_reused_fakes_need_one_critic_step():
 
     with pytest.raises(ConfigError, match="train.reuse_fakes: .*train.n_critic=1"):
         load_config(None, ("train.reuse_fakes=true", "train.n_critic=2"))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_one_worker_at_zero_0_skips_the_gradient_all_reduce_and_trains_the_same(process_group, monkeypatch,
+                                                                               precision):
+    cfg = tiny_config(0, precision)
+    fast = build_gan(cfg)
+    reducing = build_gan(cfg)
+    for engine in (reducing.engine_g, reducing.engine_d):
+        assert engine.enable_backward_allreduce is False
+        engine.enable_backward_allreduce = True  # DeepSpeed's default: the world-size-1 all-reduce
+    reduced: list[int] = []
+    all_reduce = torch.distributed.all_reduce
+    monkeypatch.setattr(torch.distributed, "all_reduce",
+                        lambda tensor, *a, **k: (reduced.append(tensor.numel()), all_reduce(tensor, *a, **k))[1])
+    fast.step(real_batches(), 8)
+    # bf16's optimizer still agrees on its overflow flag (one element); no gradient buffer is reduced.
+    assert [n for n in reduced if n > 1] == [], "a one-worker ZeRO-0 step reduced gradients"
+    reducing.step(real_batches(), 8)
+    assert [n for n in reduced if n > 1], "the spy saw no gradient all-reduce where DeepSpeed issues one"
+    for net in ("engine_g", "engine_d"):
+        assert not moved(snapshot(getattr(fast, net)), snapshot(getattr(reducing, net))), net
+
+
+def test_zero_1_keeps_its_reduction_path_at_one_worker(process_group):
+    gan = build_gan(tiny_config(1))
+    assert gan.engine_g.enable_backward_allreduce and gan.engine_d.enable_backward_allreduce
