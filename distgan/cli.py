@@ -86,10 +86,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not storage:
         raise ConfigError("--storage: where the cluster keeps runs, a path every node sees (a shared file "
                           "system) or a URI (s3://bucket/runs); or set DISTGAN_STORAGE")
-    # A bad URI (or one holding credentials) is refused before anything is sent; a sweep needs a file system.
-    if args.tune:
-        rundir.storage_root(storage, "distgan submit --tune")
-    elif is_uri(storage):
+    # A bad URI (or one holding credentials) is refused before anything is sent.
+    if is_uri(storage):
         check_uri(storage)  # reaching the store is left to the cluster
     if not is_uri(storage) and not os.path.isabs(os.path.expanduser(storage)):
         raise ConfigError(f"--storage {storage!r}: give an absolute path on the cluster (or a URI); a relative one "

@@ -26,7 +26,7 @@ import yaml
 
 from distgan import checkpoint
 from distgan.config import Config, ConfigError
-from distgan.storage import Storage, StoreDir, is_uri, local_dir, staging_dir
+from distgan.storage import Storage, StoreDir, local_dir, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -85,20 +85,6 @@ def raise_if_failed(run: Union[Path, StoreDir]) -> None:
     if failure is not None:
         raise RunFailed(f"an earlier attempt of this run stopped with {failure} -- restarting cannot cure it, "
                         f"so this attempt stops before training")
-
-
-def storage_root(storage: Union[str, Path], command: str = "distgan tune", key: str = "--storage") -> Path:
-    """``--storage`` as an absolute directory, for what keeps its runs on a file system only (sweeps).
-
-    A sweep's trials read each other's checkpoints (PBT) and Tune keeps its experiment state beside them,
-    by path; under a URI that would need every trial's checkpoints mirrored, which is not built. Without
-    this check ``s3://bucket/sweeps`` would become a local directory named ``s3:``.
-    """
-    if is_uri(storage):  # said before pyarrow is asked, which may contact the store
-        raise ConfigError(f"{key} {str(storage).split('?')[0]!r}: {command} keeps sweeps on a file system; use "
-                          f"a directory every node mounts (NFS, EFS, Filestore, Lustre, or a bucket mounted "
-                          f"with a FUSE driver). `distgan train` and `distgan submit` take URIs")
-    return Path(Storage.parse(storage).root)
 
 
 def default_name(cfg: Config) -> str:

@@ -25,10 +25,10 @@ import hashlib
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Union
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
@@ -81,6 +81,26 @@ class Storage:
 
     def run(self, name: str) -> "StoreDir":
         return StoreDir(self, f"{self.root}/{name}")
+
+    def child(self, rel: str) -> "Storage":
+        """The storage rooted at ``rel`` inside this one (a sweep's ``trials``); a URI keeps its query."""
+        rel = rel.strip("/")
+        if not self.remote:
+            return replace(self, text=str(Path(self.text) / rel), root=f"{self.root}/{rel}")
+        parts = urlsplit(self.text)
+        return replace(self, text=urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{rel}")),
+                       root=f"{self.root}/{rel}")
+
+    def text_of(self, fs_path: str) -> str:
+        """``fs_path`` (a path on this storage's file system, under its root) as a path or URI that
+        ``Storage.parse`` opens elsewhere: how a location crosses to another process."""
+        if fs_path != self.root and not fs_path.startswith(self.root + "/"):
+            raise ValueError(f"{fs_path} is not under {self.display()}")
+        return self.child(fs_path[len(self.root):]).text if fs_path != self.root else self.text
+
+    def as_dir(self) -> "StoreDir":
+        """The storage's root itself as a directory."""
+        return StoreDir(self, self.root)
 
     def display(self, name: Optional[str] = None) -> str:
         """The storage (or a run in it) as a user would name it: a path, or the URI without its query."""

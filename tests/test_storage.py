@@ -171,3 +171,40 @@ def test_a_worker_downloads_the_checkpoints_it_tries_into_its_own_directory(s3_s
 def test_local_dir_names_files_by_their_path(tmp_path):
     d = local_dir(tmp_path / "ckpt")
     assert d.display("a/b") == str(tmp_path / "ckpt" / "a" / "b") and Path(d.path()) == tmp_path / "ckpt"
+
+
+@pytest.mark.parametrize("root", ["s3://bucket/sweeps?endpoint_override=127.0.0.1:9&scheme=http", "LOCAL"])
+def test_a_child_storage_keeps_the_query_and_paths_cross_as_text(root, tmp_path):
+    store = Storage.parse(str(tmp_path) if root == "LOCAL" else root)
+    trials = store.child("s/trials")
+    assert trials.root == f"{store.root}/s/trials" and trials.remote == store.remote
+    if store.remote:
+        assert trials.text == "s3://bucket/sweeps/s/trials?endpoint_override=127.0.0.1:9&scheme=http"
+    else:
+        assert trials.text == str(tmp_path / "s" / "trials")
+    # A path on the store (as Tune reports a checkpoint) crosses to another process as text, and back.
+    ckpt = f"{store.root}/s/tune/trial_1/checkpoint_000002"
+    again = Storage.parse(store.text_of(ckpt))
+    assert again.root == ckpt and again.as_dir().parent().path() == f"{store.root}/s/tune/trial_1"
+    with pytest.raises(ValueError, match="is not under"):
+        store.text_of("elsewhere/checkpoint_000002")
+
+
+def test_a_sweep_in_a_bucket_is_found_for_resume_and_never_started_twice(s3_storage):
+    import yaml
+
+    from distgan.launch.tune import resolve_sweep
+
+    store = Storage.parse(s3_storage)
+    cfg = load_config(None, ("tune.space={optim.g.lr: {loguniform: [1.0e-4, 1.0e-3]}}",))
+    _, sweep, local = resolve_sweep(cfg, store, "s", resume=False)
+    assert sweep.text.startswith(s3_storage.split("?")[0] + "/s?") and not local.exists()
+    with pytest.raises(ConfigError, match=r"--resume: no sweep to resume in s3://.*/runs/s"):
+        resolve_sweep(None, store, "s", resume=True)
+    sweep.as_dir().write_text("sweep.yaml", yaml.safe_dump(cfg.to_dict()))
+    sweep.as_dir().write_text("tune/tuner.pkl", "state")
+    with pytest.raises(ConfigError, match=r"sweep 's' already exists in s3://.*--resume"):
+        resolve_sweep(cfg, store, "s", resume=False)
+    resumed, again, local = resolve_sweep(None, store, "s", resume=True)
+    assert resumed.tune.space == cfg.tune.space and again.text == sweep.text
+    assert (local / "sweep.yaml").read_text() == sweep.as_dir().read_text("sweep.yaml")

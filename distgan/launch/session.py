@@ -16,7 +16,7 @@ from distgan.checkpoint import CheckpointError
 from distgan.config import Config, ConfigError
 from distgan.gan.nonfinite import NonFiniteError
 from distgan.malloc_tuning import keep_freed_memory
-from distgan.storage import CheckpointDownloads, Storage, StoreDir, staging_dir
+from distgan.storage import CheckpointDownloads, Storage, StoreDir, is_uri, staging_dir
 from distgan.worker import RunInfo, run_worker
 
 FINAL_ERRORS = (ConfigError, CheckpointError, NonFiniteError)
@@ -27,10 +27,12 @@ class RaySession:
     """``distgan.worker.Session`` over Ray Train's context, report and checkpoints."""
 
     def __init__(self, use_gpu: bool, initial_checkpoint: Optional[str] = None,
-                 remote: Optional[StoreDir] = None, staging: Optional[Path] = None):
+                 checkpoints: Optional[StoreDir] = None, staging: Optional[Path] = None):
         ctx = ray.train.get_context()
         self.initial_checkpoint = initial_checkpoint
-        self.remote, self.staging = remote, staging
+        """A checkpoint to start from when Ray Train has none: a directory, or a URI (a sweep under one)."""
+        self.checkpoints, self.staging = checkpoints, staging
+        """Under a URI: the directory of Ray Train's checkpoints, and this node's staging copy of the run."""
         self.checkpoint_downloads: Optional[CheckpointDownloads] = None
         """Set while a checkpoint of a run under a URI is being restored (see ``latest_checkpoint``)."""
         self.rank = ctx.get_world_rank()
@@ -48,23 +50,29 @@ class RaySession:
         (``checkpoint.load_newest_complete``). Under a URI it yields where the checkpoint will be
         downloaded to in this rank's staging directory, and ``checkpoint_downloads`` fetches it (and
         earlier ones, if it is refused) as the restore tries them; the downloads go when it is done.
+        A starting checkpoint given as a URI (a trial of a sweep under one) is downloaded the same way.
         """
         ckpt = ray.train.get_checkpoint()
-        if ckpt is None:
+        if ckpt is None and self.initial_checkpoint and is_uri(self.initial_checkpoint):
+            store = Storage.parse(self.initial_checkpoint)
+            holder, name = store.as_dir().parent(), store.as_dir().name
+        elif ckpt is None:
             # A fresh run may start from a given checkpoint (a sweep trial that PBT pointed at a better one).
             yield Path(self.initial_checkpoint) if self.initial_checkpoint else None
             return
-        if self.remote is not None:
-            downloads = CheckpointDownloads(self.remote, self.staging / ".checkpoints" / f"rank{self.rank}")
-            self.checkpoint_downloads = downloads
-            try:
-                yield downloads.local / Path(ckpt.path).name
-            finally:
-                self.checkpoint_downloads = None
-                downloads.discard()
+        elif self.checkpoints is not None:
+            holder, name = self.checkpoints, Path(ckpt.path).name
+        else:
+            with ckpt.as_directory() as directory:
+                yield Path(directory)
             return
-        with ckpt.as_directory() as directory:
-            yield Path(directory)
+        downloads = CheckpointDownloads(holder, self.staging / ".checkpoints" / f"rank{self.rank}")
+        self.checkpoint_downloads = downloads
+        try:
+            yield downloads.local / name
+        finally:
+            self.checkpoint_downloads = None
+            downloads.discard()
 
     def report(self, metrics: dict, checkpoint_dir: Optional[Path] = None, name: Optional[str] = None) -> None:
         ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
@@ -85,10 +93,11 @@ def train_fn(loop_config: dict) -> None:
     if loop_config.get("remote_storage"):  # a run under a URI: this node works on a staging copy
         storage = Storage.parse(loop_config["remote_storage"])
         remote = storage.run(loop_config["name"])
+        checkpoints = Storage.parse(loop_config["checkpoint_storage"]).run(loop_config["checkpoint_name"])
         run_dir = staging_dir(storage, loop_config["name"])
         run_dir.mkdir(parents=True, exist_ok=True)
     else:
-        run_dir = Path(loop_config["run_dir"])
+        run_dir, checkpoints = Path(loop_config["run_dir"]), None
     rundir.raise_if_failed(remote or run_dir)
     cfg = Config.from_dict(loop_config["config"])
     if cfg.scaling.tune_malloc and not loop_config["use_gpu"]:
@@ -96,7 +105,7 @@ def train_fn(loop_config: dict) -> None:
     info = RunInfo(run_dir, loop_config["name"], loop_config["wandb_id"],
                    loop_config.get("wandb_group"), loop_config.get("wandb_extra") or {},
                    loop_config.get("startup") or {}, remote)
-    session = RaySession(loop_config["use_gpu"], loop_config.get("initial_checkpoint"), remote, run_dir)
+    session = RaySession(loop_config["use_gpu"], loop_config.get("initial_checkpoint"), checkpoints, run_dir)
     try:
         run_worker(cfg, info, session)
     except FINAL_ERRORS as exc:

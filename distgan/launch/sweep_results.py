@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -14,30 +12,46 @@ import yaml
 
 from distgan import search_space
 from distgan.config import Config
+from distgan.storage import Storage, StoreDir, local_dir
 
 
 @dataclass
 class SweepResult:
     sweep_dir: Path
+    """The sweep's files on this machine: its directory, or for a sweep under a URI a copy of its summary
+    (results.json, best_config.yaml, best/)."""
     rows: list[dict]
     """One per trial: trial, values, objective, step, status."""
     best: Optional[dict]
     """The best row, or None when no trial reported the objective."""
+    location: str = ""
+    """Where the sweep is kept, as the user named the storage: a directory or a URI."""
 
 
-def copy_generator(source_dir: Path, dest: Path) -> bool:
-    """Copy ``generator.safetensors`` + ``.json`` from a run or checkpoint directory; False if it has none."""
-    if not (source_dir / "generator.safetensors").is_file():
+class SweepFiles:
+    """Writes into the sweep's directory on its storage, and into this machine's copy when that is another."""
+
+    def __init__(self, sweep: Storage, local: Path):
+        self.dir = sweep.as_dir()
+        self.local = local if sweep.remote else None
+
+    def write(self, rel: str, data: bytes) -> None:
+        self.dir.write_bytes(rel, data)
+        if self.local is not None:
+            local_dir(self.local).write_bytes(rel, data)
+
+
+def copy_generator(source: StoreDir, files: SweepFiles, dest: str) -> bool:
+    """Copy ``generator.safetensors`` + ``.json`` from a run or checkpoint directory to ``dest`` in the
+    sweep; False if it has none."""
+    if not source.is_file("generator.safetensors"):
         return False
-    dest.mkdir(parents=True, exist_ok=True)
     for name in ("generator.safetensors", "generator.json"):
-        tmp = dest / (name + ".tmp")
-        shutil.copyfile(source_dir / name, tmp)
-        os.replace(tmp, dest / name)
+        files.write(f"{dest}/{name}", source.read_bytes(name))
     return True
 
 
-def trial_rows(cfg: Config, sweep_dir: Path, grid) -> list[dict]:
+def trial_rows(cfg: Config, grid) -> list[dict]:
     metric = cfg.tune.metric
     rows = []
     for result in grid:
@@ -86,30 +100,29 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def summarize(cfg: Config, sweep_dir: Path, grid):
-    """Print the table; write results.json, best_config.yaml and best/generator.*."""
-    rows = trial_rows(cfg, sweep_dir, grid)
+def summarize(cfg: Config, sweep: Storage, local: Path, grid) -> SweepResult:
+    """Print the table; write results.json, best_config.yaml and best/generator.* into the sweep."""
+    files = SweepFiles(sweep, local)
+    where = sweep.display()
+    rows = trial_rows(cfg, grid)
     best = best_row(cfg, rows)
-    _write(sweep_dir / "results.json", json.dumps({"metric": cfg.tune.metric, "mode": search_space.tune_mode(cfg),
-                                                   "trials": rows, "best": best}, indent=2))
+    files.write("results.json", json.dumps({"metric": cfg.tune.metric, "mode": search_space.tune_mode(cfg),
+                                            "trials": rows, "best": best}, indent=2).encode())
     print(format_rows(cfg, rows), flush=True)
     if best is None:
-        print(f"No trial reported {cfg.tune.metric}; see the trials' logs under {sweep_dir / 'tune'}", flush=True)
-        return SweepResult(sweep_dir, rows, None)
+        print(f"No trial reported {cfg.tune.metric}; see the trials' logs under {where}/tune", flush=True)
+        return SweepResult(local, rows, None, where)
     raw = search_space.apply(cfg.to_dict(), best["values"])
     best_cfg = Config.from_dict(raw)
-    _write(sweep_dir / "best_config.yaml",
-           f"# best trial of sweep {sweep_dir.name}: {best['trial']} ({cfg.tune.metric} {best[cfg.tune.metric]:.6g} "
-           f"at step {best['step']})\n" + yaml.safe_dump({k: v for k, v in best_cfg.to_dict().items() if k != "tune"},
-                                                         sort_keys=False))
-    exported = copy_generator(sweep_dir / "trials" / best["trial"], sweep_dir / "best") or (
-        best["checkpoint"] is not None and copy_generator(Path(best["checkpoint"]), sweep_dir / "best"))
+    name = files.dir.name
+    files.write("best_config.yaml", (
+        f"# best trial of sweep {name}: {best['trial']} ({cfg.tune.metric} {best[cfg.tune.metric]:.6g} "
+        f"at step {best['step']})\n" + yaml.safe_dump({k: v for k, v in best_cfg.to_dict().items() if k != "tune"},
+                                                      sort_keys=False)).encode())
+    # The trial's export, else (a trial stopped before its end exports nothing) its last checkpoint in Tune's
+    # copy, a path on the sweep's own storage.
+    exported = copy_generator(files.dir.child(f"trials/{best['trial']}"), files, "best") or (
+        best["checkpoint"] is not None and copy_generator(StoreDir(sweep, best["checkpoint"]), files, "best"))
     print(f"Best: {best['trial']} {cfg.tune.metric} {best[cfg.tune.metric]:.6g}; config "
-          f"{sweep_dir / 'best_config.yaml'}" + (f"; generator {sweep_dir / 'best'}" if exported else ""), flush=True)
-    return SweepResult(sweep_dir, rows, best)
+          f"{where}/best_config.yaml" + (f"; generator {where}/best" if exported else ""), flush=True)
+    return SweepResult(local, rows, best, where)

@@ -114,8 +114,11 @@ def build_trainer(cfg: Config, run: rundir.RunDir, storage: Union[Path, Storage]
     storage = storage if isinstance(storage, Storage) else Storage.parse(storage)
     loop_config = {"config": cfg.to_dict(), "run_dir": str(run.path), "name": run.name,
                    "wandb_id": run.wandb_id, "use_gpu": use_gpu, **loop_extras}
-    if storage.remote:
-        loop_config["remote_storage"] = storage.text
+    if run.files.storage.remote:
+        # The run's files are ``remote_storage/name``; Ray Train's checkpoints ``storage/train_name``, the same
+        # directory for a run of its own, the trial's attempt directory in a sweep.
+        loop_config.update(remote_storage=run.files.storage.text, checkpoint_storage=storage.text,
+                           checkpoint_name=train_name or run.name)
     return TorchTrainer(
         train_loop,
         train_loop_config=loop_config,

@@ -17,6 +17,11 @@ Layout of ``STORAGE/NAME/``::
     results.json          one row per trial: values, objective, steps, status
     best_config.yaml      the best trial's full config, for ``distgan train``
     best/                 the best trial's generator (generator.safetensors + .json)
+
+The storage is a directory or a URI (``distgan.storage``). Under a URI, Tune keeps its state in the bucket,
+each trial is a run under a URI like any other (its files uploaded, its checkpoints Ray Train's), a trial
+that PBT restarts downloads the checkpoint Tune hands it from Tune's copy, and the summary is written
+into the bucket and into a staging copy on this machine (``SweepResult.sweep_dir``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
+import pyarrow.fs as pafs
 import ray
 import yaml
 from ray import tune
@@ -40,6 +46,7 @@ from distgan.config import Config, ConfigError, load_config, with_absolute_paths
 from distgan.launch.progress import ForwardReports
 from distgan.launch.sweep_results import SweepResult, summarize
 from distgan.launch.train import DEFAULT_STORAGE, build_trainer, ray_cluster, resolve_use_gpu
+from distgan.storage import Storage, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +100,17 @@ def trial_driver(trial_config: dict, *, base: dict, sweep_dir: str, use_gpu: boo
     """Runs in a Tune trial: one TorchTrainer with this trial's values, its objective reports forwarded to Tune."""
     values = dict(trial_config.get("space", {}))
     cfg = Config.from_dict(search_space.apply(base, values))
-    context = tune.get_context()
-    run = rundir.prepare(Path(sweep_dir) / "trials", context.get_trial_name(), cfg)
+    trial = tune.get_context().get_trial_name()
+    sweep = Storage.parse(sweep_dir)
+    run = rundir.prepare(sweep.child("trials"), trial, cfg)
     # Every start of the trial (first, after a failure, after a PBT exploit) is a fresh Train run that
     # starts from the checkpoint Tune hands over, so Train never resumes a stale one of its own.
-    attempts = run.path / "attempts"
-    attempt = f"attempt_{len(list(attempts.glob('attempt_*'))):03d}"
-    start = tune.get_checkpoint()
+    attempts = sweep.child(f"trials/{trial}/attempts")
+    attempt = f"attempt_{sum(d.startswith('attempt_') for d in attempts.as_dir().subdirs()):03d}"
+    start = tune.get_checkpoint()  # on the sweep's storage (Tune's copy under tune/)
     queue = Queue(actor_options={"num_cpus": 0})
     trainer = build_trainer(cfg, run, attempts, use_gpu, [ForwardReports(queue)], train_name=attempt,
-                            initial_checkpoint=start.path if start is not None else None,
+                            initial_checkpoint=sweep.text_of(start.path) if start is not None else None,
                             wandb_group=sweep_name, wandb_extra={"tune/" + k: v for k, v in values.items()})
     outcome: dict[str, Any] = {}
 
@@ -116,7 +124,7 @@ def trial_driver(trial_config: dict, *, base: dict, sweep_dir: str, use_gpu: boo
     thread.start()
     try:
         # The trial's own config has no tune section (search_space.apply drops it): the objective is the sweep's.
-        _forward(queue, thread, base["tune"]["metric"])
+        _forward(queue, thread, base["tune"]["metric"], attempts.fs)
     finally:
         queue.shutdown()
     thread.join()
@@ -124,8 +132,9 @@ def trial_driver(trial_config: dict, *, base: dict, sweep_dir: str, use_gpu: boo
         raise outcome["error"]
 
 
-def _forward(queue: Queue, fitting: threading.Thread, metric: str) -> None:
-    """Report each evaluation of the running TorchTrainer to Tune, with its checkpoint, until it ends."""
+def _forward(queue: Queue, fitting: threading.Thread, metric: str, filesystem: pafs.FileSystem) -> None:
+    """Report each evaluation of the running TorchTrainer to Tune, with its checkpoint (a path on
+    ``filesystem``, which Tune copies into its own storage), until it ends."""
     while True:
         try:
             record = queue.get(timeout=0.5)
@@ -143,7 +152,7 @@ def _forward(queue: Queue, fitting: threading.Thread, metric: str) -> None:
             first = ["step", metric, "fid", "kid", "precision", "recall", "class_acc"]
             ordered = {k: record[k] for k in first if k in record}
             ordered.update(record)
-            tune.report(ordered, checkpoint=tune.Checkpoint.from_directory(checkpoint) if checkpoint else None)
+            tune.report(ordered, checkpoint=tune.Checkpoint(checkpoint, filesystem) if checkpoint else None)
 
 
 # -- the sweep -----------------------------------------------------------------
@@ -194,15 +203,15 @@ def _searcher(cfg: Config, concurrent: int):
     return BasicVariantGenerator(random_state=cfg.tune.seed, max_concurrent=concurrent)
 
 
-def build_tuner(cfg: Config, sweep_dir: Path, use_gpu: bool, concurrent: int, resume: bool) -> tune.Tuner:
+def build_tuner(cfg: Config, sweep: Storage, use_gpu: bool, concurrent: int, resume: bool) -> tune.Tuner:
     mode = search_space.tune_mode(cfg)
     space = search_space.parse_space(cfg.tune.space)
     trainable = tune.with_resources(
-        tune.with_parameters(trial_driver, base=cfg.to_dict(), sweep_dir=str(sweep_dir), use_gpu=use_gpu,
-                             sweep_name=sweep_dir.name),
+        tune.with_parameters(trial_driver, base=cfg.to_dict(), sweep_dir=sweep.text, use_gpu=use_gpu,
+                             sweep_name=sweep.as_dir().name),
         {"cpu": DRIVER_CPU})
     if resume:
-        return tune.Tuner.restore(str(sweep_dir / "tune"), trainable=trainable, resume_errored=True)
+        return tune.Tuner.restore(sweep.child("tune").text, trainable=trainable, resume_errored=True)
     return tune.Tuner(
         trainable,
         param_space={"space": {k: to_tune_domain(d) for k, d in space.items()}},
@@ -213,32 +222,44 @@ def build_tuner(cfg: Config, sweep_dir: Path, use_gpu: bool, concurrent: int, re
             trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
         run_config=tune.RunConfig(
-            name="tune", storage_path=str(sweep_dir),
+            name="tune", storage_path=sweep.text,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=cfg.train.max_failures),
             verbose=1),
     )
 
 
-def resolve_sweep(cfg: Optional[Config], storage: Path, name: Optional[str], resume: bool) -> tuple[Config, Path]:
-    """The sweep directory and the config to run (a resumed sweep keeps its own); creates nothing."""
+def sweep_storage(storage: Union[str, Path, None], cfg: Optional[Config]) -> Storage:
+    """``--storage``, else the config's ``train.storage``, else ``./runs``: a directory or a URI."""
+    if storage is None and cfg is not None and cfg.train.storage:
+        return Storage.parse(cfg.train.storage, "train.storage")
+    return Storage.parse(storage or DEFAULT_STORAGE)
+
+
+def resolve_sweep(cfg: Optional[Config], storage: Storage, name: Optional[str],
+                  resume: bool) -> tuple[Config, Storage, Path]:
+    """The config to run (a resumed sweep keeps its own), the sweep's directory on its storage, and where
+    this machine keeps its files (the directory itself, or a staging copy under a URI); creates nothing."""
     if name is not None and (not name or "/" in name or name.startswith(".")):
         raise ConfigError(f"--name {name!r}: use a plain directory name")
     name = name or f"sweep_{rundir.default_name(cfg)}"
-    sweep_dir = (storage / name).resolve()
-    saved = sweep_dir / "sweep.yaml"
-    started = (sweep_dir / "tune").is_dir() and saved.is_file()
+    sweep = storage.child(name)
+    files = sweep.as_dir()
+    local = staging_dir(storage, name) if storage.remote else Path(files.path())
+    started = files.is_dir("tune") and files.is_file("sweep.yaml")
     if resume:
         if not started:
-            raise ConfigError(f"--resume: no sweep to resume in {sweep_dir}")
-        return load_config(saved), sweep_dir
+            raise ConfigError(f"--resume: no sweep to resume in {files.display()}")
+        if storage.remote:
+            files.download("sweep.yaml", local / "sweep.yaml")
+        return load_config(local / "sweep.yaml"), sweep, local
     if started:
-        raise ConfigError(f"sweep {name!r} already exists in {sweep_dir}; add --resume to continue it, "
+        raise ConfigError(f"sweep {name!r} already exists in {files.display()}; add --resume to continue it, "
                           f"or pick another --name")
     if not cfg.tune.space:
         raise ConfigError("tune.space: a sweep needs at least one key to search, e.g. "
                           "tune.space={optim.g.lr: {loguniform: [1.0e-4, 1.0e-3]}}")
-    return cfg, sweep_dir
+    return cfg, sweep, local
 
 
 @contextlib.contextmanager
@@ -262,35 +283,26 @@ def working_directory(path: Path) -> Iterator[None]:
                 os.chdir(previous)
 
 
-def save_sweep_config(cfg: Config, sweep_dir: Path) -> None:
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    tmp = sweep_dir / "sweep.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    os.replace(tmp, sweep_dir / "sweep.yaml")
-
-
 def run_tune(cfg: Optional[Config], name: Optional[str] = None, address: Optional[str] = None,
              storage: Union[str, Path, None] = None, resume: bool = False) -> SweepResult:
     """Run (or ``resume``) the sweep of ``cfg.tune`` over ``cfg``; see the module docstring for the layout."""
-    if storage is None and cfg is not None and cfg.train.storage:
-        storage = rundir.storage_root(cfg.train.storage, key="train.storage")
-    else:
-        storage = rundir.storage_root(storage or DEFAULT_STORAGE)
-    cfg, sweep_dir = resolve_sweep(cfg if cfg is None else with_absolute_paths(cfg), storage, name, resume)
+    store = sweep_storage(storage, cfg)
+    store.check_reachable()
+    cfg, sweep, local = resolve_sweep(cfg if cfg is None else with_absolute_paths(cfg), store, name, resume)
     space = search_space.parse_space(cfg.tune.space)
     per_trial, _ = trial_resources(cfg, space)
-    print(f"{'Resuming' if resume else 'Starting'} sweep {sweep_dir.name!r} in {sweep_dir}", flush=True)
+    print(f"{'Resuming' if resume else 'Starting'} sweep {sweep.as_dir().name!r} in {sweep.display()}", flush=True)
     started = time.monotonic()
     # An embedded Ray gets room for one trial's workers plus the drivers.
     with ray_cluster(address, int(per_trial) + 1):
         use_gpu = resolve_use_gpu(cfg)
         fits = check_cluster_fits(cfg, space, use_gpu)  # before anything is written
+        local.mkdir(parents=True, exist_ok=True)
         if not resume:
-            save_sweep_config(cfg, sweep_dir)
+            sweep.as_dir().write_text("sweep.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         concurrent = min(cfg.tune.max_concurrent or fits, fits)
-        with working_directory(sweep_dir):
-            grid = build_tuner(cfg, sweep_dir, use_gpu, concurrent, resume).fit()
-            result = summarize(cfg, sweep_dir, grid)
+        with working_directory(local):
+            grid = build_tuner(cfg, sweep, use_gpu, concurrent, resume).fit()
+            result = summarize(cfg, sweep, local, grid)
     log.info("sweep finished in %.0f s", time.monotonic() - started)
     return result
-

@@ -145,6 +145,12 @@ def bucket_objects(cluster: dict, prefix: str) -> dict[str, int]:
     return json.loads(in_cluster_python(cluster, code))
 
 
+def bucket_text(cluster: dict, key: str) -> str:
+    code = (f"import boto3; s3 = boto3.client('s3', endpoint_url='http://{S3_ENDPOINT}'); "
+            f"print(s3.get_object(Bucket='cluster', Key='{key}')['Body'].read().decode())")
+    return in_cluster_python(cluster, code)
+
+
 def test_submit_follows_a_run_across_both_nodes_into_a_bucket(cluster, cluster_bucket):
     done = distgan_cli(cluster, "submit", *OVERRIDES, *QUICK, "--address", cluster["address"],
                        "--storage", cluster_bucket, "--name", "two-nodes", "--follow")
@@ -165,24 +171,28 @@ def test_submit_follows_a_run_across_both_nodes_into_a_bucket(cluster, cluster_b
     assert listed.returncode == 0 and "two-nodes" in listed.stdout and "SUCCEEDED" in listed.stdout
 
 
-def test_submit_tune_runs_a_sweep_on_the_cluster(cluster, tmp_path):
-    """``distgan submit --tune``: the sweep's driver runs as the job, its trials as Ray Train runs on the nodes."""
-    storage = tmp_path / "shared"
+def test_submit_tune_runs_a_sweep_on_the_cluster_into_a_bucket(cluster, cluster_bucket):
+    """``distgan submit --tune``: the sweep's driver runs as the job, its trials as Ray Train runs on the nodes,
+    the whole sweep (Tune's state, trials, summary) kept in the bucket."""
     config = Path(__file__).resolve().parents[2] / "configs" / "tune_dcgan_digits_asha.yaml"
     sweep = (*OVERRIDES, "tracking.wandb=false", "scaling.num_workers=1", "tune.num_samples=2", "train.steps=6",
              "eval.every=6", "eval.metrics=fid", "train.checkpoint_every=6", "tune.scheduler.grace_period=6",
              "tune.space={optim.g.lr: {loguniform: [1.0e-4, 1.0e-3]}, optim.d.lr: {loguniform: [1.0e-4, 1.0e-3]}}")
     done = distgan_cli(cluster, "submit", str(config), *sweep, "--tune", "--address", cluster["address"],
-                       "--storage", str(storage), "--name", "lr-sweep", "--follow", timeout=420)
+                       "--storage", cluster_bucket, "--name", "lr-sweep", "--follow", timeout=420)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Submitted tune 'lr-sweep'" in done.stdout and "SUCCEEDED" in done.stdout
-    results = json.loads((storage / "lr-sweep" / "results.json").read_text())
+    results = json.loads(bucket_text(cluster, "runs/lr-sweep/results.json"))
     assert len(results["trials"]) == 2 and results["best"] is not None
     assert all(row["fid"] is not None and row["fid"] > 0 for row in results["trials"]), results["trials"]
-    assert (storage / "lr-sweep" / "best_config.yaml").is_file()
-    assert (storage / "lr-sweep" / "best" / "generator.safetensors").is_file()
-    for row in results["trials"]:  # each trial is a run of its own, with its checkpoint in the shared storage
-        assert (storage / "lr-sweep" / "trials" / row["trial"] / "config.yaml").is_file(), row["trial"]
+    kept = bucket_objects(cluster, "runs/lr-sweep/")
+    for rel in ("best_config.yaml", "best/generator.safetensors", "sweep.yaml"):
+        assert kept.get(f"runs/lr-sweep/{rel}", 0) > 0, (rel, sorted(kept))
+    assert any(key.startswith("runs/lr-sweep/tune/") for key in kept)
+    for row in results["trials"]:  # each trial is a run of its own, with its checkpoint in the bucket
+        trial = f"runs/lr-sweep/trials/{row['trial']}/"
+        assert kept.get(trial + "config.yaml", 0) > 0, row["trial"]
+        assert kept.get(trial + "attempts/attempt_000/checkpoint_000006/train_state.json", 0) > 0, row["trial"]
 
 
 def test_a_stopped_job_resumes_when_submitted_again(cluster, tmp_path):

@@ -3,8 +3,9 @@
 - ASHA over 4 trials with 2 workers each: poor trials stop early, the best
   trial's config retrains to the same FID with ``distgan train``, its
   generator is exported, and each trial is a W&B run grouped under the sweep.
-- PBT over 2 one-worker trials: after an exploit, the trial's G and D
-  optimizers hold its mutated learning rates (as the workers report them).
+- PBT over 2 one-worker trials, the whole sweep kept in an S3 bucket: after an
+  exploit, the trial's G and D optimizers hold its mutated learning rates (as the
+  workers report them), and the sweep's state, trials and summary are in the bucket.
 - A trial that cannot fit the cluster is refused before anything runs.
 The kill-and-resume test is in test_tune_resume.py.
 """
@@ -18,6 +19,7 @@ import pytest
 import distgan
 from distgan.config import ConfigError, load_config
 from distgan.launch.tune import run_tune
+from distgan.storage import Storage
 from distgan.tracking.jsonl import read_metrics
 
 pytestmark = pytest.mark.ray
@@ -67,25 +69,45 @@ def test_asha_sweep_stops_poor_trials_and_its_best_config_retrains_to_the_same_f
     assert b"asha" in data and b"tune/optim.g.lr" in data
 
 
-def test_pbt_exploit_puts_the_mutated_learning_rates_into_both_optimizers(local_ray, tmp_path):
+def test_pbt_sweep_in_a_bucket_puts_the_mutated_learning_rates_into_both_optimizers(local_ray, s3_storage,
+                                                                                    tmp_path, monkeypatch):
+    # The whole sweep is kept in an S3 bucket (moto's server on 127.0.0.1 stands in for the cloud store):
+    # Tune's state, every trial's run directory and checkpoints, and PBT's hand-over checkpoints.
+    monkeypatch.chdir(tmp_path)
     cfg = load_config(None, SWEEP + (LRS, "train.steps=60", "scaling.num_workers=1", "tune.num_samples=2",
                                      "tune.scheduler.type=pbt", "tune.scheduler.perturbation_interval=20",
                                      "tune.scheduler.quantile_fraction=0.5", "tune.scheduler.synch=true",
                                      "deepspeed.zero_stage=2", "tracking.wandb=false"))
-    result = run_tune(cfg, name="pbt", storage=tmp_path)
+    result = run_tune(cfg, name="pbt", storage=s3_storage)
+    sweep = Storage.parse(s3_storage).child("pbt").as_dir()
+    assert result.location == sweep.display() and result.location.startswith("s3://")
     exploited = 0
     for row in result.rows:
-        trial = tmp_path / "pbt" / "trials" / row["trial"]
-        records = [r for r in read_metrics(trial / "metrics.jsonl") if "lr_g" in r]
+        trial = sweep.child(f"trials/{row['trial']}")
+        records = [json.loads(line) for line in trial.read_text("metrics.jsonl").splitlines()]
+        records = [r for r in records if "lr_g" in r]
         final = row["values"]
         # The optimizers report the trial's final values at the end, whatever the checkpoint they started from.
         assert records[-1]["lr_g"] == pytest.approx(final["optim.g.lr"], rel=1e-9)
         assert records[-1]["lr_d"] == pytest.approx(final["optim.d.lr"], rel=1e-9)
+        attempts = [d for d in trial.child("attempts").subdirs() if d.startswith("attempt_")]
+        assert any(d.startswith("checkpoint_") for d in trial.child(f"attempts/{attempts[0]}").subdirs())
         if records[0]["lr_g"] != pytest.approx(final["optim.g.lr"], rel=1e-9):
+            # Restarted from the other trial's checkpoint, which its workers downloaded from Tune's copy.
             exploited += 1
-            assert len(list((trial / "attempts").glob("attempt_*"))) >= 2
+            assert len(attempts) >= 2
     assert exploited >= 1, "PBT never exploited: the test proves nothing"
     assert all(r["step"] == 60 for r in result.rows)
+    # The summary is in the bucket, and copied to this machine; nothing was written in the working directory.
+    saved = json.loads(sweep.read_text("results.json"))
+    assert saved["best"]["trial"] == result.best["trial"]
+    assert sweep.is_file("best_config.yaml") and sweep.is_file("best/generator.safetensors")
+    assert sweep.is_dir("tune") and sweep.is_file("sweep.yaml")
+    assert (result.sweep_dir / "best" / "generator.safetensors").read_bytes() == \
+        sweep.read_bytes("best/generator.safetensors")
+    assert load_config(result.sweep_dir / "best_config.yaml").optim.g.lr == \
+        pytest.approx(result.best["values"]["optim.g.lr"])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_trial_larger_than_the_cluster_is_refused_before_anything_starts(local_ray, tmp_path):
