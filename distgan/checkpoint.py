@@ -160,12 +160,13 @@ def verify(directory: Union[Path, StoreDir]) -> TrainState:
     return state
 
 
-def load(directory: Path, engine_g, engine_d, rank: int,
-         world_size: int) -> tuple[TrainState, Optional[dict], dict]:
+def load(directory: Path, engine_g, engine_d, rank: int, world_size: int,
+         private: bool = False) -> tuple[TrainState, Optional[dict], dict]:
     """Restore both engines in place; return (train state, this rank's RNG tensors, generator weights).
 
     A checkpoint of another world size is resharded (collective); the RNG tensors are then None: the
-    ranks' streams no longer correspond to the saved ones.
+    ranks' streams no longer correspond to the saved ones. ``private``: ``directory`` is this rank's own
+    download (a run under a URI), which no other rank reads.
     """
     directory = Path(directory)
     state = verify(directory)
@@ -179,7 +180,7 @@ def load(directory: Path, engine_g, engine_d, rank: int,
     sources = {name: directory / name for name, _ in engines}
     if resharded:
         try:
-            sources = reshard.engine_sources(directory, list(sources), TAG, rank, world_size)
+            sources = reshard.engine_sources(directory, list(sources), TAG, rank, world_size, private)
         except (reshard.ReshardError, UnsafeCheckpoint) as exc:
             raise WorldSizeMismatch(
                 f"checkpoint {directory} was written by {state.world_size} workers and could not be resharded "
@@ -390,7 +391,8 @@ def load_newest_complete(handed_over: Path, engine_g, engine_d, rank: int, world
             error = CheckpointError(f"checkpoint {candidate} could not be read: {exc}")
         if (error := _agree(error, world_size)) is None:
             try:
-                state, rng, generator = load(candidate, engine_g, engine_d, rank, world_size)
+                state, rng, generator = load(candidate, engine_g, engine_d, rank, world_size,
+                                             private=downloads is not None)
             except CheckpointError as exc:
                 error = exc
             error = _agree(error, world_size)  # every rank is done loading: a resharded copy may go

@@ -11,7 +11,7 @@ What a DeepSpeed checkpoint holds per rank decides what is needed:
   that one load; each takes its own partition of the new world size.
 
 The conversion is written beside the run's checkpoints, under ``.resharded/checkpoint_NNNNNN/{G,D}``
-(all ranks read it, as they read the checkpoint itself), made afresh on every resharded resume, never
+(all ranks read it, as they read the checkpoint itself; under a URI each rank converts its own download), made afresh on every resharded resume, never
 trusted from an earlier one, and removed once every rank has loaded it. Nothing is unpickled in full on
 the way: the converter's and the universal loader's ``torch.load`` calls are made weights-only, allowing
 DeepSpeed's own classes only (``checkpoint_safety``), after the static check of the source files every
@@ -96,16 +96,19 @@ def to_universal(engine_dir: Path, tag: str, out: Path) -> None:
     os.replace(tmp, out)
 
 
-def engine_sources(directory: Path, names: list[str], tag: str, rank: int, world_size: int) -> dict[str, Path]:
+def engine_sources(directory: Path, names: list[str], tag: str, rank: int, world_size: int,
+                   private: bool = False) -> dict[str, Path]:
     """Where each engine of ``names`` loads from when resuming ``directory`` at another world size.
 
-    Collective: rank 0 converts the partitioned engines while the others wait, and every rank gets its
-    verdict. Returns ``{name: directory}``; a directory under ``.resharded`` is a universal checkpoint.
+    Collective: on a file system all ranks read, rank 0 converts the partitioned engines while the others
+    wait; with ``private`` (each rank resumes its own download of the checkpoint: a run under a URI, whose
+    ranks may be on other nodes) every rank converts its own copy. Every rank gets the same verdict.
+    Returns ``{name: directory}``; a directory under ``.resharded`` is a universal checkpoint.
     """
     out_root = Path(directory).parent / RESHARDED / Path(directory).name
     sources = {name: Path(directory) / name for name in names}
     error: Optional[str] = None
-    if rank == 0:
+    if rank == 0 or private:
         try:
             for name in names:
                 if partitioned(sources[name], tag):
@@ -114,9 +117,9 @@ def engine_sources(directory: Path, names: list[str], tag: str, rank: int, world
         except Exception as exc:
             error = str(exc)
     if world_size > 1 and dist.is_initialized():
-        box = [error]
-        dist.broadcast_object_list(box, src=0)
-        error = box[0]
+        errors: list[Optional[str]] = [None] * world_size
+        dist.all_gather_object(errors, error)
+        error = next((e for e in errors if e is not None), None)
     if error is not None:
         raise ReshardError(error)
     return {name: out_root / name if partitioned(path, tag) else path for name, path in sources.items()}

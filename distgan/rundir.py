@@ -145,10 +145,6 @@ def check_resume(run: Union[Path, StoreDir], name: str, cfg: Config) -> None:
     if refused:
         log.warning("run %r: resuming from %s instead (steps after it are trained again)", name, start.name)
     written_by = state.world_size
-    if written_by != cfg.scaling.num_workers and run.storage.remote:
-        raise ConfigError(f"run {name!r}: {start.name} was written by {written_by} workers and this run has "
-                          f"{cfg.scaling.num_workers}; resharding a checkpoint needs the run on a file system "
-                          f"every worker reads, not a URI. Resume with scaling.num_workers={written_by}")
     if written_by != cfg.scaling.num_workers:
         log.warning("run %r: %s was written by %d workers and this run has %d: it is resharded on resume "
                     "(another global batch: a correct continuation, not a bit-exact one)", name, start.name,

@@ -133,13 +133,15 @@ def test_the_driver_falls_back_past_a_truncated_checkpoint_on_s3(s3_storage, cap
     assert "resuming from checkpoint_000002 instead" in caplog.text
 
 
-def test_resharding_under_a_uri_is_refused_before_anything_starts(s3_storage):
+def test_a_resume_at_another_worker_count_under_a_uri_is_announced_as_resharded(s3_storage, caplog):
     storage = Storage.parse(s3_storage)
     run = storage.run("r")
     fake_checkpoint(run, "checkpoint_000002")
     as_ray_run(run, "checkpoint_000002", two_workers())
-    with pytest.raises(ConfigError, match=r"written by 2 workers .* Resume with scaling.num_workers=2"):
-        rundir.check(storage, "r", two_workers(1))
+    with caplog.at_level(logging.WARNING, logger="distgan"):
+        plan = rundir.check(storage, "r", two_workers(1))
+    assert plan.resumed
+    assert "checkpoint_000002 was written by 2 workers and this run has 1: it is resharded" in caplog.text
 
 
 def test_create_writes_to_the_store_and_the_staging_copy(s3_storage):

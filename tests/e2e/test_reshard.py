@@ -8,6 +8,9 @@ they must be equal exactly, and the resumed run must train on to its last step.
 - ZeRO-3, 2 workers -> 1: parameters and optimizer states are partitioned; rank 0 converts both engines'
   checkpoints to DeepSpeed universal checkpoints, which the single worker loads whole.
 - ZeRO-0 (fp32, the default), 1 worker -> 2: the checkpoint holds no partitions and loads as it is.
+- ZeRO-2, 1 worker -> 2, the run kept in an S3 bucket (moto's server on 127.0.0.1 stands in for the cloud
+  store): each rank downloads the checkpoint into its own directory and converts its own copy (ranks of
+  a run under a URI may be on nodes that share no file system).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from safetensors.torch import load_file
 
 from distgan import checkpoint
 from distgan.launch.train import train
+from distgan.storage import Storage
 from distgan.tracking.jsonl import read_metrics
 from tiny_run import tiny
 
@@ -63,13 +67,16 @@ def record_state_at_save_and_restore(loop_config: dict) -> None:
     session_mod.train_fn(loop_config)
 
 
-@pytest.mark.parametrize("stage, before, after", [(3, 2, 1), (0, 1, 2)])
-def test_a_run_resumes_with_another_worker_count(local_ray, tmp_path, stage, before, after):
+@pytest.mark.parametrize("stage, before, after, where", [(3, 2, 1, "directory"), (0, 1, 2, "directory"),
+                                                         (2, 1, 2, "s3")])
+def test_a_run_resumes_with_another_worker_count(local_ray, tmp_path, request, stage, before, after, where):
+    storage = request.getfixturevalue("s3_storage") if where == "s3" else tmp_path
     first = tiny(*FAST, f"deepspeed.zero_stage={stage}", f"scaling.num_workers={before}", "train.steps=3")
-    train(first, name="rs", storage=tmp_path, progress=False, train_loop=record_state_at_save_and_restore)
-    run = tmp_path / "rs"
+    train(first, name="rs", storage=storage, progress=False, train_loop=record_state_at_save_and_restore)
     second = tiny(*FAST, f"deepspeed.zero_stage={stage}", f"scaling.num_workers={after}", "train.steps=6")
-    result = train(second, name="rs", storage=tmp_path, progress=False, train_loop=record_state_at_save_and_restore)
+    result = train(second, name="rs", storage=storage, progress=False, train_loop=record_state_at_save_and_restore)
+    run = result.run_dir  # the run directory, or this machine's staging copy of a run in the bucket
+    files = Storage.parse(storage).run("rs")
 
     saved = load_file(str(run / f"saved_{before}.safetensors"))
     restored = load_file(str(run / f"restored_{after}.safetensors"))
@@ -79,10 +86,11 @@ def test_a_run_resumes_with_another_worker_count(local_ray, tmp_path, stage, bef
     assert any(saved[k].abs().sum() > 0 for k in saved if k.endswith(".exp_avg")), "Adam never stepped"
 
     assert result.metrics["step"] == 6
-    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl")]
-    assert steps == [2, 3, 4, 6], steps  # 3: the first run's last step
     records = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in records] == [2, 3, 4, 6]  # 3: the first run's last step
     assert all(r["loss_d"] is not None and r["loss_g"] is not None for r in records)
     # Later checkpoints are ordinary ones of the new worker count; the conversion was removed once loaded.
-    assert checkpoint.verify(run / "checkpoint_000006").world_size == after
-    assert not (run / ".resharded").exists()
+    assert checkpoint.verify(files.child("checkpoint_000006")).world_size == after
+    assert ".resharded" not in files.subdirs() and not (run / ".resharded").exists()
+    if where == "s3":  # each rank converted its own download, in its own directory, gone after the restore
+        assert not (run / ".checkpoints").exists() or not any((run / ".checkpoints").iterdir())
