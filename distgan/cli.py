@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("sample", help="generate samples from a run or an exported generator")
-    p.add_argument("source", metavar="RUN_DIR_OR_GENERATOR")
+    p.add_argument("source", metavar="RUN_DIR_OR_GENERATOR", help="a run directory, checkpoint or generator.safetensors, or its URI (s3://bucket/runs/NAME)")
     p.add_argument("--n", type=int, default=64, help="number of samples")
     p.add_argument("--out", required=True, help="FILE.png for a grid, FILE.npz for an array 'images'")
     p.add_argument("--seed", type=int, default=0, help="latent seed")
@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("evaluate", help="FID, KID, precision/recall (and class accuracy) of a generator")
-    p.add_argument("source", metavar="RUN_DIR_OR_GENERATOR")
+    p.add_argument("source", metavar="RUN_DIR_OR_GENERATOR", help="a run directory, checkpoint or generator.safetensors, or its URI (s3://bucket/runs/NAME)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="eval.* or data.* overrides")
     p.add_argument("--metrics", help="comma-separated: fid, kid, pr, class_acc (default: the run's eval.metrics)")
     p.add_argument("--n", type=int, help="generated samples (default: the run's eval.n)")
@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("upscale", help="super-resolve an image, or a folder of them, with an SR generator")
     p.add_argument("source", metavar="RUN_DIR_OR_GENERATOR", help="a run, checkpoint or generator.safetensors "
-                                                                 "of model.family srresnet or rrdb")
+                                                                 "of model.family srresnet or rrdb, or its URI")
     p.add_argument("input", metavar="INPUT", help="a PNG/JPEG file, or a folder of them (searched recursively)")
     p.add_argument("--out", help="output PNG for a file (default INPUT_x{scale}.png beside it) or output folder "
                                  "for a folder (default FOLDER_x{scale}/ beside it, tree mirrored)")

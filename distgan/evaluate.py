@@ -282,9 +282,11 @@ def evaluate_generator(source, overrides: Sequence[str] = ()) -> tuple[Scores, d
     ``overrides`` are ``eval.*`` (or ``data.*``) ``KEY=VALUE`` strings; returns (scores, generator metadata).
     """
     from distgan import data
-    from distgan.export import load_generator
+    from distgan.export import find_generator, load_generator
+    from distgan.storage import is_uri
 
-    source = Path(source)
+    # A generator in a bucket is evaluated from its downloaded copy, which holds the run's config.yaml.
+    source = find_generator(source).parent if is_uri(source) else Path(source)
     module, meta = load_generator(source)
     cfg = config_for(source, meta, overrides)
     if meta.get("task") == "sr":

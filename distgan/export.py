@@ -49,6 +49,11 @@ def find_generator(path: Union[str, Path]) -> Path:
     A run directory without a final export falls back to its newest checkpoint,
     so a run can be sampled while it trains.
     """
+    if "://" in str(path):
+        from distgan.storage import is_uri
+
+        if is_uri(path):
+            return download_generator(str(path))
     path = Path(path)
     if path.is_file():
         if path.suffix != ".safetensors":
@@ -64,6 +69,47 @@ def find_generator(path: Union[str, Path]) -> Path:
     if checkpoints:
         return checkpoints[-1] / WEIGHTS
     raise FileNotFoundError(f"{path} holds no {WEIGHTS} and no checkpoint with one; has the run saved yet?")
+
+
+def download_generator(uri: str) -> Path:
+    """``find_generator`` for a URI (a run, a checkpoint or a weights file in a bucket): the weights, their
+    description and the run's config are downloaded into this machine's staging directory
+    (``DISTGAN_STAGING_DIR``), and the local weights file returned. A bad URI is a ConfigError naming it."""
+    from distgan.storage import Storage, staging_dir
+
+    store = Storage.parse(uri, "generator URI")
+    where = store.as_dir()
+    try:
+        if where.name.endswith(".safetensors") and where.parent().is_file(where.name):
+            source, weights = where.parent(), where.name
+        elif where.is_file(WEIGHTS):
+            source, weights = where, WEIGHTS
+        else:
+            saved = [d for d in where.subdirs() if d.startswith("checkpoint_") and where.is_file(f"{d}/{WEIGHTS}")]
+            if not saved:
+                raise FileNotFoundError(f"{where.display()} holds no {WEIGHTS} and no checkpoint with one; has "
+                                        f"the run saved yet?")
+            source, weights = where.child(saved[-1]), WEIGHTS
+        if not weights.endswith(".safetensors"):
+            raise FileNotFoundError(f"{source.display(weights)} is not a .safetensors generator file")
+        local = staging_dir(store, "generator")
+        local.mkdir(parents=True, exist_ok=True)
+        # The run's config.yaml too (beside a run's export, or in the run holding a checkpoint), which
+        # ``distgan evaluate`` reads. A file missing remotely goes locally: never one left from an earlier
+        # download; a missing description is then named by its reader, as for a local file.
+        config = next((d for d in (source, source.parent()) if d.is_file("config.yaml")), None)
+        for holder, remote, name in ((source, weights, WEIGHTS), (source, META, META), (config, "config.yaml",
+                                                                                        "config.yaml")):
+            (local / name).unlink(missing_ok=True)
+            if holder is not None and holder.is_file(remote):
+                tmp = local / f"{name}.{os.getpid()}.tmp"
+                tmp.write_bytes(holder.read_bytes(remote))
+                os.replace(tmp, local / name)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise FileNotFoundError(f"{where.display()} cannot be read: {exc}") from None
+    return local / WEIGHTS
 
 
 def _not_safetensors(weights: Path, error: Exception) -> str:

@@ -251,7 +251,8 @@ class StoreDir:
             for name in sorted(names):
                 path = Path(top) / name
                 if path.is_file() and not path.is_symlink():
-                    self.write_bytes(f"{rel}/{path.relative_to(local).as_posix()}", path.read_bytes())
+                    inside = path.relative_to(local).as_posix()
+                    self.write_bytes(f"{rel}/{inside}" if rel else inside, path.read_bytes())
 
     def download(self, rel: str, local: Path) -> None:
         """Copy ``rel`` (a file or a directory tree) to ``local``, replacing what is there."""

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from distgan import checkpoint, rundir
 from distgan.config import ConfigError, load_config
@@ -210,3 +211,47 @@ def test_a_sweep_in_a_bucket_is_found_for_resume_and_never_started_twice(s3_stor
     resumed, again, local = resolve_sweep(None, store, "s", resume=True)
     assert resumed.tune.space == cfg.tune.space and again.text == sweep.text
     assert (local / "sweep.yaml").read_text() == sweep.as_dir().read_text("sweep.yaml")
+
+
+def test_a_generator_in_a_bucket_is_sampled_and_evaluated_from_a_download(s3_storage, tmp_path, capsys):
+    """``distgan sample/evaluate/upscale`` and ``train.init_from`` find a generator through ``find_generator``:
+    given a URI, it downloads the export (or the newest checkpoint's) with its description and the run's
+    config into the staging directory."""
+    import dataclasses
+
+    from distgan import cli
+    from distgan.evaluate import config_for
+    from distgan.export import find_generator, load_generator, save_generator
+    from distgan.models import build_generator
+
+    cfg = load_config(None, ("model.g_width=8", "model.latent_dim=8"))
+    g = build_generator(cfg.model, (1, 16, 16)).eval()
+    meta = {"model": dataclasses.asdict(cfg.model), "data_shape": [1, 16, 16], "num_classes": 0, "step": 4}
+    save_generator(tmp_path / "local" / "checkpoint_000004", g, meta)
+    (tmp_path / "local" / "config.yaml").write_text("model: {g_width: 8, latent_dim: 8}\n")
+    run = Storage.parse(s3_storage).run("gen")
+    run.upload(tmp_path / "local", "")
+    uri = s3_storage.replace("/runs?", "/runs/gen?")
+
+    # No export yet: the newest checkpoint's generator, and the run's config beside the download.
+    weights = find_generator(uri)
+    assert weights.read_bytes() == (tmp_path / "local" / "checkpoint_000004" / "generator.safetensors").read_bytes()
+    assert config_for(weights.parent, meta).model.g_width == 8
+    module, got = load_generator(uri)
+    assert got["step"] == 4 and all(torch.equal(a, b) for a, b in zip(module.state_dict().values(),
+                                                                       g.state_dict().values()))
+    assert cli.main(["sample", uri, "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 0 and "step 4" in capsys.readouterr().out
+    assert cli.main(["evaluate", uri, "--metrics", "fid", "--n", "64", "--features", "identity", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scores["step"] == 4 and scores["fid"] > 0
+
+    # The final export wins once there; a stale description is never kept from the earlier download.
+    save_generator(tmp_path / "export", g, {**meta, "step": 9})
+    run.upload(tmp_path / "export" / "generator.safetensors", "generator.safetensors")
+    with pytest.raises(FileNotFoundError, match="generator.json is missing"):
+        load_generator(uri)
+    run.upload(tmp_path / "export" / "generator.json", "generator.json")
+    assert load_generator(uri)[1]["step"] == 9
+    with pytest.raises(FileNotFoundError, match=r"s3://.*/runs/nothing holds no generator.safetensors"):
+        find_generator(s3_storage.replace("/runs?", "/runs/nothing?"))
