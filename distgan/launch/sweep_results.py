@@ -124,5 +124,6 @@ def summarize(cfg: Config, sweep: Storage, local: Path, grid) -> SweepResult:
     exported = copy_generator(files.dir.child(f"trials/{best['trial']}"), files, "best") or (
         best["checkpoint"] is not None and copy_generator(StoreDir(sweep, best["checkpoint"]), files, "best"))
     print(f"Best: {best['trial']} {cfg.tune.metric} {best[cfg.tune.metric]:.6g}; config "
-          f"{where}/best_config.yaml" + (f"; generator {where}/best" if exported else ""), flush=True)
+          f"{where}/best_config.yaml" + (f"; generator {where}/best" if exported else "")
+          + (f" (copies in {local})" if sweep.remote else ""), flush=True)
     return SweepResult(local, rows, best, where)
