@@ -94,6 +94,8 @@ class Storage:
     def text_of(self, fs_path: str) -> str:
         """``fs_path`` (a path on this storage's file system, under its root) as a path or URI that
         ``Storage.parse`` opens elsewhere: how a location crosses to another process."""
+        if not self.remote:
+            return fs_path  # a local path already is one
         if fs_path != self.root and not fs_path.startswith(self.root + "/"):
             raise ValueError(f"{fs_path} is not under {self.display()}")
         return self.child(fs_path[len(self.root):]).text if fs_path != self.root else self.text
