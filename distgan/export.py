@@ -75,7 +75,7 @@ def download_generator(uri: str) -> Path:
     """``find_generator`` for a URI (a run, a checkpoint or a weights file in a bucket): the weights, their
     description and the run's config are downloaded into this machine's staging directory
     (``DISTGAN_STAGING_DIR``), and the local weights file returned. A bad URI is a ConfigError naming it."""
-    from distgan.storage import Storage, staging_dir
+    from distgan.storage import Storage, local_dir, staging_dir
 
     store = Storage.parse(uri, "generator URI")
     where = store.as_dir()
@@ -93,7 +93,6 @@ def download_generator(uri: str) -> Path:
         if not weights.endswith(".safetensors"):
             raise FileNotFoundError(f"{source.display(weights)} is not a .safetensors generator file")
         local = staging_dir(store, "generator")
-        local.mkdir(parents=True, exist_ok=True)
         # The run's config.yaml too (beside a run's export, or in the run holding a checkpoint), which
         # ``distgan evaluate`` reads. A file missing remotely goes locally: never one left from an earlier
         # download; a missing description is then named by its reader, as for a local file.
@@ -102,9 +101,7 @@ def download_generator(uri: str) -> Path:
                                                                                         "config.yaml")):
             (local / name).unlink(missing_ok=True)
             if holder is not None and holder.is_file(remote):
-                tmp = local / f"{name}.{os.getpid()}.tmp"
-                tmp.write_bytes(holder.read_bytes(remote))
-                os.replace(tmp, local / name)
+                local_dir(local).write_bytes(name, holder.read_bytes(remote))  # atomic, per process
     except OSError as exc:
         if isinstance(exc, FileNotFoundError):
             raise
