@@ -72,7 +72,7 @@ def saved_bytes(net: nn.Module, lr_side: int, dtype: torch.dtype) -> int:
 
 def activation_fit(quick: bool, precision: str, checkpointing: bool) -> dict:
     """bytes = a + b * HR pixels, fitted on two LR crops and checked on a third."""
-    from distgan.engines import DTYPES
+    from distgan.runtime.engines import DTYPES
     from distgan.models import build_generator
 
     model_cfg = rrdb_model_config(quick, checkpointing)
@@ -128,7 +128,7 @@ def _peak_of_step(net: nn.Module, x: torch.Tensor) -> int | None:
 
 def cuda_peak(quick: bool, precision: str, checkpointing: bool, hr_side: int, fit: dict) -> dict:
     """One forward+backward of G alone on the GPU at ``hr_side``: measured peak vs params + grads + saved."""
-    from distgan.engines import DTYPES
+    from distgan.runtime.engines import DTYPES
     from distgan.models import build_generator
 
     model_cfg = rrdb_model_config(quick, checkpointing)

@@ -7,7 +7,7 @@ import argparse
 
 def load_from_args(argv, description: str, data: str):
     """Parse ``SOURCE [--n N] [--seed S]``; returns (args, generator, metadata) for a ``data`` generator."""
-    from distgan.export import load_generator
+    from distgan.persist.export import load_generator
 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("source", help="run directory, checkpoint directory or generator.safetensors")

@@ -59,7 +59,7 @@ def report_conditional(probs: np.ndarray, requested: np.ndarray) -> int:
 def main(argv=None) -> int:
     from distgan.config import DataConfig
     from distgan.data.builtin import load_digits as load_training_digits
-    from distgan.export import generate
+    from distgan.persist.export import generate
 
     args, module, meta = load_from_args(argv, __doc__.splitlines()[0], "digits")
     clf = DigitClassifier.fit()

@@ -1,6 +1,6 @@
 """Memory per worker: what each ZeRO stage keeps, and the largest HR crop that fits. Measured, not derived.
 
-Part 1 builds real DeepSpeed engines with ``distgan.engines.build_engine`` in 1 and 2 processes (a gloo group
+Part 1 builds real DeepSpeed engines with ``distgan.runtime.engines.build_engine`` in 1 and 2 processes (a gloo group
 on 127.0.0.1; DeepSpeed picks its CPU accelerator), runs two forward/backward/steps on a tiny batch (the first
 creates Adam's state, so the second holds all a training step does), and counts in every rank the bytes of each
 distinct storage that rank holds (deduplicated by address, so views of one flat buffer count once, alignment
@@ -208,7 +208,7 @@ class BackwardPeak:
 
 def measure_job(job: Job, world: int, quick: bool, verbose: bool, persistence_threshold: int | None = None) -> dict:
     """One engine, two forward/backward/steps; what this rank holds in the second, and when."""
-    from distgan import engines
+    from distgan.runtime import engines
 
     cfg = job_config(job, quick, persistence_threshold)
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ from _generator_args import load_from_args
 
 def main(argv=None) -> int:
     from distgan.data.builtin import RING_STD, ring8_modes
-    from distgan.export import generate
+    from distgan.persist.export import generate
     from distgan.metrics.modes import mode_coverage
 
     args, module, meta = load_from_args(argv, __doc__.splitlines()[0], "ring8")

@@ -3,7 +3,7 @@
 Runs the default DCGAN for ``--steps`` steps (2,000 by default) two ways and samples, at every log step,
 the resident memory (RSS) of the training process and the images/s of the window just ended:
 
-  in-process   distgan's per-worker loop (``distgan.worker.Trainer``) in this process on a world-size-1
+  in-process   distgan's per-worker loop (``distgan.runtime.loop.Trainer``) in this process on a world-size-1
                gloo group, RSS of this process
   ray x1       ``distgan.train`` on an embedded local Ray with one worker; the driver samples the RSS of
                the Ray Train worker process (found by its process title) every ``--poll`` seconds
@@ -39,7 +39,7 @@ COMMON = ("tracking.wandb=false", "eval.every=0", "scaling.cpus_per_worker=1", "
 
 
 def config(args):
-    from distgan.config import load_config
+    from distgan import load_config
 
     return load_config(None, COMMON + tuple(args.set) + (
         f"train.steps={args.steps}", f"train.log_every={args.log_every}",
@@ -90,7 +90,8 @@ def in_process(cfg) -> list[tuple[int, float, float]]:
 
     import torch.distributed as dist
 
-    from distgan.worker import RunInfo, Trainer
+    from distgan.runtime.loop import RunInfo
+    from distgan.tasks import build_trainer
 
     if not dist.is_initialized():
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0",
@@ -99,7 +100,7 @@ def in_process(cfg) -> list[tuple[int, float, float]]:
     torch.set_num_threads(cfg.scaling.cpus_per_worker)
     session = _Session()
     with tempfile.TemporaryDirectory() as tmp:
-        Trainer(cfg, RunInfo(Path(tmp), "steady", "x"), session).run()
+        build_trainer(cfg, RunInfo(Path(tmp), "steady", "x"), session).run()
     return session.samples
 
 

@@ -7,7 +7,7 @@ step) of:
   plain        a hand-written single-process loop: the same G and D modules and init, torch's Adam with the
                same hyperparameters, the same non-saturating loss, fp32, the same batch and thread count;
                no Ray, no DeepSpeed, no EMA, no metrics
-  in-process   distgan's per-worker loop (``distgan.worker.Trainer``) in this process on a world-size-1
+  in-process   distgan's per-worker loop (``distgan.runtime.loop.Trainer``) in this process on a world-size-1
                gloo group: DeepSpeed engines, EMA (``--ema``), metrics at log steps, no Ray
   ray xN       ``distgan.train`` on an embedded local Ray with N workers (``--workers``); images/s is the
                global rate, and per worker it is that divided by N
@@ -44,7 +44,7 @@ from typing import Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-from distgan.malloc_tuning import keep_freed_memory
+from distgan.runtime.malloc import keep_freed_memory
 
 MODELS = {
     "default": (),
@@ -54,7 +54,7 @@ COMMON = ("tracking.wandb=false", "eval.every=0", "scaling.cpus_per_worker=1")
 
 
 def config(args, workers: int, *extra: str):
-    from distgan.config import load_config
+    from distgan import load_config
 
     steps = args.warmup + args.repeats * args.steps
     return load_config(None, MODELS[args.model] + COMMON + tuple(args.set) + (
@@ -111,7 +111,7 @@ def plain_loop(cfg, args) -> list[float]:
 
 
 class _Session:
-    """The world-size-1 session ``distgan.worker`` needs, without Ray."""
+    """The world-size-1 session ``distgan.runtime.loop`` needs, without Ray."""
 
     rank, world_size, use_gpu, device = 0, 1, False, torch.device("cpu")
 
@@ -134,14 +134,15 @@ def windows(run_dir: Path, args) -> list[float]:
 def in_process(cfg, args) -> list[float]:
     import torch.distributed as dist
 
-    from distgan.worker import RunInfo, Trainer
+    from distgan.runtime.loop import RunInfo
+    from distgan.tasks import build_trainer
 
     if not dist.is_initialized():
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0",
                           WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
         dist.init_process_group("gloo", rank=0, world_size=1)
     with tempfile.TemporaryDirectory() as tmp:
-        Trainer(cfg, RunInfo(Path(tmp), "throughput", "x"), _Session()).run()
+        build_trainer(cfg, RunInfo(Path(tmp), "throughput", "x"), _Session()).run()
         return windows(Path(tmp), args)
 
 

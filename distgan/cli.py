@@ -1,5 +1,13 @@
-"""Command line: ``distgan train | tune | submit | jobs | sample | evaluate | upscale``. A thin layer over the Python
-API."""
+"""Command line: ``distgan train | tune | submit | jobs | sample | evaluate | upscale | config``.
+
+A thin face over the Python API (``distgan.api``) and the launchers (``distgan.launch``), taking the same
+typed config. Its start imports neither torch nor Ray, so ``--help``, ``distgan config keys`` and a config
+that fails its key, type or range checks (``distgan.config``) answer at once; torch comes with the full
+check (``distgan.checks.validate``, and ``check_sweep`` for a sweep), Ray only when work starts.
+``--dry-run`` on train, tune and submit makes every check and prints the plan (``distgan.launch.plan``)
+without starting Ray or writing anything. ``distgan config`` shows a resolved config, every key
+(``distgan.config.reference``, which also writes docs/config.md) and a JSON Schema for editors.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +17,16 @@ STARTED = time.time()
 """When the command started (before the heavy imports): the start of its start-up breakdown."""
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Optional, Sequence  # noqa: E402
 
-from distgan.config import ConfigError, load_config  # noqa: E402
+from distgan.config import Config, ConfigError, load_config  # noqa: E402  (PyYAML only: cheap)
+
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def split_config_args(items: Sequence[str]) -> tuple[Optional[str], list[str]]:
@@ -23,21 +34,60 @@ def split_config_args(items: Sequence[str]) -> tuple[Optional[str], list[str]]:
     items = list(items)
     config = None
     if items and "=" not in items[0]:
+        if looks_like_key(items[0]) and not Path(items[0]).exists():
+            raise bare_key_error(items[0])  # else it is reported as a config file that does not exist
         config = items.pop(0)
     stray = [i for i in items if "=" not in i]
     if stray:
-        raise ConfigError(f"expected KEY=VALUE overrides after the config file, got {stray[0]!r}")
+        raise bare_key_error(stray[0])
     return config, items
+
+
+def looks_like_key(item: str) -> bool:
+    """``train.steps`` (a section, a dot), not ``train.yaml`` or ``configs/x``: what a bare key looks like."""
+    head, dot, _ = item.partition(".")
+    sections = {f.name for f in dataclasses.fields(Config)}
+    return bool(dot) and head in sections and "/" not in item and not item.endswith(CONFIG_SUFFIXES)
+
+
+def bare_key_error(item: str) -> ConfigError:
+    from distgan.config.reference import find, yaml_value
+
+    known = find(item)
+    example = f"{item}={yaml_value(known.default)} (its default)" if known else "train.steps=200"
+    return ConfigError(f"{item!r}: a bare key; give KEY=VALUE, e.g. {example}")
+
+
+def load_checked(items: Sequence[str], sweep: bool = False) -> Config:
+    """``[CONFIG] [KEY=VALUE ...]`` -> a Config checked in full (and its ``tune`` section with ``sweep``).
+
+    The cheap checks (keys, types, ranges) run before torch is imported for the registries, so a misspelt
+    key answers at once; Ray is imported only after this, once the config can run.
+    """
+    config_path, overrides = split_config_args(items)
+    cfg = load_config(config_path, tuple(overrides))
+    from distgan.checks import validate
+
+    validate(cfg)
+    if sweep:
+        from distgan.sweeps.checks import check_sweep
+
+        check_sweep(cfg)
+    return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from distgan.launch.loopback import keep_embedded_ray_on_loopback
 
-    keep_embedded_ray_on_loopback(args.address)
-    from distgan.launch.train import train
+    keep_embedded_ray_on_loopback(args.address)  # before anything imports ray
+    cfg = load_checked(args.items)
+    if args.dry_run:
+        from distgan.launch.plan import train_plan
 
-    config_path, overrides = split_config_args(args.items)
-    cfg = load_config(config_path, tuple(overrides))
+        print(train_plan(cfg, args.name, args.storage, args.address).render())
+        return 0
+    from distgan.launch.train import train  # not distgan.api.train: this one takes the command's start time
+
     result = train(cfg, name=args.name, address=args.address, storage=args.storage, started=STARTED)
     kept = "" if result.location == str(result.run_dir) else f"{result.location}; a copy of its outputs is in "
     print(f"Done: {kept}{result.run_dir} (generator: {result.run_dir / 'generator.safetensors'})")
@@ -55,15 +105,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from distgan.launch.loopback import keep_embedded_ray_on_loopback
 
     keep_embedded_ray_on_loopback(args.address)
-    from distgan.launch.tune import run_tune
-
     config_path, overrides = split_config_args(args.items)
     if args.resume and (config_path or overrides):
         raise ConfigError("--resume continues a sweep with the config it was started with; give only --name")
     if args.resume and not args.name:
         raise ConfigError("--resume: name the sweep to continue with --name")
-    cfg = load_config(config_path, tuple(overrides))
-    result = run_tune(cfg, name=args.name, address=args.address, storage=args.storage, resume=args.resume)
+    cfg = None if args.resume else load_checked(args.items, sweep=True)  # a resumed sweep keeps its own
+    if args.dry_run:
+        from distgan.launch.plan import tune_plan
+
+        print(tune_plan(cfg, args.name, args.storage, args.address, args.resume).render())
+        return 0
+    from distgan.api import tune
+
+    result = tune(cfg, name=args.name, address=args.address, storage=args.storage, resume=args.resume)
     return 0 if result.best is not None else 1
 
 
@@ -76,25 +131,17 @@ def _jobs_address(args: argparse.Namespace) -> str:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from distgan import rundir
-    from distgan.launch import submit
-    from distgan.storage import check_uri, is_uri
+    from distgan.launch import plan, submit
 
-    config_path, overrides = split_config_args(args.items)
-    cfg = load_config(config_path, tuple(overrides))  # a bad config fails here, before anything is sent
-    storage = args.storage or cfg.train.storage or submit.default_storage()
-    if not storage:
-        raise ConfigError("--storage: where the cluster keeps runs, a path every node sees (a shared file "
-                          "system) or a URI (s3://bucket/runs); or set DISTGAN_STORAGE")
-    # A bad URI (or one holding credentials) is refused before anything is sent.
-    if is_uri(storage):
-        check_uri(storage)  # reaching the store is left to the cluster
-    if not is_uri(storage) and not os.path.isabs(os.path.expanduser(storage)):
-        raise ConfigError(f"--storage {storage!r}: give an absolute path on the cluster (or a URI); a relative one "
-                          f"would name a directory inside the job's temporary working directory")
-    name = args.name or ("sweep_" if args.tune else "") + rundir.default_name(cfg)
-    command = "tune" if args.tune else "train"
+    # A bad config, storage or address fails here, before anything is sent.
+    cfg = load_checked(args.items, sweep=args.tune and not args.resume)
+    storage = plan.submit_storage(args.storage, cfg)
     address = _jobs_address(args)
+    if args.dry_run:
+        print(plan.submit_plan(cfg, address, args.name, storage, args.tune, args.resume, args.package).render())
+        return 0
+    name = plan.submit_name(cfg, args.name, args.tune)
+    command = "tune" if args.tune else "train"
     job_id = submit.submit(cfg, address, name, storage, command, args.package, args.resume)
     print(f"Submitted {command} {name!r} as job {job_id}; runs in {storage}/{name}", flush=True)
     if not args.follow:
@@ -134,7 +181,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from distgan.export import generate, load_generator
+    from distgan.persist.export import generate, load_generator
+    from distgan.tasks import task_of
     from distgan.tracking.images import render_samples, save_image, to_unit
 
     out = Path(args.out)
@@ -145,9 +193,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.zoom < 1:
         raise ConfigError(f"--zoom: must be >= 1, got {args.zoom}")
     module, meta = load_generator(args.source)
-    if meta.get("task") == "sr":
-        raise ConfigError(f"{args.source} is a super-resolution generator: it upscales images instead of sampling "
-                          f"them; use distgan upscale {args.source} INPUT")
+    task = task_of(meta)
+    if "sample" not in task.commands:
+        raise ConfigError(f"{args.source} is a {task.name.replace('_', '-')} generator: distgan sample draws from "
+                          f"generation models; use distgan {task.commands[0]} {args.source} INPUT")
     labels = sample_labels(args.labels, meta, args.n)
     samples = generate(module, args.n, args.seed, labels=labels)
     if out.suffix == ".png":
@@ -201,7 +250,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    from distgan.upscale import upscale_path
+    from distgan.tasks.super_resolution.upscale import upscale_path
 
     if args.tile < 0:
         raise ConfigError(f"--tile: must be >= 0 (0 runs the whole image at once), got {args.tile}")
@@ -213,6 +262,29 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                            scale=args.scale, device=args.device,
                            progress=lambda src, dst: print(f"{src} -> {dst}", flush=True))
     print(f"wrote {len(written)} image{'s' if len(written) != 1 else ''}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from distgan.config import reference
+
+    if args.action == "keys":
+        sys.stdout.write(reference.render_markdown() if args.markdown else reference.render_keys())
+        return 0
+    if args.action == "schema":
+        import json
+
+        text = json.dumps(reference.json_schema(), indent=2) + "\n"
+        if args.out:
+            Path(args.out).write_text(text)
+            print(f"wrote the JSON Schema of distgan configs to {args.out}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+        return 0
+    import yaml
+
+    cfg = load_checked(args.items, sweep=args.tune)
+    sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return 0
 
 
@@ -243,6 +315,19 @@ def sample_labels(text: Optional[str], meta: dict, n: int):
     return torch.tensor(chosen)[torch.arange(n) % len(chosen)]
 
 
+def config_epilog() -> str:
+    """The config's sections, one line each from their docstrings, and where every key is described."""
+    from distgan.config.reference import sections
+
+    found = sections()
+    width = max(len(name) for name, _ in found)
+    lines = ["config sections (override any key as SECTION.KEY=VALUE, e.g. train.steps=200):"]
+    lines += [f"  {name:<{width}}  {' '.join(doc.replace('``', '`').split())}" for name, doc in found]
+    lines += ["", "Every key with its type, default and meaning: `distgan config keys` or docs/config.md;",
+              "a config as it resolves, checked: `distgan config show [CONFIG] [KEY=VALUE ...]`."]
+    return "\n".join(lines)
+
+
 def _launch_arguments(p: argparse.ArgumentParser, items_help: str, name_help: str) -> None:
     """What ``train`` and ``tune`` share: config and overrides, a name, the cluster and the storage."""
     p.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE]", help=items_help)
@@ -250,24 +335,42 @@ def _launch_arguments(p: argparse.ArgumentParser, items_help: str, name_help: st
     p.add_argument("--address", help="Ray cluster to join (e.g. auto or ray://HEAD:10001)")
     p.add_argument("--storage", help="where runs are kept (default ./runs): a directory, or for train a URI such "
                                      "as s3://bucket/runs or gs://bucket/runs")
+    _dry_run_argument(p)
+
+
+def _dry_run_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true",
+                   help="check everything and print the plan (workers, devices, ZeRO, storage, run directory, "
+                        "fresh or resumed); starts no Ray and writes nothing")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="distgan", description=__doc__)
+    epilog = config_epilog()
+
+    def command(name: str, summary: str, with_config: bool = False) -> argparse.ArgumentParser:
+        # Commands that take a config list its sections under their options, as the top level does.
+        return sub.add_parser(name, help=summary, epilog=epilog if with_config else None,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    parser = argparse.ArgumentParser(prog="distgan", epilog=epilog,
+                                     description="Distributed GAN training on Ray Train with DeepSpeed engines "
+                                                 "for G and D.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a GAN on Ray (embedded local Ray unless --address)")
+    p = command("train", "train a GAN on Ray (embedded local Ray unless --address)", with_config=True)
     _launch_arguments(p, "a YAML config (default: DCGAN on digits) and dotted overrides, e.g. train.steps=200",
                       "run name; an existing run of that name is resumed")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("tune", help="a Ray Tune sweep over the config's tune.space, each trial a distributed run")
+    p = command("tune", "a Ray Tune sweep over the config's tune.space, each trial a distributed run",
+                with_config=True)
     _launch_arguments(p, "a YAML config with a tune section, and dotted overrides",
                       "sweep name (directory under --storage)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials stay done")
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("submit", help="run training (or a sweep with --tune) as a job on a Ray cluster")
+    p = command("submit", "run training (or a sweep with --tune) as a job on a Ray cluster", with_config=True)
     p.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE]", help="a YAML config and dotted overrides")
     p.add_argument("--address", help="the cluster's Jobs API, e.g. http://HEAD:8265 (default: "
                                      "RAY_API_SERVER_ADDRESS)")
@@ -279,7 +382,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="stream the job's logs; exit with its status")
     p.add_argument("--package", choices=["local", "installed"], default="local",
                    help="upload this distgan with the job (local), or use the one in the cluster's image")
+    _dry_run_argument(p)
     p.set_defaults(func=cmd_submit)
+
+    p = command("config", "show a resolved config, every key, or a JSON Schema for editors", with_config=True)
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("show", help="print the config (file + overrides + defaults) as YAML, checked in full")
+    q.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE]", help="a YAML config and dotted overrides")
+    q.add_argument("--tune", action="store_true", help="check its tune section too, as distgan tune does")
+    q = actions.add_parser("keys", help="every dotted key with its type, default and description")
+    q.add_argument("--markdown", action="store_true", help="as Markdown: the text of docs/config.md")
+    q = actions.add_parser("schema", help="a JSON Schema (draft 2020-12) of config files, for YAML editors")
+    q.add_argument("--out", help="write it to this file (default: standard output)")
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("jobs", help="list, follow or stop distgan jobs on a Ray cluster")
     p.add_argument("action", choices=["list", "logs", "stop"])
@@ -337,9 +452,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"distgan: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        from distgan.export import GeneratorFileError
+        from distgan.persist.export import GeneratorFileError
         from distgan.launch.submit import SubmitError
-        from distgan.rundir import RunFailed
+        from distgan.persist.rundir import RunFailed
 
         if isinstance(exc, RunFailed):  # the workers' tracebacks are in the log above
             print(f"distgan: error: {exc}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from distgan import engines
+from distgan.runtime import engines
 
 
 def flat(engine, buffers: bool = False) -> torch.Tensor:

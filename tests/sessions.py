@@ -1,4 +1,4 @@
-"""A single-process ``distgan.worker.Session`` for in-process tests of the loop (no Ray).
+"""A single-process ``distgan.runtime.loop.Session`` for in-process tests of the loop (no Ray).
 
 Reports are kept in memory and reported checkpoint directories are copied
 into ``store``, the way Ray Train persists them.

@@ -17,7 +17,7 @@ import yaml
 
 import distgan
 from distgan.cli import build_parser, split_config_args
-from distgan.config import load_config
+from distgan import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = sorted((ROOT / "cluster").glob("*.yaml"))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from distgan.config import Config, load_config
+from distgan.config import Config
+from distgan import load_config
 
 OVERRIDES = ("train.steps=6", "train.batch_size=16", "train.log_every=2", "train.checkpoint_every=3",
              "train.sample_every=3", "train.keep_checkpoints=2", "model.g_width=16", "model.d_width=16",

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from distgan.config import DataConfig
-from distgan.data import DATASETS, Dataset, Source, require_resolution
+from distgan.data.source import DATASETS, Dataset, Source, require_resolution
 
 DIGIT_RESOLUTIONS = (8, 16, 32, 64)
 RING_MODES, RING_RADIUS, RING_STD = 8, 2.0, 0.02

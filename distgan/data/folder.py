@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from distgan.config import ConfigError, DataConfig
-from distgan.data import Dataset, Source
+from distgan.data.source import Dataset, Source
 from distgan.data.images import open_upright, to_8bit
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,8 @@ EXTENSIONS = frozenset({".png", ".jpg", ".jpeg"})
 # What PIL raises on a bad file: not an image, truncated, bad checksum, or absurdly large.
 READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
-_verdicts: dict[tuple[str, int, int], str] = {}
-"""(path, size, mtime_ns) -> "" if ``verify`` passed, else why it failed."""
+_probes: dict[tuple[str, int, int], tuple[str, tuple[int, int]]] = {}
+"""(path, size, mtime_ns) -> (why the file cannot be read, "" if it can; its upright (height, width))."""
 
 
 def image_files(cfg: DataConfig) -> list[Path]:
@@ -66,39 +66,48 @@ def _cut_short(path: Path, size: int) -> None:
         img.load()
 
 
-def _verify(path: Path) -> str:
+def probe(path: Path) -> tuple[str, tuple[int, int]]:
+    """Whether ``path`` can be read ("" if so, else why not) and its upright (height, width), from its header
+    and ``verify`` without decoding the pixels (a JPEG cut short is decoded to be sure); cached per file
+    version, so the driver's check and each worker's load read a file's header once."""
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _verdicts:
+    if key not in _probes:
         try:
             with Image.open(path) as img:
+                w, h = img.size
+                # A PNG's EXIF may follow the pixel data, which getexif would decode; JPEG's is in the header.
+                if img.format != "PNG" or "exif" in img.info:
+                    if img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
+                        w, h = h, w
                 img.verify()
             _cut_short(path, stat.st_size)
-            _verdicts[key] = ""
+            _probes[key] = ("", (h, w))
         except READ_ERRORS as exc:
-            _verdicts[key] = str(exc) or type(exc).__name__
-    return _verdicts[key]
+            _probes[key] = (str(exc) or type(exc).__name__, (0, 0))
+    return _probes[key]
 
 
-def _unreadable(cfg: DataConfig, path: Path, why: str, more: int = 0) -> ConfigError:
+def unreadable(key: str, folder: str, path: Path, why: str, more: int = 0) -> ConfigError:
     others = f" (and {more} more)" if more else ""
-    return ConfigError(f"data.path {cfg.path!r}: cannot read image {str(path)!r}{others}: {why}; fix or remove "
-                       f"it, or set data.skip_corrupt=true to skip unreadable images")
+    return ConfigError(f"{key} {folder!r}: cannot read image {str(path)!r}{others}: {why}; fix or remove it, or "
+                       f"set data.skip_corrupt=true to skip unreadable images")
 
 
-def _failures(cfg: DataConfig, files: list[Path]) -> dict[Path, str]:
-    """Files that fail ``verify``; raises unless ``data.skip_corrupt`` or when nothing is left."""
-    failed = {path: why for path in files if (why := _verify(path))}
-    if failed and not cfg.skip_corrupt:
+def screen(files: list[Path], key: str, folder: str, skip_corrupt: bool) -> dict[Path, str]:
+    """Files of ``folder`` (the value of config key ``key``) that cannot be read; raises unless
+    ``skip_corrupt``, and when none is left."""
+    failed = {path: why for path in files if (why := probe(path)[0])}
+    if failed and not skip_corrupt:
         path, why = next(iter(failed.items()))
-        raise _unreadable(cfg, path, why, more=len(failed) - 1)
+        raise unreadable(key, folder, path, why, more=len(failed) - 1)
     if len(failed) == len(files):
-        raise ConfigError(f"data.path {cfg.path!r}: none of the {len(files)} images can be read")
+        raise ConfigError(f"{key} {folder!r}: none of the {len(files)} images can be read")
     return failed
 
 
 def check(cfg: DataConfig) -> None:
-    _failures(cfg, image_files(cfg))
+    screen(image_files(cfg), "data.path", cfg.path, cfg.skip_corrupt)
 
 
 def _read(path: Path, cfg: DataConfig) -> np.ndarray:
@@ -114,7 +123,7 @@ def _read(path: Path, cfg: DataConfig) -> np.ndarray:
 
 def load(cfg: DataConfig) -> Dataset:
     files = image_files(cfg)
-    failed = _failures(cfg, files)
+    failed = screen(files, "data.path", cfg.path, cfg.skip_corrupt)
     arrays = []
     for path in files:
         if path in failed:
@@ -123,7 +132,7 @@ def load(cfg: DataConfig) -> Dataset:
             arrays.append(_read(path, cfg))
         except READ_ERRORS as exc:
             if not cfg.skip_corrupt:
-                raise _unreadable(cfg, path, str(exc) or type(exc).__name__) from None
+                raise unreadable("data.path", cfg.path, path, str(exc) or type(exc).__name__) from None
             failed[path] = str(exc)
     if failed:
         log.warning("data.path %r: skipped %d unreadable image(s) of %d (data.skip_corrupt=true), first %s",

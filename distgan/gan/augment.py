@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from distgan.registry import Registry
+from distgan.core.registry import Registry
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
 AUGMENTS: Registry[Augment] = Registry("augmentation")

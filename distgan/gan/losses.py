@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from distgan.registry import Registry
+from distgan.core.registry import Registry
 
 
 class AdversarialLoss:

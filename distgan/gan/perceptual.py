@@ -10,7 +10,7 @@ Sequential whose indices give the state-dict keys ``features.0.weight`` ..
 
 Those weights are never downloaded: ``loss.perceptual.vgg_weights`` or
 ``DISTGAN_VGG19_WEIGHTS`` names a local copy, read with ``weights_only=True``
-and checked key by key (``distgan.pretrained``, shared with FID's Inception).
+and checked key by key (``distgan.core.pretrained``, shared with FID's Inception).
 The network is frozen and knows nothing of DeepSpeed: it lives beside G's
 engine on each worker, and only gradients with respect to G's output pass
 through it.
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distgan.config import Config, ConfigError, PerceptualLossConfig, positive
-from distgan.pretrained import check_state_dict, read_state_dict, resolve_weights, sha256
+from distgan.core.pretrained import check_state_dict, read_state_dict, resolve_weights, sha256
 
 WEIGHTS_ENV_VAR = "DISTGAN_VGG19_WEIGHTS"
 WEIGHTS_FILE_NAME = "vgg19-dcbb9e9d.pth"

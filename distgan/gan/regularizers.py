@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from distgan.registry import Registry
+from distgan.core.registry import Registry
 
 Discriminator = Callable[[torch.Tensor], torch.Tensor]
 

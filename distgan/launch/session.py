@@ -11,20 +11,22 @@ import ray.train
 import ray.train.torch
 import torch
 
-from distgan import rundir
-from distgan.checkpoint import CheckpointError
+from distgan.checks import validate
 from distgan.config import Config, ConfigError
-from distgan.gan.nonfinite import NonFiniteError
-from distgan.malloc_tuning import keep_freed_memory
-from distgan.storage import CheckpointDownloads, Storage, StoreDir, is_uri, staging_dir
-from distgan.worker import RunInfo, run_worker
+from distgan.persist import rundir
+from distgan.persist.errors import CheckpointError
+from distgan.persist.storage import CheckpointDownloads, Storage, StoreDir, is_uri, staging_dir
+from distgan.runtime.loop import RunInfo
+from distgan.runtime.malloc import keep_freed_memory
+from distgan.runtime.nonfinite import NonFiniteError
+from distgan.tasks import build_trainer
 
 FINAL_ERRORS = (ConfigError, CheckpointError, NonFiniteError)
 """Errors a restart from the last checkpoint would only meet again: recorded so that the restarts stop at once."""
 
 
 class RaySession:
-    """``distgan.worker.Session`` over Ray Train's context, report and checkpoints."""
+    """``distgan.runtime.loop.Session`` over Ray Train's context, report and checkpoints."""
 
     def __init__(self, use_gpu: bool, initial_checkpoint: Optional[str] = None,
                  checkpoints: Optional[StoreDir] = None, staging: Optional[Path] = None):
@@ -107,7 +109,8 @@ def train_fn(loop_config: dict) -> None:
                    loop_config.get("startup") or {}, remote)
     session = RaySession(loop_config["use_gpu"], loop_config.get("initial_checkpoint"), checkpoints, run_dir)
     try:
-        run_worker(cfg, info, session)
+        # Checked again here: the files it names must exist on this worker's node too.
+        build_trainer(validate(cfg), info, session).run()
     except FINAL_ERRORS as exc:
         rundir.record_failure(remote or run_dir, exc)
         raise

@@ -8,7 +8,7 @@ same version (``--package installed``), this distgan package as a py_module.
 On the cluster the job runs ``python -m distgan train|tune config.yaml
 --address auto --storage STORAGE --name NAME``; the storage must be one
 every node reaches (a shared file system, or for a run a URI such as
-``s3://bucket/runs``: see ``distgan.storage``), since any node may resume it.
+``s3://bucket/runs``: see ``distgan.persist.storage``), since any node may resume it.
 
 Token authentication (Ray 2.52+) is Ray's own: with ``RAY_AUTH_MODE=token``
 the client sends the token from ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
@@ -28,13 +28,13 @@ from typing import Optional
 
 import yaml
 
-import distgan
 from distgan.config import Config, ConfigError
 
-PACKAGE_DIR = Path(distgan.__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+"""This distgan package, uploaded with a job (``--package local``)."""
+AGENT_WAIT_S = 60
 # Environment a job's processes get: no prompt from W&B, no usage reporting; the key comes from the
 # cluster's own environment (a Kubernetes secret, say), never from the submitting machine.
-AGENT_WAIT_S = 60
 JOB_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
 
 

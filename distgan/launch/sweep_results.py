@@ -10,9 +10,10 @@ from typing import Optional
 
 import yaml
 
-from distgan import search_space
+from distgan.sweeps import space as search_space
+from distgan.sweeps.checks import mode
 from distgan.config import Config
-from distgan.storage import Storage, StoreDir, local_dir
+from distgan.persist.storage import Storage, StoreDir, local_dir
 
 
 @dataclass
@@ -73,7 +74,7 @@ def trial_rows(cfg: Config, grid) -> list[dict]:
 
 def best_row(cfg: Config, rows: list[dict]) -> Optional[dict]:
     """Best objective among finished trials (a trial stopped early is judged on a younger model)."""
-    metric, sign = cfg.tune.metric, 1 if search_space.tune_mode(cfg) == "min" else -1
+    metric, sign = cfg.tune.metric, 1 if mode(cfg) == "min" else -1
     scored = [r for r in rows if r[metric] is not None]
     finished = [r for r in scored if r["status"] == "finished"] or scored
     return min(finished, key=lambda r: sign * r[metric]) if finished else None
@@ -106,7 +107,7 @@ def summarize(cfg: Config, sweep: Storage, local: Path, grid) -> SweepResult:
     where = sweep.display()
     rows = trial_rows(cfg, grid)
     best = best_row(cfg, rows)
-    files.write("results.json", json.dumps({"metric": cfg.tune.metric, "mode": search_space.tune_mode(cfg),
+    files.write("results.json", json.dumps({"metric": cfg.tune.metric, "mode": mode(cfg),
                                             "trials": rows, "best": best}, indent=2).encode())
     print(format_rows(cfg, rows), flush=True)
     if best is None:

@@ -1,4 +1,4 @@
-"""``distgan train``: one TorchTrainer whose workers run ``distgan.worker``.
+"""``distgan train``: one TorchTrainer whose workers run ``distgan.runtime.loop``.
 
 Order of work, so that bad input fails before anything starts:
 config (already validated) -> run directory -> Ray (embedded or ``address``)
@@ -19,12 +19,13 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from distgan import rundir
+from distgan.persist import rundir
+from distgan.checks import validate
 from distgan.config import Config, ConfigError, with_absolute_paths
-from distgan.export import META as GENERATOR_META, WEIGHTS as GENERATOR_WEIGHTS
+from distgan.persist.export import META as GENERATOR_META, WEIGHTS as GENERATOR_WEIGHTS
 from distgan.launch.progress import ProgressPrinter
 from distgan.launch.session import train_fn
-from distgan.storage import Storage
+from distgan.persist.storage import Storage
 from distgan.tracking.startup import FILE as STARTUP_FILE
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,7 @@ def train(cfg: Config, name: Optional[str] = None, address: Optional[str] = None
     is when the command began, the start of the start-up breakdown in ``startup.json``.
     """
     startup = {"start": started or time.time()}
+    validate(cfg)  # a Config changed in Python after loading is checked here, before Ray starts
     storage = resolve_storage(storage, cfg)
     storage.check_reachable()
     cfg = with_absolute_paths(cfg)

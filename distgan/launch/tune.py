@@ -18,7 +18,7 @@ Layout of ``STORAGE/NAME/``::
     best_config.yaml      the best trial's full config, for ``distgan train``
     best/                 the best trial's generator (generator.safetensors + .json)
 
-The storage is a directory or a URI (``distgan.storage``). Under a URI, Tune keeps its state in the bucket,
+The storage is a directory or a URI (``distgan.persist.storage``). Under a URI, Tune keeps its state in the bucket,
 each trial is a run under a URI like any other (its files uploaded, its checkpoints Ray Train's), a trial
 that PBT restarts downloads the checkpoint Tune hands it from Tune's copy, and the summary is written
 into the bucket and into a staging copy on this machine (``SweepResult.sweep_dir``).
@@ -38,15 +38,20 @@ import pyarrow.fs as pafs
 import ray
 import yaml
 from ray import tune
-from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.util.queue import Empty, Queue
 
-from distgan import rundir, search_space
+from distgan.persist import rundir
+from distgan.checks import validate
 from distgan.config import Config, ConfigError, load_config, with_absolute_paths
 from distgan.launch.progress import ForwardReports
 from distgan.launch.sweep_results import SweepResult, summarize
 from distgan.launch.train import DEFAULT_STORAGE, build_trainer, ray_cluster, resolve_use_gpu
-from distgan.storage import Storage, staging_dir
+from distgan.persist.storage import Storage, staging_dir
+from distgan.sweeps import space as search_space
+from distgan.sweeps.checks import check_sweep, mode
+from distgan.sweeps.schedulers import SCHEDULERS
+from distgan.sweeps.searchers import SEARCHERS
+from distgan.sweeps.space import to_tune_domain
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +60,6 @@ DRIVER_CPU = 0.01
 
 
 # -- search space and resources -------------------------------------------------
-
-
-def to_tune_domain(domain: search_space.Domain):
-    low_high = domain.values
-    return {"loguniform": lambda: tune.loguniform(*low_high), "uniform": lambda: tune.uniform(*low_high),
-            "randint": lambda: tune.randint(*low_high), "choice": lambda: tune.choice(list(low_high)),
-            "grid": lambda: tune.grid_search(list(low_high))}[domain.kind]()
 
 
 def trial_resources(cfg: Config, space: dict[str, search_space.Domain]) -> tuple[float, int]:
@@ -99,7 +97,7 @@ def check_cluster_fits(cfg: Config, space: dict, use_gpu: bool) -> int:
 def trial_driver(trial_config: dict, *, base: dict, sweep_dir: str, use_gpu: bool, sweep_name: str) -> None:
     """Runs in a Tune trial: one TorchTrainer with this trial's values, its objective reports forwarded to Tune."""
     values = dict(trial_config.get("space", {}))
-    cfg = Config.from_dict(search_space.apply(base, values))
+    cfg = validate(Config.from_dict(search_space.apply(base, values)))
     trial = tune.get_context().get_trial_name()
     sweep = Storage.parse(sweep_dir)
     run = rundir.prepare(sweep.child("trials"), trial, cfg)
@@ -158,53 +156,7 @@ def _forward(queue: Queue, fitting: threading.Thread, metric: str, filesystem: p
 # -- the sweep -----------------------------------------------------------------
 
 
-class FinalStepAwarePBT(PopulationBasedTraining):
-    """PBT that leaves a trial alone at its last step.
-
-    An exploit there would restart the trial from another one's checkpoint with
-    mutated values and no steps left to train them: the trial would end with the
-    other trial's result under a config it never trained with.
-    """
-
-    def __init__(self, total_steps: int, **kwargs):
-        super().__init__(**kwargs)
-        self._total_steps = total_steps
-
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if result.get(self._time_attr, 0) >= self._total_steps:
-            return TrialScheduler.CONTINUE
-        return super().on_trial_result(tune_controller, trial, result)
-
-
-def _scheduler(cfg: Config, space: dict):
-    from ray.tune.schedulers import ASHAScheduler
-
-    s = cfg.tune.scheduler
-    if s.type == "asha":
-        return ASHAScheduler(time_attr="step", max_t=cfg.train.steps, grace_period=s.grace_period or cfg.eval.every,
-                             reduction_factor=s.reduction_factor)
-    if s.type == "pbt":
-        return FinalStepAwarePBT(
-            cfg.train.steps, time_attr="step",
-            perturbation_interval=s.perturbation_interval or cfg.train.checkpoint_every,
-            hyperparam_mutations={"space": {k: to_tune_domain(d) for k, d in space.items()}},
-            quantile_fraction=s.quantile_fraction, resample_probability=s.resample_probability, synch=s.synch)
-    return None
-
-
-def _searcher(cfg: Config, concurrent: int):
-    if cfg.tune.search == "optuna":
-        from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
-
-        return ConcurrencyLimiter(OptunaSearch(seed=cfg.tune.seed), max_concurrent=concurrent)
-    from ray.tune.search import BasicVariantGenerator
-
-    return BasicVariantGenerator(random_state=cfg.tune.seed, max_concurrent=concurrent)
-
-
 def build_tuner(cfg: Config, sweep: Storage, use_gpu: bool, concurrent: int, resume: bool) -> tune.Tuner:
-    mode = search_space.tune_mode(cfg)
     space = search_space.parse_space(cfg.tune.space)
     trainable = tune.with_resources(
         tune.with_parameters(trial_driver, base=cfg.to_dict(), sweep_dir=sweep.text, use_gpu=use_gpu,
@@ -216,9 +168,9 @@ def build_tuner(cfg: Config, sweep: Storage, use_gpu: bool, concurrent: int, res
         trainable,
         param_space={"space": {k: to_tune_domain(d) for k, d in space.items()}},
         tune_config=tune.TuneConfig(
-            metric=cfg.tune.metric, mode=mode, num_samples=cfg.tune.num_samples,
-            # Each searcher limits concurrency itself (Tune ignores max_concurrent_trials for generators).
-            scheduler=_scheduler(cfg, space), search_alg=_searcher(cfg, concurrent),
+            metric=cfg.tune.metric, mode=mode(cfg), num_samples=cfg.tune.num_samples,
+            scheduler=SCHEDULERS.get(cfg.tune.scheduler.type).build(cfg, space),
+            search_alg=SEARCHERS.get(cfg.tune.search).build(cfg, concurrent),
             trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
         run_config=tune.RunConfig(
@@ -252,7 +204,7 @@ def resolve_sweep(cfg: Optional[Config], storage: Storage, name: Optional[str],
             raise ConfigError(f"--resume: no sweep to resume in {files.display()}")
         if storage.remote:
             files.download("sweep.yaml", local / "sweep.yaml")
-        return load_config(local / "sweep.yaml"), sweep, local
+        return check_sweep(validate(load_config(local / "sweep.yaml"))), sweep, local
     if started:
         raise ConfigError(f"sweep {name!r} already exists in {files.display()}; add --resume to continue it, "
                           f"or pick another --name")
@@ -286,6 +238,8 @@ def working_directory(path: Path) -> Iterator[None]:
 def run_tune(cfg: Optional[Config], name: Optional[str] = None, address: Optional[str] = None,
              storage: Union[str, Path, None] = None, resume: bool = False) -> SweepResult:
     """Run (or ``resume``) the sweep of ``cfg.tune`` over ``cfg``; see the module docstring for the layout."""
+    if cfg is not None:
+        check_sweep(validate(cfg))  # a Config changed in Python after loading is checked here, before Ray
     store = sweep_storage(storage, cfg)
     store.check_reachable()
     cfg, sweep, local = resolve_sweep(cfg if cfg is None else with_absolute_paths(cfg), store, name, resume)

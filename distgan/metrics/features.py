@@ -26,6 +26,8 @@ from safetensors.torch import load_file, save_file
 
 from distgan.config import ConfigError, EvalConfig
 from distgan.metrics import domain
+from distgan.metrics.image_quality import to_uint8
+from distgan.metrics.inception import load_inception
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +89,6 @@ def domain_net(trained: domain.TrainedDomainNet) -> FeatureNet:
 
 
 def _inception(cfg: EvalConfig) -> FeatureNet:
-    from distgan.metrics.image_quality import to_uint8
-    from distgan.metrics.inception import load_inception
-
     net = load_inception(cfg.inception_weights)
 
     def extract(x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -14,7 +14,7 @@ The weights are never downloaded here: training machines may have no internet
 access, so the user points ``eval.inception_weights`` or
 ``DISTGAN_INCEPTION_WEIGHTS`` at a local copy (see :func:`load_inception`); finding,
 reading and checking that file is shared with other pretrained networks in
-``distgan.pretrained``.
+``distgan.core.pretrained``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distgan.pretrained import check_state_dict, read_state_dict, resolve_weights, sha256
+from distgan.core.pretrained import check_state_dict, read_state_dict, resolve_weights, sha256
 
 INPUT_SIZE = 299
 WEIGHTS_ENV_VAR = "DISTGAN_INCEPTION_WEIGHTS"

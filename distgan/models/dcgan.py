@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from distgan.config import Config, ConfigError, ModelConfig
-from distgan.models import MODELS, Family, Shape, init_weights
+from distgan.models.family import MODELS, Family, Shape, init_weights
 
 MAX_MULT = 8
 """Widest layer as a multiple of ``width``: keeps 64 px and up from exploding in channels."""

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from distgan.config import Config, ModelConfig
-from distgan.models import MODELS, Family, Shape, init_weights
+from distgan.models.family import MODELS, Family, Shape, init_weights
 
 
 def _mlp(width_in: int, width: int, layers: int, norm: bool, act: Callable[[], nn.Module]) -> list[nn.Module]:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distgan.config import Config, ConfigError, ModelConfig
-from distgan.models import MODELS, Family, Shape
+from distgan.models.family import MODELS, Family, Shape
 from distgan.models import sr_discriminators
 from distgan.models.srresnet import SCALES, check_sr, kaiming_init, run_blocks, upsample_stages
 
@@ -120,4 +120,5 @@ def build_generator(cfg: ModelConfig, data_shape: Shape) -> RRDBNet:
                    checkpointing=cfg.checkpointing)
 
 
-MODELS.register("rrdb")(Family(build_generator, sr_discriminators.build_discriminator, check, super_resolution=True))
+MODELS.register("rrdb")(Family(build_generator, sr_discriminators.build_discriminator, check,
+                                task="super_resolution"))

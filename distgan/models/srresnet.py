@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from distgan.config import Config, ConfigError, ModelConfig
-from distgan.models import MODELS, Family, Shape
+from distgan.models.family import MODELS, Family, Shape
 from distgan.models import sr_discriminators
 
 SCALES = (2, 4, 8)
@@ -213,4 +213,4 @@ def build_generator(cfg: ModelConfig, data_shape: Shape) -> SRResNet:
 
 
 MODELS.register("srresnet")(Family(build_generator, sr_discriminators.build_discriminator, check_sr,
-                                  super_resolution=True))
+                                  task="super_resolution"))

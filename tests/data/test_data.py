@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import pytest
@@ -10,13 +9,13 @@ import torch
 from PIL import Image
 
 from distgan import data
-from distgan.config import Config, ConfigError, DataConfig
+from distgan.config import ConfigError, DataConfig
 from distgan.data import ShardedBatches
 from distgan.data.builtin import ring8_modes
 
 
-def config(**values) -> Config:
-    return dataclasses.replace(Config(), data=DataConfig(**values))
+def config(**values) -> DataConfig:
+    return DataConfig(**values)
 
 
 # -- built-in sets ---------------------------------------------------------
@@ -87,7 +86,7 @@ def images(tmp_path):
 @pytest.mark.parametrize("channels", [1, 3])
 def test_folder_loads_any_size(images, channels):
     cfg = DataConfig(path=str(images), resolution=16, channels=channels, name="ring8")  # path wins over name
-    data.check(dataclasses.replace(Config(), data=cfg))
+    data.check(cfg)
     ds = data.load_dataset(cfg)
     assert data.data_shape(cfg) == (channels, 16, 16)
     assert ds.x.shape == (3, channels, 16, 16) and ds.x.dtype == torch.float32
@@ -138,7 +137,7 @@ def test_corrupt_image_is_named(images):
 def test_corrupt_image_is_skipped_and_counted(images, caplog):
     (images / "x.png").write_bytes(b"definitely not a png" * 10)
     cfg = DataConfig(path=str(images), resolution=8, skip_corrupt=True)
-    data.check(dataclasses.replace(Config(), data=cfg))
+    data.check(cfg)
     with caplog.at_level(logging.WARNING):
         ds = data.load_dataset(cfg)
     assert ds.skipped == 1 and ds.x.shape == (3, 1, 8, 8)

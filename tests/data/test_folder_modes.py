@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from distgan import data
-from distgan.config import ConfigError, DataConfig, load_config
+from distgan.config import ConfigError, DataConfig
+from distgan import load_config
 
 SIDE = 8
 

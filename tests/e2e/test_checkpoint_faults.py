@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from distgan import checkpoint
+from distgan.persist import checkpoint
 from distgan.launch.train import train
 from distgan.tracking.jsonl import read_metrics
 from tiny_run import tiny

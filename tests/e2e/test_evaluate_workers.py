@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from distgan import models
-from distgan.config import load_config
+from distgan import load_config
 from distgan.data import load_dataset
-from distgan.evaluate import Evaluator
-from distgan.export import load_generator, save_generator
+from distgan.tasks.generation.evaluation import Evaluator
+from distgan.persist.export import load_generator, save_generator
 
 pytestmark = pytest.mark.ray
 

@@ -39,7 +39,7 @@ def stall_rank1_once_per_place(loop_config: dict) -> None:
     all-reduce and, on the next attempt, once before its report; rank 0 records each attempt's outcome."""
     import ray.train
 
-    from distgan import worker
+    from distgan.runtime import loop as worker
     from distgan.launch import session as session_mod
 
     run_dir = Path(loop_config["run_dir"])

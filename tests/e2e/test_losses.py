@@ -1,7 +1,7 @@
 """Every adversarial loss and regularizer, DiffAugment and conditional GANs on two Ray workers under ZeRO-2.
 
 One TorchTrainer (one worker-group start-up) runs a few real steps of each
-variant through ``distgan.worker.Trainer`` and checks across the process
+variant through ``distgan.runtime.loop.Trainer`` and checks across the process
 group: the losses and the penalty are finite and reported, both networks
 moved, and the replicas still agree exactly.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from distgan.config import load_config
+from distgan import load_config
 from distgan.gan.losses import LOSSES
-from distgan.gan.phases import STAT_NAMES
+from distgan.tasks.generation.step import STAT_NAMES
 from replica_checks import flat, max_rank_difference
 from tiny_run import OVERRIDES
 
@@ -37,16 +37,17 @@ VARIANTS = {
 
 def losses_fn(loop_config: dict) -> None:
     from distgan.launch.session import RaySession
-    from distgan.worker import RunInfo, Trainer
+    from distgan.runtime.loop import RunInfo
+    from distgan.tasks import build_trainer
 
     session = RaySession(use_gpu=False)
     results = {}
     for name, overrides in VARIANTS.items():
         cfg = load_config(None, (*OVERRIDES, "deepspeed.zero_stage=2", "tracking.wandb=false", *overrides))
-        trainer = Trainer(cfg, RunInfo(Path(loop_config["run_dir"]), "t", "t"), session)
+        trainer = build_trainer(cfg, RunInfo(Path(loop_config["run_dir"]), "t", "t"), session)
         g0, d0 = flat(trainer.engine_g), flat(trainer.engine_d)
         for _ in range(4):
-            trainer.gan.step(trainer.next_real, cfg.train.batch_size)
+            trainer.gan.step(trainer.task.next_batch, cfg.train.batch_size)
             trainer.state.step += 1
         stats = dict(zip(STAT_NAMES, trainer.gan.pop_stats().tolist()))
         results[f"{name}/loss_d"], results[f"{name}/loss_g"] = stats["loss_d"], stats["loss_g"]

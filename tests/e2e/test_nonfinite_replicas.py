@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from distgan import rundir
+from distgan.persist import rundir
 from distgan.launch.train import train
-from distgan.rundir import RunFailed
+from distgan.persist.rundir import RunFailed
 from distgan.tracking.jsonl import read_metrics
 from tiny_run import tiny
 
@@ -42,7 +42,7 @@ def run_with_nan_on_rank1(loop_config: dict, which) -> None:
     import ray.train
     import torch
 
-    from distgan import worker
+    from distgan.runtime import loop as worker
     from distgan.launch import session as session_mod
     from replica_checks import flat, max_rank_difference
 

@@ -16,9 +16,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from distgan import engines
+from distgan.runtime import engines
 from distgan.config import Config
-from distgan.worker import RunInfo, Trainer
+from distgan.runtime.loop import RunInfo
+from distgan.tasks import build_trainer
 from replica_checks import flat, max_rank_difference
 
 pytestmark = pytest.mark.ray
@@ -44,17 +45,17 @@ def check_fn(loop_config: dict) -> None:
     results = {}
     for stage, precision in [(s, p) for s in (0, 1, 2, 3) for p in ("fp32", "bf16")]:
         cfg, key = small_config(stage, precision), f"{stage}_{precision}"
-        trainer = Trainer(cfg, RunInfo(loop_config["run_dir"], "t", "t"), session)
+        trainer = build_trainer(cfg, RunInfo(loop_config["run_dir"], "t", "t"), session)
         gan = trainer.gan
 
         # Ranks draw disjoint real samples in a step.
-        idx = trainer.sampler.next_indices()
+        idx = trainer.task.sampler.next_indices()
         all_idx = [torch.empty_like(idx) for _ in range(session.world_size)]
         dist.all_gather(all_idx, idx)
         results[f"{key}_disjoint"] = len(set(torch.cat(all_idx).tolist())) == idx.numel() * session.world_size
 
         g0, d0 = flat(trainer.engine_g), flat(trainer.engine_d)
-        gan.d_phase(trainer.next_real)
+        gan.d_phase(trainer.task.next_batch)
         g1, d1 = flat(trainer.engine_g), flat(trainer.engine_d)
         gan.g_phase(cfg.train.batch_size)
         g2, d2 = flat(trainer.engine_g), flat(trainer.engine_d)
@@ -64,7 +65,7 @@ def check_fn(loop_config: dict) -> None:
         results[f"{key}_g_phase_keeps_d"] = torch.equal(d1, d2)
 
         for _ in range(3):
-            gan.step(trainer.next_real, cfg.train.batch_size)
+            gan.step(trainer.task.next_batch, cfg.train.batch_size)
             engines.average_buffers(trainer.engine_g.module)
             engines.average_buffers(trainer.engine_d.module)
         g3, d3 = flat(trainer.engine_g, buffers=True), flat(trainer.engine_d, buffers=True)

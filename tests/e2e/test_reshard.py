@@ -1,4 +1,4 @@
-"""Resuming a run with another worker count (``distgan.reshard``): the whole training state carries over.
+"""Resuming a run with another worker count (``distgan.persist.reshard``): the whole training state carries over.
 
 A run is trained with one worker count, then resumed under the same name with another. Every rank's whole
 parameters and Adam moments (assembled across the ZeRO partitions) are written by the test's worker
@@ -21,9 +21,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from distgan import checkpoint
+from distgan.persist import checkpoint
 from distgan.launch.train import train
-from distgan.storage import Storage
+from distgan.persist.storage import Storage
 from distgan.tracking.jsonl import read_metrics
 from tiny_run import tiny
 
@@ -38,7 +38,7 @@ def record_state_at_save_and_restore(loop_config: dict) -> None:
     rank 0 writes them into the run directory."""
     from safetensors.torch import save_file
 
-    from distgan import worker
+    from distgan.runtime import loop as worker
     from distgan.launch import session as session_mod
     from replica_checks import full_training_state
 

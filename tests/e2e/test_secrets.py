@@ -5,7 +5,7 @@ DeepSpeed's .pt files, the exported generator, the W&B offline run and its logs)
 
 Two ways a key reaches a run: in the environment of ``distgan train`` (which starts its own Ray, so every
 Ray process inherits it from the start), and as a file named by ``WANDB_API_KEY_FILE`` (a mounted cluster
-secret), read on the workers. ``distgan submit`` is checked without a cluster in tests/test_submit_secrets.py.
+secret), read on the workers. ``distgan submit`` is checked without a cluster in tests/launch/test_submit_secrets.py.
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ import math
 import pytest
 
 import distgan
-from distgan.config import load_config
-from distgan.sr_worker import SRTrainer
+from distgan import load_config
+from distgan.tasks import build_trainer
 from distgan.tracking.jsonl import read_metrics
-from distgan.worker import RunInfo
+from distgan.runtime.loop import RunInfo
 from sessions import LocalSession
 
 pytestmark = pytest.mark.ray
@@ -41,12 +41,12 @@ def one_worker(process_group, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("sr") / "one"
     run_dir.mkdir()
     cfg = load_config(None, OVERRIDES + ("scaling.num_workers=1", "train.batch_size=8"))
-    SRTrainer(cfg, RunInfo(run_dir, "one", "x"), LocalSession(run_dir)).run()
+    build_trainer(cfg, RunInfo(run_dir, "one", "x"), LocalSession(run_dir)).run()
     return run_dir
 
 
 def test_psnr_stage_learns(one_worker):
-    """(Beating bicubic takes longer: tests/test_sr_worker.py.)"""
+    """(Beating bicubic takes longer: tests/tasks/super_resolution/test_sr_task.py.)"""
     records = [r for r in read_metrics(one_worker / "metrics.jsonl") if "psnr" in r]
     assert [r["step"] for r in records] == [10, 20, 30]
     assert records[-1]["psnr"] > records[0]["psnr"]

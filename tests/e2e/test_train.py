@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 import distgan
 from distgan.cli import main as cli_main
-from distgan.config import load_config
+from distgan import load_config
 from distgan.tracking.jsonl import read_metrics
 from processes import kill_tree
 from tiny_run import OVERRIDES, tiny

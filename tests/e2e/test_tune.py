@@ -17,9 +17,10 @@ import json
 import pytest
 
 import distgan
-from distgan.config import ConfigError, load_config
+from distgan.config import ConfigError
+from distgan import load_config
 from distgan.launch.tune import run_tune
-from distgan.storage import Storage
+from distgan.persist.storage import Storage
 from distgan.tracking.jsonl import read_metrics
 
 pytestmark = pytest.mark.ray

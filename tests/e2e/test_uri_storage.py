@@ -18,9 +18,10 @@ import pytest
 from tiny_run import tiny
 
 import distgan
-from distgan import checkpoint, rundir
+from distgan.persist import checkpoint
+from distgan.persist import rundir
 from distgan.launch.train import train
-from distgan.storage import Storage
+from distgan.persist.storage import Storage
 from distgan.tracking.jsonl import read_metrics
 
 pytestmark = pytest.mark.ray

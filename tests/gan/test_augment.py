@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distgan.config import ConfigError, load_config
+from distgan.config import ConfigError
+from distgan import load_config
 from distgan.gan.augment import AUGMENTS, build_augment, cutout, translation
 
 

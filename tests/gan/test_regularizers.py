@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from distgan.config import ConfigError, load_config
+from distgan.config import ConfigError
+from distgan import load_config
 from distgan.gan.regularizers import REGULARIZERS, build_regularizer
 
 
@@ -69,7 +70,7 @@ def test_sound_combinations_load(overrides):
 
 def test_lazy_r1_rescales_only_d_adam():
     """StyleGAN2's correction: with interval k, D's lr x k/(k+1) and betas ** (k/(k+1)); G untouched."""
-    from distgan.engines import deepspeed_config
+    from distgan.runtime.engines import deepspeed_config
 
     cfg = load_config(None, ("loss.d_reg.type=r1", "loss.d_reg.interval=16", "optim.d.lr=0.002",
                              "optim.d.betas=[0.0,0.99]"))

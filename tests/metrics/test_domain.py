@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from distgan.config import load_config
+from distgan import load_config
 from distgan.data import load_dataset
 from distgan.metrics import distances, domain
 from distgan.metrics.features import build_feature_net, extract_all, resolve_kind

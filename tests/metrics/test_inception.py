@@ -246,8 +246,8 @@ def test_distgan_evaluate_with_inception_features(weights_file, tmp_path, capsys
 
     from distgan import models
     from distgan.cli import main as cli_main
-    from distgan.config import load_config
-    from distgan.export import save_generator
+    from distgan import load_config
+    from distgan.persist.export import save_generator
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from distgan import models
-from distgan.config import ConfigError, load_config
+from distgan.config import ConfigError
+from distgan import load_config
 from distgan.models.conditional import ProjectionDiscriminator
 
 CASES = [("dcgan", (1, 16, 16), ()), ("dcgan", (3, 8, 8), ()), ("mlp", (2,), ("data.name=ring8",))]
@@ -78,8 +79,9 @@ def test_conditional_run_exports_a_generator_that_samples_requested_classes(proc
     import numpy as np
 
     from distgan.cli import main as cli_main
-    from distgan.export import load_generator
-    from distgan.worker import RunInfo, Trainer
+    from distgan.persist.export import load_generator
+    from distgan.runtime.loop import RunInfo
+    from distgan.tasks import build_trainer
     from sessions import LocalSession
     from tiny_run import OVERRIDES
 
@@ -87,7 +89,7 @@ def test_conditional_run_exports_a_generator_that_samples_requested_classes(proc
                              "scaling.num_workers=1"))
     run = tmp_path / "cgan"
     run.mkdir()
-    Trainer(cfg, RunInfo(run, "cgan", "cgan"), LocalSession(tmp_path / "store")).run()
+    build_trainer(cfg, RunInfo(run, "cgan", "cgan"), LocalSession(tmp_path / "store")).run()
     generator, meta = load_generator(run)
     assert meta["num_classes"] == 10 and meta["class_names"] == [str(d) for d in range(10)]
     assert (run / "samples" / "step_000002.png").is_file()

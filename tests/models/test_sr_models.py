@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from distgan import models
-from distgan.config import Config, ConfigError, ModelConfig, build_section, load_config
-from distgan.data import DATASETS
+from distgan.config import Config, ConfigError, ModelConfig, build_section
+from distgan import load_config
+from distgan.data import DATASETS, data_shape
 from distgan.models.rrdb import RRDBNet
 from distgan.models.sr_discriminators import UNetDiscriminator, VGGDiscriminator, vgg_layout
 from distgan.models.srresnet import SRResNet
@@ -297,10 +298,10 @@ def test_models_check_runs_the_family_check_on_the_data_shape():
     # digits (1 x R x R images) stands in for SR data: models.check asks the data registry for the shape.
     cfg = build_section(Config, {"model": {"family": "rrdb", "scale": 8}, "data": {"name": "digits"}}, "")
     cfg.data.resolution = 64
-    models.check(cfg)
+    models.check(cfg, data_shape(cfg.data))
     cfg.data.resolution = 32  # a 4 px low-resolution crop
     with pytest.raises(ConfigError, match=r"data.resolution: the low-resolution crop \(.* = 4\)"):
-        models.check(cfg)
+        models.check(cfg, data_shape(cfg.data))
     # validate() runs the model check before the data check, so these fail whatever the SR data layer says.
     with pytest.raises(ConfigError, match=r"data.resolution: the low-resolution crop .* at least 8"):
         load_config(None, ("model.family=srresnet", "data.name=digits", "data.resolution=16", "model.scale=4"))
@@ -328,6 +329,6 @@ def test_bf16_forward_and_backward(family, discriminator):
     assert all(p.grad is not None and torch.isfinite(p.grad.float()).all() for p in g.parameters())
 
 
-def test_sr_families_are_flagged_for_the_sr_worker():
-    assert all(models.MODELS.get(f).super_resolution for f in FAMILIES)
-    assert not models.MODELS.get("dcgan").super_resolution
+def test_sr_families_serve_the_super_resolution_task():
+    assert all(models.MODELS.get(f).task == "super_resolution" for f in FAMILIES)
+    assert models.MODELS.get("dcgan").task == "generation"

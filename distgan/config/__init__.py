@@ -1,0 +1,20 @@
+"""The configuration: a typed tree of dataclasses, loaded from YAML and ``KEY=VALUE`` overrides.
+
+A leaf of the package: it imports nothing else of distgan (and nothing heavier than PyYAML), so the CLI
+can read and check a config before torch or Ray are imported.
+"""
+
+from distgan.config.errors import ConfigError, positive
+from distgan.config.loading import load_config, parse_override, read_yaml, set_dotted, with_absolute_paths
+from distgan.config.schema import PATH_KEYS
+from distgan.config.schema import (AugmentConfig, Config, DataConfig, DeepSpeedConfig, DegradationConfig,
+                                   EmaConfig, EngineConfig, EvalConfig, LossConfig, ModelConfig, OptimConfig,
+                                   OptimizerConfig, PerceptualLossConfig, PixelLossConfig, RegularizerConfig,
+                                   ScalingConfig, SchedulerConfig, TrackingConfig, TrainConfig, TuneConfig)
+from distgan.config.typed import build_section
+
+__all__ = ["PATH_KEYS", "AugmentConfig", "Config", "ConfigError", "DataConfig", "DeepSpeedConfig",
+           "DegradationConfig", "EmaConfig", "EngineConfig", "EvalConfig", "LossConfig", "ModelConfig",
+           "OptimConfig", "OptimizerConfig", "PerceptualLossConfig", "PixelLossConfig", "RegularizerConfig",
+           "ScalingConfig", "SchedulerConfig", "TrackingConfig", "TrainConfig", "TuneConfig", "build_section",
+           "load_config", "parse_override", "positive", "read_yaml", "set_dotted", "with_absolute_paths"]

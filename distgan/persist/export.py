@@ -1,0 +1,227 @@
+"""The exported generator: ``generator.safetensors`` + ``generator.json``.
+
+The JSON holds everything needed to rebuild the module (model config, data
+shape); the weights are fp32 safetensors, so loading never unpickles. A pickle
+(a ``.pt``/``.pth`` file, or one renamed to ``generator.safetensors``) is
+refused with a message that says so: unpickling can run code the file names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from distgan import models
+from distgan.config import ConfigError, ModelConfig, build_section
+from distgan.persist.storage import Storage, is_uri, local_dir, staging_dir
+
+FORMAT = "distgan-generator"
+WEIGHTS = "generator.safetensors"
+META = "generator.json"
+
+
+class GeneratorFileError(ValueError):
+    """A generator file that is not what it must be: not safetensors, or not the weights its description
+    describes. The message names the file."""
+
+
+def save_generator(directory: Union[str, Path], module: nn.Module, metadata: dict) -> Path:
+    """Write weights and metadata atomically into ``directory``; returns the weights path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+               for k, v in module.state_dict().items()}
+    tmp = directory / (WEIGHTS + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, directory / WEIGHTS)
+    meta_tmp = directory / (META + ".tmp")
+    meta_tmp.write_text(json.dumps({"format": FORMAT, "version": 1, **metadata}, indent=2, sort_keys=True))
+    os.replace(meta_tmp, directory / META)
+    return directory / WEIGHTS
+
+
+def find_generator(path: Union[str, Path]) -> Path:
+    """Resolve a run directory, checkpoint directory or weights file to a weights file.
+
+    A run directory without a final export falls back to its newest checkpoint,
+    so a run can be sampled while it trains.
+    """
+    if "://" in str(path):
+        if is_uri(path):
+            return download_generator(str(path))
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise FileNotFoundError(f"{path} is not a .safetensors generator file (distgan exports generators "
+                                    f"as {WEIGHTS} + {META}; it never unpickles a .pt or .pth file, since "
+                                    f"unpickling can run code the file names)")
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist")
+    if (path / WEIGHTS).is_file():
+        return path / WEIGHTS
+    checkpoints = sorted(p for p in path.glob("checkpoint_*") if (p / WEIGHTS).is_file())
+    if checkpoints:
+        return checkpoints[-1] / WEIGHTS
+    raise FileNotFoundError(f"{path} holds no {WEIGHTS} and no checkpoint with one; has the run saved yet?")
+
+
+def download_generator(uri: str) -> Path:
+    """``find_generator`` for a URI (a run, a checkpoint or a weights file in a bucket): the weights, their
+    description and the run's config are downloaded into this machine's staging directory
+    (``DISTGAN_STAGING_DIR``), and the local weights file returned. A bad URI is a ConfigError naming it."""
+    store = Storage.parse(uri, "generator URI")
+    where = store.as_dir()
+    try:
+        if where.name.endswith(".safetensors") and where.parent().is_file(where.name):
+            source, weights = where.parent(), where.name
+        elif where.is_file(WEIGHTS):
+            source, weights = where, WEIGHTS
+        else:
+            saved = [d for d in where.subdirs() if d.startswith("checkpoint_") and where.is_file(f"{d}/{WEIGHTS}")]
+            if not saved:
+                raise FileNotFoundError(f"{where.display()} holds no {WEIGHTS} and no checkpoint with one; has "
+                                        f"the run saved yet?")
+            source, weights = where.child(saved[-1]), WEIGHTS
+        if not weights.endswith(".safetensors"):
+            raise FileNotFoundError(f"{source.display(weights)} is not a .safetensors generator file")
+        local = staging_dir(store, "generator")
+        # The run's config.yaml too (beside a run's export, or in the run holding a checkpoint), which
+        # ``distgan evaluate`` reads. A file missing remotely goes locally: never one left from an earlier
+        # download; a missing description is then named by its reader, as for a local file.
+        config = next((d for d in (source, source.parent()) if d.is_file("config.yaml")), None)
+        for holder, remote, name in ((source, weights, WEIGHTS), (source, META, META), (config, "config.yaml",
+                                                                                        "config.yaml")):
+            (local / name).unlink(missing_ok=True)
+            if holder is not None and holder.is_file(remote):
+                local_dir(local).write_bytes(name, holder.read_bytes(remote))  # atomic, per process
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise FileNotFoundError(f"{where.display()} cannot be read: {exc}") from None
+    return local / WEIGHTS
+
+
+def _not_safetensors(weights: Path, error: Exception) -> str:
+    with open(weights, "rb") as f:
+        head = f.read(4)
+    # torch.save's zip archive, or a bare pickle of protocol 2+ (which opens with the PROTO opcode)
+    pickled = head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03",
+                                                                                      b"\x04", b"\x05"))
+    what = ("it holds a pickle (a torch .pt/.pth file?), which distgan never unpickles: unpickling can run "
+            "code the file names" if pickled else f"corrupt or truncated: {error}")
+    return (f"{weights} is not a safetensors file ({what}); a generator is {WEIGHTS} + {META} as distgan "
+            f"exports them")
+
+
+def check_weights(weights: Union[str, Path]) -> None:
+    """Raise ValueError unless ``weights`` is a readable safetensors file (its header; no tensor is read)."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError) as exc:
+        raise GeneratorFileError(_not_safetensors(Path(weights), exc)) from None
+
+
+def read_weights(weights: Union[str, Path]) -> dict[str, torch.Tensor]:
+    """The tensors of a generator file, read as safetensors and nothing else (GeneratorFileError otherwise)."""
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise GeneratorFileError(_not_safetensors(Path(weights), exc)) from None
+
+
+def load_generator(path: Union[str, Path]) -> tuple[nn.Module, dict]:
+    """Rebuild the generator from a run dir, checkpoint dir or ``generator.safetensors``.
+
+    Returns ``(module in eval mode on CPU, metadata)``.
+    """
+    weights = find_generator(path)
+    meta_path = weights.with_name(META)
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} is missing; it describes how to rebuild {weights}")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_path} is not a distgan generator description")
+    model_cfg = build_section(ModelConfig, meta["model"], "model.")
+    module = models.build_generator(model_cfg, tuple(meta["data_shape"]), meta.get("num_classes", 0))
+    tensors = read_weights(weights)
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(tensors) if tensors[k].shape != expected[k].shape)
+    if missing or unexpected or reshaped:
+        # Weights copied beside another generator's description: say which file, not load_state_dict's dump.
+        found = [f"{len(v)} {what} (first {v[0]!r})" for what, v in
+                 (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)) if v]
+        raise GeneratorFileError(f"{weights} does not hold the weights {meta_path.name} describes (a "
+                                 f"{model_cfg.family!r} generator): tensors {', '.join(found)}; keep each "
+                                 f"{WEIGHTS} beside the {META} it was exported with")
+    module.load_state_dict(tensors)
+    return module.eval(), meta
+
+
+@torch.no_grad()
+def generate(module: nn.Module, n: int, seed: int, batch: int = 256,
+             labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``n`` samples from latents drawn with ``seed``, in the model's output range.
+
+    A conditional generator needs ``labels`` (n class indices); an unconditional one takes none.
+    """
+    num_classes = getattr(module, "num_classes", 0)
+    if num_classes and labels is None:
+        raise ValueError(f"this generator is conditional on {num_classes} classes; pass labels")
+    if not num_classes and labels is not None:
+        raise ValueError("this generator is unconditional; it takes no labels")
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, module.latent_dim, generator=gen)
+    if labels is None:
+        return torch.cat([module(chunk) for chunk in z.split(batch)])
+    return torch.cat([module(zc, yc) for zc, yc in zip(z.split(batch), labels.split(batch))])
+
+
+# Keys of ``model`` that shape G's parameters: an exported G fits this run only if they agree.
+_G_ARCHITECTURE = ("family", "latent_dim", "g_width", "g_depth", "g_norm", "conditional", "embed_dim", "scale",
+                   "blocks", "growth")
+
+
+def check_init_from(cfg) -> None:
+    """``train.init_from`` exists, describes a generator, and has this config's G architecture.
+
+    Read from the JSON description and the weights' safetensors header (no tensor), so a wrong file fails
+    before Ray starts.
+    """
+    try:
+        weights = find_generator(cfg.train.init_from)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"train.init_from: {exc}") from None
+    meta_path = weights.with_name(META)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"train.init_from: cannot read {meta_path} ({exc}); it describes {weights}") from None
+    if meta.get("format") != FORMAT or not isinstance(meta.get("model"), dict):
+        raise ConfigError(f"train.init_from: {meta_path} is not a distgan generator description")
+    try:
+        check_weights(weights)
+    except ValueError as exc:
+        raise ConfigError(f"train.init_from: {exc}") from None
+    ours = asdict(cfg.model)
+    theirs = {**ours, **meta["model"]}
+    if theirs["family"] != ours["family"]:
+        raise ConfigError(f"train.init_from: {weights} is a {theirs['family']!r} generator, but model.family is "
+                          f"{ours['family']!r}")
+    if "scale" in meta and theirs["scale"] != ours["scale"]:  # a super-resolution generator
+        raise ConfigError(f"train.init_from: {weights} upscales x{theirs['scale']}, but model.scale is "
+                          f"{ours['scale']}; train at x{theirs['scale']} or start from a x{ours['scale']} generator")
+    differ = [f"model.{k} {ours[k]!r} (the file has {theirs[k]!r})" for k in _G_ARCHITECTURE if theirs[k] != ours[k]]
+    if differ:
+        raise ConfigError(f"train.init_from: {weights} has another generator architecture: {', '.join(differ)}")

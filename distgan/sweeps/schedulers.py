@@ -1,0 +1,92 @@
+"""Trial schedulers of ``tune.scheduler.type``, one registry entry each.
+
+An entry checks what its scheduler needs of the sweep (before any trial
+starts) and builds Ray Tune's scheduler for it. Building imports Ray Tune
+inside the function: checking a sweep config needs no Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from distgan.config import Config, ConfigError
+from distgan.core.registry import Registry
+from distgan.sweeps.space import Domain, to_tune_domain
+
+Space = dict[str, Domain]
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    build: Callable[[Config, Space], Optional[Any]]
+    """Ray Tune's ``TrialScheduler`` for the sweep (None: Tune's FIFO)."""
+    check: Callable[[Config, Space], None] = lambda cfg, space: None
+    """Raises a ConfigError naming the key when the sweep cannot work under this scheduler."""
+    describe: Callable[[Config], str] = lambda cfg: cfg.tune.scheduler.type
+    """One line for ``--dry-run``: the scheduler and its effective settings."""
+
+
+SCHEDULERS: Registry[Scheduler] = Registry("trial scheduler")
+
+
+def _build_asha(cfg: Config, space: Space):
+    from ray.tune.schedulers import ASHAScheduler
+
+    s = cfg.tune.scheduler
+    return ASHAScheduler(time_attr="step", max_t=cfg.train.steps, grace_period=s.grace_period or cfg.eval.every,
+                         reduction_factor=s.reduction_factor)
+
+
+def _describe_asha(cfg: Config) -> str:
+    s = cfg.tune.scheduler  # a grace period of 0 means eval.every
+    return f"asha (grace period {s.grace_period or cfg.eval.every} steps, keeps 1 of {s.reduction_factor} at each rung)"
+
+
+def _check_asha(cfg: Config, space: Space) -> None:
+    if cfg.tune.scheduler.reduction_factor < 2:
+        raise ConfigError(f"tune.scheduler.reduction_factor: must be >= 2, got {cfg.tune.scheduler.reduction_factor}")
+
+
+# PBT copies a better trial's checkpoint into a worse one, so every trial must keep
+# the shapes and layout of the checkpoint; these sections decide them.
+FIXED_UNDER_PBT = ("model.", "data.", "scaling.", "deepspeed.")
+
+
+def _build_pbt(cfg: Config, space: Space):
+    from distgan.sweeps.pbt import FinalStepAwarePBT
+
+    s = cfg.tune.scheduler
+    return FinalStepAwarePBT(
+        cfg.train.steps, time_attr="step",
+        perturbation_interval=s.perturbation_interval or cfg.train.checkpoint_every,
+        hyperparam_mutations={"space": {k: to_tune_domain(d) for k, d in space.items()}},
+        quantile_fraction=s.quantile_fraction, resample_probability=s.resample_probability, synch=s.synch)
+
+
+def _describe_pbt(cfg: Config) -> str:
+    s = cfg.tune.scheduler  # a perturbation interval of 0 means train.checkpoint_every
+    return (f"pbt (perturbs every {s.perturbation_interval or cfg.train.checkpoint_every} steps, quantile "
+            f"{s.quantile_fraction:g}, resample probability {s.resample_probability:g}"
+            f"{', synchronous' if s.synch else ''})")
+
+
+def _check_pbt(cfg: Config, space: Space) -> None:
+    s = cfg.tune.scheduler
+    if s.perturbation_interval % cfg.train.checkpoint_every:
+        raise ConfigError(f"tune.scheduler.perturbation_interval ({s.perturbation_interval}) must be a "
+                          f"multiple of train.checkpoint_every ({cfg.train.checkpoint_every}): PBT exploits "
+                          f"checkpoints")
+    for key, domain in space.items():
+        if key.startswith(FIXED_UNDER_PBT):
+            raise ConfigError(f"tune.space.{key}: PBT copies checkpoints between trials, so model, data, scaling "
+                              f"and deepspeed settings must be the same in every trial; search them with "
+                              f"tune.scheduler.type=asha (or fifo) instead")
+        if domain.kind == "grid":
+            raise ConfigError(f"tune.space.{key}: PBT mutates values as it goes; use choice instead of grid")
+
+
+SCHEDULERS.register("fifo")(Scheduler(build=lambda cfg, space: None,
+                                      describe=lambda cfg: "fifo (every trial runs to the end)"))
+SCHEDULERS.register("asha")(Scheduler(build=_build_asha, check=_check_asha, describe=_describe_asha))
+SCHEDULERS.register("pbt")(Scheduler(build=_build_pbt, check=_check_pbt, describe=_describe_pbt))

@@ -1,0 +1,184 @@
+"""The generation step (unconditional and conditional GANs) as named phases: Dmain, Dreg, Gmain.
+
+One ``step`` is ``n_critic`` D phases, a lazy Dreg phase on the steps it is
+due, then one G phase, identical on every rank, so the collectives inside the
+engines line up. The DeepSpeed rules of ``distgan.runtime.algorithm`` hold:
+fakes for D are made under ``no_grad`` through G's bare module, and G's phase
+runs a frozen D's bare module.
+
+A regularizer with ``interval`` 1 joins every Dmain loss (StyleGAN's Dboth);
+with a larger interval it runs as its own optimizer step every ``interval``
+steps, its loss multiplied by the interval so its average strength is
+unchanged (the optimizer correction lives in ``distgan.runtime.engines``)."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from distgan.config import Config, TrainConfig
+from distgan.gan.augment import build_augment
+from distgan.gan.losses import AdversarialLoss, build_loss
+from distgan.gan.regularizers import Regularizer, build_regularizer
+from distgan.runtime import engines
+from distgan.runtime.algorithm import D_HEALTH, GANAlgorithm
+
+STAT_NAMES = ("loss_d", "loss_g", "reg_d") + D_HEALTH
+
+Batch = tuple[torch.Tensor, Optional[torch.Tensor]]
+"""Samples and their class labels (None for an unconditional GAN)."""
+RealSource = Callable[[], Batch]
+
+
+def _call(net: Callable, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+    """A network of an unconditional GAN takes only its input; a conditional one also the labels."""
+    return net(x) if labels is None else net(x, labels)
+
+
+class AlternatingGAN(GANAlgorithm):
+    stat_names = STAT_NAMES
+
+    def __init__(self, engine_g, engine_d, loss: AdversarialLoss, latent_dim: int, n_critic: int,
+                 dtype: torch.dtype, device: torch.device, z_generator: torch.Generator,
+                 regularizer: Optional[Regularizer] = None, reg_weight: float = 0.0, reg_interval: int = 1,
+                 augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, num_classes: int = 0,
+                 adversarial_weight: float = 1.0, max_consecutive_skips: int = TrainConfig.max_consecutive_skips,
+                 reuse_fakes: bool = False, layout: torch.memory_format = torch.contiguous_format):
+        super().__init__(engine_g, engine_d, device, max_consecutive_skips)
+        self.layout = layout
+        """Memory format of real image batches (``train.channels_last``)."""
+        self.loss = loss
+        self.latent_dim = latent_dim
+        self.n_critic = n_critic
+        self.dtype = dtype
+        self.z_generator = z_generator
+        self.regularizer = regularizer
+        self.reg_weight = reg_weight
+        self.reg_interval = reg_interval
+        self.augment = augment or (lambda x: x)
+        """Applied to every input of D, real or fake, in every phase (differentiable)."""
+        self.reuse_fakes = reuse_fakes
+        """G's step trains on the fakes of the D step just before it (made with G's graph) instead of
+        drawing new ones: one forward of G per step instead of two. Needs n_critic 1 and no accumulation."""
+        self._kept_fake: Optional[tuple[torch.Tensor, Optional[torch.Tensor]]] = None
+        self.adversarial_weight = adversarial_weight
+        """Scales G's loss (with Adam, mostly a change of G's effective learning rate early on)."""
+        self.num_classes = num_classes
+        """0 for an unconditional GAN; else fakes get uniformly drawn labels of this many classes."""
+        self._last_reals: list[Batch] = []
+
+    @classmethod
+    def from_config(cls, cfg: Config, engine_g, engine_d, device: torch.device, z_generator: torch.Generator,
+                    num_classes: int = 0) -> "AlternatingGAN":
+        """The algorithm ``cfg`` describes: loss, regularizer, augmentation, n_critic, precision."""
+        reg = cfg.loss.d_reg
+        return cls(engine_g, engine_d, build_loss(cfg.loss.type), cfg.model.latent_dim, cfg.train.n_critic,
+                   engines.compute_dtype(cfg), device, z_generator,
+                   regularizer=build_regularizer(reg.type) if reg.type != "none" else None,
+                   reg_weight=reg.weight, reg_interval=reg.interval,
+                   augment=build_augment(cfg.augment.policy) if cfg.augment.policy else None,
+                   num_classes=num_classes, adversarial_weight=cfg.loss.adversarial_weight,
+                   max_consecutive_skips=cfg.train.max_consecutive_skips, reuse_fakes=cfg.train.reuse_fakes,
+                   layout=engines.memory_format(cfg))
+
+    # -- inputs -------------------------------------------------------------
+    def latents(self, n: int) -> torch.Tensor:
+        # Drawn on the CPU from this rank's generator so the stream is the same
+        # on any device and restorable from a checkpoint.
+        z = torch.randn(n, self.latent_dim, generator=self.z_generator)
+        return z.to(self.device, self.dtype)
+
+    def fake_labels(self, n: int) -> Optional[torch.Tensor]:
+        if not self.num_classes:
+            return None
+        return torch.randint(self.num_classes, (n,), generator=self.z_generator).to(self.device)
+
+    def real_batch(self, next_real: RealSource) -> Batch:
+        x, labels = next_real()
+        x = engines.to_compute(x, self.device, self.dtype, self.layout)
+        return x, None if labels is None else labels.to(self.device)
+
+    def fakes_without_graph(self, labels: Optional[torch.Tensor], n: int) -> torch.Tensor:
+        with torch.no_grad():
+            return _call(self.engine_g.module, self.latents(n), labels)
+
+    def d_for_penalty(self, labels: Optional[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """D's bare module behind the augmentation, for the reals' labels: what penalties differentiate."""
+        module: nn.Module = self.engine_d.module
+        return lambda x: _call(module, self.augment(x), labels)
+
+    @property
+    def reg_every_step(self) -> bool:
+        return self.regularizer is not None and self.reg_interval == 1
+
+    # -- phases -------------------------------------------------------------
+    def d_phase(self, next_real: RealSource) -> None:
+        """Dmain: one optimizer step of D (gradient_accumulation_steps micro-batches)."""
+        self._last_reals = []
+        for _ in range(self.engine_d.gradient_accumulation_steps()):
+            real, real_labels = self.real_batch(next_real)
+            self._last_reals.append((real, real_labels))
+            fake_labels = self.fake_labels(real.shape[0])
+            if self.reuse_fakes:
+                # With G's graph, kept for G's step; D's backward still ends at the detached copy.
+                kept = _call(self.engine_g, self.latents(real.shape[0]), fake_labels)
+                self._kept_fake = (kept, fake_labels)
+                fake = kept.detach()
+            else:
+                fake = self.fakes_without_graph(fake_labels, real.shape[0])
+            real_logits = _call(self.engine_d, self.augment(real), real_labels)
+            fake_logits = _call(self.engine_d, self.augment(fake), fake_labels)
+            loss = self.loss.d_loss(real_logits, fake_logits)
+            self.add_stat("loss_d", loss)
+            if self.reg_every_step:
+                penalty = self.regularizer.penalty(self.d_for_penalty(real_labels), real, fake)
+                self.add_stat("reg_d", penalty)
+                loss = loss + self.reg_weight * penalty
+            self.backward("d", loss)
+            self.optimizer_step("d")
+            self.add_d_health(self.loss, real_logits.detach(), fake_logits.detach())
+
+    def dreg_phase(self) -> None:
+        """Dreg: the lazy regularizer as its own D step, on the reals of the last Dmain."""
+        for real, labels in self._last_reals:
+            # The interpolates of a penalty on fakes take the reals' labels, as they do at every step.
+            fake = self.fakes_without_graph(labels, real.shape[0]) if self.regularizer.needs_fake else None
+            penalty = self.regularizer.penalty(self.d_for_penalty(labels), real, fake)
+            self.add_stat("reg_d", penalty)
+            self.backward("d", self.reg_weight * self.reg_interval * penalty)
+            self.optimizer_step("d", measure=False)
+
+    def g_phase(self, batch_size: int, next_real: Optional[RealSource] = None) -> None:
+        """Gmain: one optimizer step of G through a frozen D."""
+        with self.frozen_discriminator() as d_module:
+            for _ in range(self.engine_g.gradient_accumulation_steps()):
+                real_logits = None
+                if self.loss.g_needs_real:
+                    with torch.no_grad():  # D is frozen and reals do not depend on G: no graph needed
+                        real, real_labels = self.real_batch(next_real)
+                        real_logits = _call(d_module, self.augment(real), real_labels)
+                if self._kept_fake is not None:
+                    (fake, labels), self._kept_fake = self._kept_fake, None
+                else:
+                    labels = self.fake_labels(batch_size)
+                    fake = _call(self.engine_g, self.latents(batch_size), labels)
+                loss = self.loss.g_loss(_call(d_module, self.augment(fake), labels), real_logits)
+                self.backward("g", self.adversarial_weight * loss)
+                self.optimizer_step("g")
+                self.add_stat("loss_g", loss)
+
+    def step(self, next_real: RealSource, batch_size: int) -> None:
+        for _ in range(self.n_critic):
+            self.d_phase(next_real)
+        if self.regularizer is not None and self.reg_interval > 1 and (self.steps_done + 1) % self.reg_interval == 0:
+            self.dreg_phase()
+        self.g_phase(batch_size, next_real)
+        self.steps_done += 1
+
+    def samples_per_step(self, batch_size: int) -> int:
+        """D's micro-batches of every critic step, and G's when its loss compares with reals."""
+        d_batches = self.engine_d.gradient_accumulation_steps() * self.n_critic
+        g_batches = self.engine_g.gradient_accumulation_steps() if self.loss.g_needs_real else 0
+        return batch_size * (d_batches + g_batches)

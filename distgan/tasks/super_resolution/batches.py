@@ -1,0 +1,83 @@
+"""Random aligned (LR, HR) training crops of the super-resolution data, dealt to the ranks.
+
+Every sample is a pure function of (seed, global batch number, position in the
+global batch): rank r takes positions ``[r*B, (r+1)*B)`` of global batch k. So
+one worker with batch 2B sees exactly the samples two workers with batch B see
+together, a resume needs only k, and nothing depends on what came before.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from distgan.config import DataConfig
+from distgan.data.degradations import from_uint8, make_lr
+from distgan.tasks.super_resolution.data import SRData
+
+class SRBatches:
+    """This rank's share of each global batch of random aligned (LR, HR) training crops.
+
+    Sample j of global batch k draws from a generator seeded by ``SeedSequence([seed, k, j])``; rank r
+    takes j in ``[r*B, (r+1)*B)``. Each sample: a training image drawn uniformly, an HR crop of
+    ``data.resolution`` at a position on the scale's grid (so the paired LR crop covers exactly the same area), a horizontal flip
+    (``data.flip``) and a rotation by a multiple of 90 degrees (``data.rot90``) applied to both
+    crops; then the LR is the paired crop, or ``make_lr`` of the transformed HR crop.
+    """
+
+    def __init__(self, data: SRData, cfg: DataConfig, scale: int, batch_size: int, rank: int, world_size: int,
+                 seed: int):
+        if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size, got batch_size={batch_size}, "
+                             f"rank={rank}, world_size={world_size}")
+        if cfg.resolution % scale:
+            raise ValueError(f"data.resolution {cfg.resolution} is not a multiple of model.scale {scale}")
+        if not data.train_hr:
+            raise ValueError("SRBatches needs at least one training image")
+        for hr in data.train_hr:
+            if min(hr.shape[-2:]) < cfg.resolution:
+                raise ValueError(f"a training image of {hr.shape[-1]}x{hr.shape[-2]} is smaller than the "
+                                 f"{cfg.resolution}px crop; load the data with load_sr, which checks this")
+        self.data, self.cfg, self.scale = data, cfg, scale
+        self.batch_size, self.rank, self.seed = batch_size, rank, seed
+        self.batch = 0
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lr [B, C, R/s, R/s], hr [B, C, R, R]), float32 in [-1, 1]."""
+        first = self.rank * self.batch_size
+        lrs, hrs = zip(*(self._sample(self._generator(first + i)) for i in range(self.batch_size)))
+        self.batch += 1
+        return torch.stack(lrs), torch.stack(hrs)
+
+    def _generator(self, position: int) -> torch.Generator:
+        # torch's CPU generator keeps 32 bits of a seed, so (seed, k, j) is hashed into them (see sampler.py).
+        mixed = int(np.random.SeedSequence([self.seed, self.batch, position]).generate_state(1)[0])
+        return torch.Generator().manual_seed(mixed)
+
+    def _sample(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        r, s = self.cfg.resolution, self.scale
+        i = int(torch.randint(len(self.data.train_hr), (1,), generator=gen))
+        hr = self.data.train_hr[i]
+        top, left = (int(torch.randint((side - r) // s + 1, (1,), generator=gen)) for side in hr.shape[-2:])
+        # Drawn whatever the config, so turning an augmentation off does not shift the other draws.
+        flip = bool(torch.rand(1, generator=gen) < 0.5) and self.cfg.flip
+        turns = int(torch.randint(4, (1,), generator=gen)) * self.cfg.rot90
+
+        def transform(x: torch.Tensor) -> torch.Tensor:
+            x = x.flip(-1) if flip else x
+            return torch.rot90(x, turns, dims=(-2, -1)) if turns else x
+
+        hr_crop = transform(from_uint8(hr[:, top * s:top * s + r, left * s:left * s + r]))
+        if self.data.train_lr is not None:
+            lr = self.data.train_lr[i]
+            return transform(from_uint8(lr[:, top:top + r // s, left:left + r // s])), hr_crop
+        return make_lr(hr_crop, s, self.cfg.degradation, gen), hr_crop
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batch": self.batch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        batch = int(state["batch"])
+        if batch < 0:
+            raise ValueError(f"SR sampler state {state} has a negative batch number")
+        self.batch = batch

@@ -1,0 +1,126 @@
+"""The typed config: loading, overrides, errors that name the key, and every shipped config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distgan.config import Config, ConfigError, parse_override
+from distgan import load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+def test_there_are_configs():
+    names = {p.name for p in CONFIGS}
+    assert {"dcgan_digits.yaml", "vanilla_ring8.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_file_loads_and_round_trips(path, tmp_path, monkeypatch):
+    # The SRGAN/ESRGAN configs need VGG19 weights; validation checks only that the file exists (its
+    # contents are checked when the loss is built, tested in tests/gan/test_perceptual.py).
+    (tmp_path / "vgg19.pth").write_bytes(b"stand-in")
+    monkeypatch.setenv("DISTGAN_VGG19_WEIGHTS", str(tmp_path / "vgg19.pth"))
+    cfg = load_config(path)
+    assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_builtin_default_is_dcgan_digits():
+    assert Config.from_dict({}) == load_config(next(p for p in CONFIGS if p.name == "dcgan_digits.yaml"))
+    assert Config().model.family == "dcgan" and Config().data.name == "digits"
+
+
+def test_dotted_overrides_are_typed(tmp_path):
+    from PIL import Image
+
+    Image.new("L", (20, 12)).save(tmp_path / "a.png")
+    cfg = load_config(None, ("train.steps=200", "optim.g.lr=1e-4", "optim.d.betas=[0.0, 0.99]",
+                             "deepspeed.zero_stage=2", "deepspeed.d.zero_stage=3", "scaling.use_gpu=false",
+                             "data.path=" + str(tmp_path)))
+    assert cfg.train.steps == 200
+    assert cfg.optim.g.lr == pytest.approx(1e-4) and isinstance(cfg.optim.g.lr, float)
+    assert cfg.optim.d.betas == (0.0, 0.99)
+    assert cfg.deepspeed.stage("g") == 2 and cfg.deepspeed.stage("d") == 3
+    assert cfg.scaling.use_gpu is False
+
+
+def test_required_keys_exist():
+    cfg = Config()
+    for key in ("train.steps", "train.batch_size", "train.n_critic", "train.checkpoint_every", "train.sample_every",
+                "train.seed", "scaling.num_workers", "scaling.use_gpu", "deepspeed.zero_stage",
+                "deepspeed.precision", "model.family", "data.name", "data.path"):
+        node = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+    assert cfg.scaling.use_gpu == "auto"
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("train.stpes=5", "did you mean 'train.steps'"),
+    ("trian.steps=5", "did you mean 'train'"),
+    ("train.steps=abc", "train.steps: expected an integer, got 'abc'"),
+    ("train.steps=1.5", "train.steps: expected an integer"),
+    ("train.steps=0", "train.steps: must be > 0, got 0"),
+    ("train.batch_size=-4", "train.batch_size: must be > 0"),
+    ("deepspeed.zero_stage=4", "deepspeed.zero_stage: must be 0, 1, 2 or 3, got 4"),
+    ("deepspeed.precision=fp8", "deepspeed.precision: expected one of 'fp32', 'bf16', 'fp16', got 'fp8'"),
+    ("optim.g.lr=fast", "optim.g.lr: expected a number, got 'fast'"),
+    ("optim.g.betas=[0.5]", "optim.g.betas: expected a list of 2 values"),
+    ("optim.d.betas=[0.5, 1.0]", "optim.d.betas[1]: must be in [0, 1)"),
+    ("scaling.use_gpu=maybe", "scaling.use_gpu"),
+    ("model.family=stylegan", "model.family: unknown model family 'stylegan'"),
+    ("model.family=dcgam", "did you mean 'dcgan'"),
+    ("loss.type=hinj", "loss.type: unknown adversarial loss 'hinj'"),
+    ("data.name=mnist", "data.name: unknown data set 'mnist'"),
+    ("data.path=/no/such/folder", "/no/such/folder"),
+    ("train", "not of the form KEY=VALUE"),
+])
+def test_bad_values_name_the_key(override, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, (override,))
+    assert needle in str(info.value)
+
+
+def test_fp16_without_gpu_is_rejected():
+    with pytest.raises(ConfigError, match="fp16 needs GPUs"):
+        load_config(None, ("deepspeed.precision=fp16", "scaling.use_gpu=false"))
+
+
+@pytest.mark.parametrize("name, text, needle", [
+    ("nope.yaml", None, "nope.yaml' does not exist"),
+    ("broken.yaml", "train: {steps: [1, 2\n", "broken.yaml' is not valid YAML"),
+    ("list.yaml", "- 1\n- 2\n", "must hold a mapping"),
+    ("section.yaml", "train: 5\n", "train: expected a mapping"),
+])
+def test_bad_yaml_files(tmp_path, name, text, needle):
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        load_config(path)
+
+
+def test_parse_override_reads_yaml_values():
+    assert parse_override("a.b=3") == ("a.b", 3)
+    assert parse_override("a.b=true") == ("a.b", True)
+    assert parse_override("a.b=null") == ("a.b", None)
+    assert parse_override("a.b=x=y") == ("a.b", "x=y")
+
+
+def test_launchers_send_workers_absolute_paths(tmp_path, monkeypatch):
+    """Ray workers do not run in the driver's directory: relative paths are resolved before they leave it."""
+    from PIL import Image
+
+    from distgan.config import with_absolute_paths
+
+    (tmp_path / "imgs").mkdir()
+    Image.new("L", (20, 20)).save(tmp_path / "imgs" / "a.png")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ("data.path=imgs", "eval.cache_dir=~/cache"))
+    resolved = with_absolute_paths(cfg)
+    assert resolved.data.path == str(tmp_path / "imgs")
+    assert resolved.eval.cache_dir == str(Path("~/cache").expanduser())
+    assert resolved.eval.inception_weights is None and resolved.train == cfg.train
+    assert with_absolute_paths(resolved) is resolved
