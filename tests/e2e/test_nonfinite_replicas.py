@@ -44,16 +44,17 @@ def run_with_nan_on_rank1(loop_config: dict, which) -> None:
 
     from distgan.runtime import loop as worker
     from distgan.launch import session as session_mod
+    from distgan.tasks.generation.task import GenerationTask
     from replica_checks import flat, max_rank_difference
 
     run_dir = Path(loop_config["run_dir"])
-    build_algorithm, export = worker.Trainer.build_algorithm, worker.Trainer.export
+    build_algorithm, export = GenerationTask.build_algorithm, worker.Trainer.export
 
-    def build_with_fault(self):
+    def build_with_fault(self, engine_g, engine_d, z_generator):
         if self.rank == 0:  # one line per attempt that got as far as building the GAN
             with (run_dir / "builds").open("a") as f:
                 f.write("built\n")
-        gan = build_algorithm(self)
+        gan = build_algorithm(self, engine_g, engine_d, z_generator)
         backwards = itertools.count(1)
 
         def hook(grad):
@@ -61,7 +62,7 @@ def run_with_nan_on_rank1(loop_config: dict, which) -> None:
             return torch.full_like(grad, float("nan")) if which == "all" or n in which else grad
 
         if self.rank == 1:
-            next(self.engine_d.module.parameters()).register_hook(hook)
+            next(engine_d.module.parameters()).register_hook(hook)
         return gan
 
     def compare_then_export(self):
@@ -72,7 +73,7 @@ def run_with_nan_on_rank1(loop_config: dict, which) -> None:
         export(self)
 
     if ray.train.get_context().get_world_size() == 2:
-        worker.Trainer.build_algorithm = build_with_fault
+        GenerationTask.build_algorithm = build_with_fault
         worker.Trainer.export = compare_then_export
     session_mod.train_fn(loop_config)
 
