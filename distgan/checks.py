@@ -19,6 +19,8 @@ from distgan.tasks import task_for
 
 def validate(cfg: Config) -> Config:
     """Raise a ConfigError naming the key when ``cfg`` cannot run; returns ``cfg``."""
+    # Types and ranges again: a Config changed in Python after loading has skipped the loader's checks.
+    Config.from_dict(cfg.to_dict())
     task = task_for(cfg)
     if cfg.train.channels_last and cfg.model.family == "mlp":
         raise ConfigError("train.channels_last: the mlp family has no images or convolutions to lay out; "
