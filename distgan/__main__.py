@@ -1,3 +1,5 @@
+"""``python -m distgan``: the command line (``distgan.cli``)."""
+
 from distgan.cli import main
 
 raise SystemExit(main())

@@ -344,6 +344,9 @@ def _dry_run_argument(p: argparse.ArgumentParser) -> None:
                         "fresh or resumed); starts no Ray and writes nothing")
 
 
+SOURCE_HELP = "a run directory, checkpoint or generator.safetensors, or its URI (s3://bucket/runs/NAME)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     epilog = config_epilog()
 
@@ -404,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("sample", help="generate samples from a run or an exported generator")
-    p.add_argument("source", metavar="RUN_DIR_OR_GENERATOR", help="a run directory, checkpoint or generator.safetensors, or its URI (s3://bucket/runs/NAME)")
+    p.add_argument("source", metavar="RUN_DIR_OR_GENERATOR", help=SOURCE_HELP)
     p.add_argument("--n", type=int, default=64, help="number of samples")
     p.add_argument("--out", required=True, help="FILE.png for a grid, FILE.npz for an array 'images'")
     p.add_argument("--seed", type=int, default=0, help="latent seed")
@@ -414,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("evaluate", help="FID, KID, precision/recall (and class accuracy) of a generator")
-    p.add_argument("source", metavar="RUN_DIR_OR_GENERATOR", help="a run directory, checkpoint or generator.safetensors, or its URI (s3://bucket/runs/NAME)")
+    p.add_argument("source", metavar="RUN_DIR_OR_GENERATOR", help=SOURCE_HELP)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="eval.* or data.* overrides")
     p.add_argument("--metrics", help="comma-separated: fid, kid, pr, class_acc (default: the run's eval.metrics)")
     p.add_argument("--n", type=int, help="generated samples (default: the run's eval.n)")

@@ -98,3 +98,26 @@ def test_no_task_branch_outside_the_task_folders():
         named = {node.value for node in ast.walk(ast.parse(path.read_text()))
                  if isinstance(node, ast.Constant) and node.value in task_names}
         assert not named, f"{path.relative_to(ROOT)} names the task {sorted(named)}"
+
+
+def test_every_late_import_below_the_front_doors_says_why():
+    """An import inside a function (a third-party module that is slow, optional or needs an extra) carries a
+    comment on its line or just above it; the front doors' module docstrings say theirs once."""
+    silent = []
+    for path in modules():
+        if path.name in LAZY_LAYERS and path.parent == PACKAGE:
+            continue
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for inner in ast.walk(node):
+                if isinstance(inner, (ast.Import, ast.ImportFrom)):
+                    start = inner.lineno - 1
+                    above = start - 1
+                    while above >= 0 and lines[above].strip().startswith(("from ", "import ")):
+                        above -= 1  # a comment may head a block of imports
+                    if "#" not in lines[start] and not lines[above].strip().startswith("#") and not any(
+                            "#" in lines[k] for k in range(above + 1, start)):
+                        silent.append(f"{path.relative_to(ROOT)}:{inner.lineno}")
+    assert not silent, silent

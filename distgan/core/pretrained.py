@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from typing import Callable, Optional, Union
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 PathLike = Union[str, os.PathLike]
 
@@ -46,8 +48,6 @@ def read_state_dict(path: str) -> Mapping:
     A file that is not one raises ValueError naming it.
     """
     if path.endswith(".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
         try:
             return load_file(path, device="cpu")
         except SafetensorError as error:

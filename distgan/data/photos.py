@@ -42,14 +42,15 @@ def read(name: str) -> np.ndarray:
 
         sample = load_sample_images()
         return sample.images[[Path(f).stem for f in sample.filenames].index(name)]
-    import skimage.data
+    import skimage.data  # likewise
 
     return getattr(skimage.data, name)()
 
 
 def _as_samples(cfg: DataConfig) -> Dataset:
-    raise ConfigError("data.name: photos is a super-resolution data set (pairs of low- and high-resolution crops); "
-                      "use it with model.family srresnet or rrdb, or train a generation model on digits, ring8 or a data.path folder")
+    raise ConfigError("data.name: photos is a super-resolution data set (pairs of low- and high-resolution "
+                      "crops); use it with model.family srresnet or rrdb, or train a generation model on digits, "
+                      "ring8 or a data.path folder")
 
 
 DATASETS.register("photos")(Source(shape=lambda cfg: (cfg.channels, cfg.resolution, cfg.resolution),

@@ -83,7 +83,7 @@ class RaySession:
 
 def quiet_ray_reports() -> None:
     """Ray Train logs every ``report`` call in full at INFO; the driver's progress line says it better."""
-    from ray.train.v2._internal.execution import context
+    from ray.train.v2._internal.execution import context  # Ray's internals: only this tweak touches them
 
     logging.getLogger(context.__file__).setLevel(logging.WARNING)  # that module names its logger by path
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import sys
 import tempfile
 import time
 import uuid
@@ -44,12 +45,12 @@ class SubmitError(RuntimeError):
 
 def client(address: str):
     """A Jobs API client for ``address`` (http://HEAD:8265), with errors that say what to check."""
-    from ray.job_submission import JobSubmissionClient
+    from ray.job_submission import JobSubmissionClient  # from ray[default]: only a submission needs it
 
     if not address.startswith(("http://", "https://")):
         raise ConfigError(f"--address {address!r}: the Jobs API address is the dashboard's, "
                           f"e.g. http://HEAD:8265")
-    from ray.exceptions import AuthenticationError
+    from ray.exceptions import AuthenticationError  # with the client above
 
     # Ray lets RAY_API_SERVER_ADDRESS / RAY_ADDRESS override the address it is given; the address
     # distgan passes is already the user's choice (the CLI reads those variables only without --address).
@@ -117,8 +118,6 @@ def submit(cfg: Config, address: str, name: str, storage: str, command: str = "t
 
 def follow(address: str, submission_id: str, out=None) -> str:
     """Stream the job's logs until it ends; returns its final status (SUCCEEDED, FAILED, STOPPED)."""
-    import sys
-
     out = out or sys.stdout
     jobs = client(address)
 

@@ -11,10 +11,11 @@ What a DeepSpeed checkpoint holds per rank decides what is needed:
   that one load; each takes its own partition of the new world size.
 
 The conversion is written beside the run's checkpoints, under ``.resharded/checkpoint_NNNNNN/{G,D}``
-(all ranks read it, as they read the checkpoint itself; under a URI each rank converts its own download), made afresh on every resharded resume, never
-trusted from an earlier one, and removed once every rank has loaded it. Nothing is unpickled in full on
-the way: the converter's and the universal loader's ``torch.load`` calls are made weights-only, allowing
-DeepSpeed's own classes only (``checkpoint_safety``), after the static check of the source files every
+(all ranks read it, as they read the checkpoint itself; under a URI each rank converts its own download),
+made afresh on every resharded resume, never trusted from an earlier one, and removed once every rank has
+loaded it. Nothing is unpickled in full on the way: the converter's and the universal loader's
+``torch.load`` calls are made weights-only, allowing DeepSpeed's own classes only
+(``distgan.persist.safety``), after the static check of the source files every
 resume already does.
 
 The other per-rank parts of the training state are the caller's: the data position is converted by
@@ -55,7 +56,7 @@ def weights_only_torch_load() -> Iterator[None]:
     """Every ``torch.load`` in this process reads weights-only, DeepSpeed's own classes allowed.
 
     DeepSpeed's converter and universal loader call ``torch.load`` directly with weights-only loading
-    turned off, not through the checkpoint engine that ``checkpoint_safety.weights_only_loads`` shadows.
+    turned off, not through the checkpoint engine that ``distgan.persist.safety.weights_only_loads`` shadows.
     Both run in the training process, on one thread, while nothing else loads.
     """
     original = torch.load
@@ -75,7 +76,7 @@ def weights_only_torch_load() -> Iterator[None]:
 
 def to_universal(engine_dir: Path, tag: str, out: Path) -> None:
     """Convert ``engine_dir/tag`` into a universal checkpoint at ``out/tag`` (replacing what is there)."""
-    from deepspeed.checkpoint import ds_to_universal
+    from deepspeed.checkpoint import ds_to_universal  # DeepSpeed loads only where a checkpoint is converted
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

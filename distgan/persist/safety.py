@@ -157,6 +157,7 @@ def weights_only_loads(engine) -> Iterator[None]:
     each file; this closes the gap between that look and the read. Another kind of checkpoint engine
     (DeepSpeed's fast or decoupled writers, which distgan does not configure) is left as it is.
     """
+    # DeepSpeed loads only where its checkpoints are read (the driver checks them without it).
     from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
     reader = getattr(engine, "checkpoint_engine", None)

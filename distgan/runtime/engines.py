@@ -108,7 +108,7 @@ def deepspeed_config(cfg: Config, net: str, world_size: int, use_gpu: bool,
 
 def build_engine(module: nn.Module, cfg: Config, net: str, world_size: int, use_gpu: bool):
     """Wrap ``module`` in a DeepSpeed engine configured for network ``net``."""
-    import deepspeed
+    import deepspeed  # seconds to import and it probes accelerators: only where engines are built, not the driver
 
     bound_deepspeed_world_group(cfg.train.collective_timeout_s)
     trainable = [p for p in module.parameters() if p.requires_grad]
@@ -132,7 +132,7 @@ def bound_deepspeed_world_group(timeout_s: float) -> None:
     timeout, before DeepSpeed creates its own, bounds every collective the
     engines issue. Collective: every rank builds its engines together.
     """
-    from deepspeed.utils import groups
+    from deepspeed.utils import groups  # as above: never on the driver
 
     if dist.is_initialized() and groups._WORLD_GROUP is None:
         groups._WORLD_GROUP = dist.new_group(ranks=list(range(dist.get_world_size())),
@@ -176,7 +176,7 @@ def whole_parameters(engine) -> Iterator[nn.Module]:
     """Yield the engine's module with whole parameters. Collective under ZeRO-3:
     every rank must enter it together."""
     if zero_stage(engine) == 3:
-        import deepspeed
+        import deepspeed  # as above: never on the driver
 
         with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
             yield engine.module

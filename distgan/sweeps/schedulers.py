@@ -31,7 +31,7 @@ SCHEDULERS: Registry[Scheduler] = Registry("trial scheduler")
 
 
 def _build_asha(cfg: Config, space: Space):
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler  # building imports Ray Tune; checking does not
 
     s = cfg.tune.scheduler
     return ASHAScheduler(time_attr="step", max_t=cfg.train.steps, grace_period=s.grace_period or cfg.eval.every,
@@ -54,7 +54,7 @@ FIXED_UNDER_PBT = ("model.", "data.", "scaling.", "deepspeed.")
 
 
 def _build_pbt(cfg: Config, space: Space):
-    from distgan.sweeps.pbt import FinalStepAwarePBT
+    from distgan.sweeps.pbt import FinalStepAwarePBT  # subclasses Ray Tune's PBT, so it imports Ray
 
     s = cfg.tune.scheduler
     return FinalStepAwarePBT(

@@ -27,12 +27,13 @@ SEARCHERS: Registry[Searcher] = Registry("searcher")
 
 
 def _build_random(cfg: Config, concurrent: int):
-    from ray.tune.search import BasicVariantGenerator
+    from ray.tune.search import BasicVariantGenerator  # building imports Ray Tune; checking does not
 
     return BasicVariantGenerator(random_state=cfg.tune.seed, max_concurrent=concurrent)
 
 
 def _build_optuna(cfg: Config, concurrent: int):
+    # Building imports Ray Tune (and Optuna); checking does not.
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 

@@ -50,7 +50,7 @@ def resolve_mode(cfg: TrackingConfig) -> str:
 class WandbLogger:
     def __init__(self, cfg: TrackingConfig, run_dir: Path, run_id: str, name: str, config: dict,
                  group: Optional[str] = None):
-        import wandb
+        import wandb  # slow to import, and only rank 0 logs
 
         load_key_file()
         self._wandb = wandb

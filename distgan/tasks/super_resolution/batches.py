@@ -20,8 +20,8 @@ class SRBatches:
 
     Sample j of global batch k draws from a generator seeded by ``SeedSequence([seed, k, j])``; rank r
     takes j in ``[r*B, (r+1)*B)``. Each sample: a training image drawn uniformly, an HR crop of
-    ``data.resolution`` at a position on the scale's grid (so the paired LR crop covers exactly the same area), a horizontal flip
-    (``data.flip``) and a rotation by a multiple of 90 degrees (``data.rot90``) applied to both
+    ``data.resolution`` at a position on the scale's grid (so the paired LR crop covers exactly the same
+    area), a horizontal flip (``data.flip``) and a rotation by a multiple of 90 degrees (``data.rot90``) applied to both
     crops; then the LR is the paired crop, or ``make_lr`` of the transformed HR crop.
     """
 

@@ -1,5 +1,6 @@
 """Super-resolution data: high-resolution images (and optionally their paired low-resolution versions), a
-fixed validation set. ``distgan.tasks.super_resolution.batches.SRBatches`` cuts each rank random (LR, HR) training crops.
+fixed validation set. ``SRBatches`` (``distgan.tasks.super_resolution.batches``) cuts each rank random
+(LR, HR) training crops.
 
 Three sources, picked by the config:
 
@@ -239,7 +240,8 @@ def check_sr(cfg: DataConfig, scale: int) -> None:
         photos.check(cfg)
     else:
         raise ConfigError(f"data.name: {cfg.name!r} is not a super-resolution data set; use "
-                          f"{', '.join(sorted(photos.SR_DATASETS))}, or set data.path to a folder of high-resolution images")
+                          f"{', '.join(sorted(photos.SR_DATASETS))}, or set data.path to a folder of "
+                          f"high-resolution images")
 
 
 # -- loading -------------------------------------------------------------------------------------------
