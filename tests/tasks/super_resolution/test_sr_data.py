@@ -145,13 +145,13 @@ def test_corrupt_png_is_named_or_skipped(tmp_path):
     assert sr.skipped == 1 and len(sr.train_hr) + len(sr.val_hr) == 4
 
 
-def test_truncated_jpeg_is_named_at_load_or_skipped(tmp_path):
+def test_truncated_jpeg_is_named_before_ray_starts_or_skipped(tmp_path):
     hr_folder(tmp_path / "hr", n=3)
     good = save(tmp_path / "hr" / "cut.jpg", rgb(40, 48, seed=9), quality=90).read_bytes()
     (tmp_path / "hr" / "cut.jpg").write_bytes(good[: len(good) // 2])
-    check_sr(folder_cfg(tmp_path / "hr"), 4)  # its header is intact: only decoding finds out
+    # Its header is intact; the check finds no end-of-image marker and decodes it, as for generation folders.
     with pytest.raises(ConfigError, match=r"data.path .*: cannot read image .*cut.jpg.*truncated"):
-        load_sr(folder_cfg(tmp_path / "hr"), 4)
+        check_sr(folder_cfg(tmp_path / "hr"), 4)
     sr = load_sr(folder_cfg(tmp_path / "hr", skip_corrupt=True), 4)
     assert sr.skipped == 1 and len(sr.train_hr) + len(sr.val_hr) == 3
 
