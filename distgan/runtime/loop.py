@@ -115,7 +115,6 @@ class Trainer:
                     engine.module.to(memory_format=layout)
         if cfg.train.compile:
             engines.compile_modules(cfg, self.engine_g, self.engine_d)
-        self.dtype = engines.compute_dtype(cfg)
         self.z_gen = latent_generator(cfg.train.seed, self.rank)
         self.gan = self.task.build_algorithm(self.engine_g, self.engine_d, self.z_gen)
         self.state = TrainState(world_size=self.world)
@@ -286,8 +285,11 @@ class Trainer:
         yield copy.eval()
 
     def export_metadata(self) -> dict:
-        return {"task": self.task.name, **self.task.export_metadata(), "ema": self.ema is not None,
-                "step": self.state.step, "images_seen": self.state.images_seen}
+        """``generator.json``: what every task's G needs (the model and data config), then the task's own."""
+        cfg = self.cfg.to_dict()
+        return {"task": self.task.name, "model": cfg["model"], "data_config": cfg["data"],
+                "data": self.cfg.data.path or self.cfg.data.name, **self.task.export_metadata(),
+                "ema": self.ema is not None, "step": self.state.step, "images_seen": self.state.images_seen}
 
     def evaluate(self) -> dict:
         """The task's scores of G_ema (or G), every rank taking its share of the work."""

@@ -99,7 +99,8 @@ class Task(ABC):
 
     @abstractmethod
     def export_metadata(self) -> dict:
-        """What ``generator.json`` needs beyond the loop's own keys to rebuild and use the generator."""
+        """What ``generator.json`` needs beyond the loop's keys (task, model and data config, step) to rebuild
+        and use the generator: at least ``data_shape``."""
 
     @classmethod
     @abstractmethod

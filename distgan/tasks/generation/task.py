@@ -91,10 +91,8 @@ class GenerationTask(Task):
         return render_samples(samples.float().cpu())
 
     def export_metadata(self) -> dict:
-        cfg = self.cfg.to_dict()
-        return {"model": cfg["model"], "data_config": cfg["data"], "data_shape": list(self.data_shape),
-                "num_classes": self.num_classes, "class_names": list(self.class_names),
-                "data": self.cfg.data.path or self.cfg.data.name}
+        return {"data_shape": list(self.data_shape), "num_classes": self.num_classes,
+                "class_names": list(self.class_names)}
 
     @classmethod
     def evaluate_offline(cls, source: Path, generator: nn.Module, meta: dict, cfg: Config):

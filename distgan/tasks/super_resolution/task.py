@@ -94,9 +94,7 @@ class SuperResolutionTask(Task):
         return image_grid(to_unit(torch.cat(stacks)), nrow=3)
 
     def export_metadata(self) -> dict:
-        cfg = self.cfg.to_dict()
-        return {"model": cfg["model"], "data_config": cfg["data"], "data_shape": list(self.data_shape),
-                "num_classes": 0, "class_names": [], "data": self.cfg.data.path or self.cfg.data.name,
+        return {"data_shape": list(self.data_shape), "num_classes": 0, "class_names": [],
                 "scale": self.cfg.model.scale}
 
     @classmethod
