@@ -247,8 +247,10 @@ def measure_job(job: Job, world: int, quick: bool, verbose: bool, persistence_th
 
 def _rank_main(rank: int, world: int, port: int, jobs: list[Job], quick: bool, verbose: bool, out_dir: str,
                persistence_threshold: int | None = None):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    from distgan.core.loopback_group import init_local_group
+
+    # The group's store and gloo sockets on 127.0.0.1 only; DeepSpeed adopts the group.
+    init_local_group("gloo", rank, world, port)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     import deepspeed
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import socket
 import tempfile
 
 import pytest
@@ -35,21 +34,13 @@ if "DISTGAN_STAGING_DIR" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["DISTGAN_STAGING_DIR"], True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def process_group():
     """A world-size-1 gloo group in this process, so DeepSpeed engines can be built without Ray."""
-    import torch.distributed as dist
+    from distgan.core.loopback_group import init_local_group
 
-    if not dist.is_initialized():
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0",
-                          WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
-        dist.init_process_group("gloo", rank=0, world_size=1)
+    # Its store and gloo sockets listen on 127.0.0.1 (an ``env://`` group's store listens on every interface).
+    init_local_group("gloo")
     yield
     # Left up: other session-scoped users may follow; the process exit tears it down.
 

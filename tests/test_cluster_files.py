@@ -106,3 +106,47 @@ def test_dockerfile_passes_hadolint_and_pins_the_ray_base():
     assert re.search(r"^USER 1000$", text, re.M), "the image must not run as root"
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", "runs", "wandb", ".git"} <= set(ignored)
+
+
+def pod_templates(doc: dict) -> list[dict]:
+    """Every pod template in a manifest (a ``template`` or ``submitterPodTemplate`` with containers)."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("template", "submitterPodTemplate") and "containers" in value.get("spec", {}):
+                    found.append(value)
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(doc)
+    return found
+
+
+def test_network_policy_admits_only_the_runs_own_pods():
+    """While a run trains, rank 0's store (unauthenticated) and gloo/NCCL listen on the pod network: the policy
+    must cover every pod the manifests start and admit no one else, but the operator at the dashboard."""
+    from ray._private.ray_constants import DEFAULT_DASHBOARD_PORT
+
+    kinds = {doc["kind"]: doc for path in KUBERAY for doc in documents(path)}
+    policy = kinds["NetworkPolicy"]["spec"]
+    ours = policy["podSelector"]["matchLabels"]
+    assert ours and "Ingress" in policy["policyTypes"]
+    templates = [t for kind in ("RayCluster", "RayJob") for t in pod_templates(kinds[kind])]
+    assert len(templates) == 5  # the RayCluster's head and workers; the RayJob's submitter, head and workers
+    for template in templates:
+        labels = template.get("metadata", {}).get("labels", {})
+        assert ours.items() <= labels.items(), f"a pod the policy does not cover: {template['spec']['containers']}"
+    for rule in policy["ingress"]:
+        peers = rule.get("from")
+        assert peers, "a rule without 'from' admits anyone"
+        for peer in peers:
+            assert "ipBlock" not in peer, peer
+            if peer["podSelector"]["matchLabels"] == ours:
+                assert "namespaceSelector" not in peer  # this namespace's pods of the run, on any port
+            else:  # the KubeRay operator, at the dashboard (Jobs API) only
+                assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kuberay-operator"}
+                assert rule["ports"] == [{"protocol": "TCP", "port": DEFAULT_DASHBOARD_PORT}]

@@ -1,21 +1,192 @@
-"""The embedded Ray the tests (and ``distgan train`` without --address) start listens on loopback only."""
+"""Nothing an embedded run starts listens beyond loopback: not while idle, not while it trains.
+
+- Idle: the shared Ray's servers (GCS, raylet, dashboard, workers).
+- A 2-worker run: rank 0 looks between steps, during evaluation and while it checkpoints, at every listening
+  socket of every process under this test process (the embedded Ray and the run's workers, this process
+  too), and finds its rendezvous store (``MASTER_PORT``) among them: torch's ``env://`` store listens on
+  ``::`` (every interface) unless the launcher binds it (``distgan/launch/rendezvous.py``).
+- A sweep trial: a poller takes snapshots while a one-trial sweep trains (beside the run, to share start-up).
+- The in-process benchmark path: ``benchmarks/steady_state.py --skip-ray`` looks at its own sockets at a report.
+
+Small runs (ring8 MLPs, evaluation on the points themselves): the rendezvous does not depend on the model.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import psutil
 import pytest
 
+from distgan import load_config
+from distgan.launch.train import train
+from distgan.launch.tune import run_tune
+
 pytestmark = pytest.mark.ray
+
+SMALL = ("model.family=mlp", "data.name=ring8", "data.num_samples=512", "model.latent_dim=4", "model.g_width=16",
+         "model.d_width=16", "model.g_norm=none", "model.d_norm=none", "train.batch_size=16", "train.steps=3",
+         "train.log_every=1", "train.sample_every=100", "train.checkpoint_every=2", "eval.every=2",
+         "eval.metrics=fid", "eval.n=64", "tracking.wandb=false")
+ROOT_FILE = "root.pid"
+"""Where the test leaves its pid for rank 0: the run's processes are this process's descendants."""
+CHECKS = "listening.jsonl"
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "steady_state.py"
+
+
+def open_sockets(root: int) -> list[tuple[int, str, str, int]]:
+    """(pid, process name, address, port) of every socket that accepts connections or datagrams from anyone:
+    listening TCP sockets and unconnected UDP ones, of ``root`` and all its descendants."""
+    procs = {root: psutil.Process(root), **{p.pid: p for p in psutil.Process(root).children(recursive=True)}}
+    found = []
+    for c in psutil.net_connections(kind="inet"):
+        if c.pid in procs and (c.status == psutil.CONN_LISTEN or (c.type == socket.SOCK_DGRAM and not c.raddr)):
+            try:
+                name = procs[c.pid].name()
+            except psutil.NoSuchProcess:  # exited since the listing
+                continue
+            found.append((c.pid, name, c.laddr.ip, c.laddr.port))
+    return found
+
+
+def exposed(sockets) -> list:
+    return [s for s in sockets if not ipaddress.ip_address(s[2].removeprefix("::ffff:")).is_loopback]
 
 
 def test_every_ray_server_listens_on_loopback(local_ray):
-    # ray.init spawned GCS, raylet, dashboard and workers as descendants of this process.
-    pids = {p.pid for p in psutil.Process(os.getpid()).children(recursive=True)} | {os.getpid()}
-    listening = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in pids]
+    listening = open_sockets(os.getpid())
     assert len(listening) >= 3, "expected at least the GCS, raylet and a worker to be listening"
-    exposed = [(psutil.Process(c.pid).name(), c.laddr.ip, c.laddr.port) for c in listening
-               if not ipaddress.ip_address(c.laddr.ip.removeprefix("::ffff:")).is_loopback]
-    assert not exposed, f"Ray servers reachable from outside this machine: {exposed}"
+    assert not exposed(listening), f"Ray servers reachable from outside this machine: {exposed(listening)}"
+
+
+def checking_loop(loop_config: dict) -> None:
+    """The production worker function; rank 0 records the run's open sockets between steps (each log
+    report), during evaluation (after the scores, inside ``Trainer.evaluate``) and while it checkpoints
+    (the report that hands Ray the checkpoint). Every rank leaves its pid, to tell its process from others."""
+    import ray.train
+
+    from distgan.launch import session as session_mod
+    from distgan.runtime import loop
+
+    run_dir = Path(loop_config["run_dir"])
+    rank = ray.train.get_context().get_world_rank()
+    (run_dir / f"rank{rank}.pid").write_text(str(os.getpid()))
+    if rank == 0:
+        root = int((run_dir.parent / ROOT_FILE).read_text())
+
+        def check(phase: str) -> None:
+            sockets = open_sockets(root)
+            store = [s for s in sockets if s[0] == os.getpid() and s[3] == int(os.environ["MASTER_PORT"])]
+            with open(run_dir / CHECKS, "a") as f:
+                f.write(json.dumps({"phase": phase, "sockets": sockets, "store": store}) + "\n")
+
+        evaluate = loop.Trainer.evaluate
+
+        def checked_evaluate(self):
+            scores = evaluate(self)
+            check("evaluation")
+            return scores
+
+        class CheckingSession(session_mod.RaySession):
+            def report(self, metrics, checkpoint_dir=None, name=None):
+                check("checkpointing" if checkpoint_dir is not None else "between steps")
+                super().report(metrics, checkpoint_dir, name)
+
+        loop.Trainer.evaluate = checked_evaluate
+        session_mod.RaySession = CheckingSession
+    session_mod.train_fn(loop_config)
+
+
+def test_a_run_and_a_sweep_trial_listen_on_loopback_only(local_ray, tmp_path):
+    """A 2-worker run checked from inside, and at the same time (their start-ups overlap: half the wall time)
+    a one-trial sweep, one worker, watched by a poller that snapshots every 0.2 s."""
+    runs, sweeps = tmp_path / "runs", tmp_path / "sweeps"
+    runs.mkdir()
+    (runs / ROOT_FILE).write_text(str(os.getpid()))
+    snapshots, done, outcome = [], threading.Event(), {}
+
+    def poll() -> None:
+        while not done.wait(0.2):
+            snapshots.append(open_sockets(os.getpid()))
+
+    def sweep() -> None:
+        try:
+            run_tune(load_config(None, SMALL + ("train.steps=2", "scaling.num_workers=1", "tune.num_samples=1",
+                                                "tune.space={optim.g.lr: {grid: [1.0e-3]}}")),
+                     name="sweep", storage=sweeps)
+        except BaseException as exc:  # re-raised below, in the test's thread
+            outcome["error"] = exc
+
+    threads = [threading.Thread(target=poll, daemon=True), threading.Thread(target=sweep, daemon=True)]
+    for thread in threads:
+        thread.start()
+    try:
+        result = train(load_config(None, SMALL + ("scaling.num_workers=2",)), name="run", storage=runs,
+                       progress=False, train_loop=checking_loop)
+    finally:
+        threads[1].join(timeout=600)
+        done.set()
+        threads[0].join()
+    if "error" in outcome:
+        raise outcome["error"]
+    assert result.metrics["step"] == 3 and (sweeps / "sweep" / "results.json").exists()
+
+    checks = [json.loads(line) for line in (runs / "run" / CHECKS).read_text().splitlines()]
+    assert {c["phase"] for c in checks} == {"between steps", "evaluation", "checkpointing"}, checks
+    for c in checks:
+        assert c["store"], f"rank 0's rendezvous store was not listening at {c['phase']}: {c['sockets']}"
+        assert not exposed(c["sockets"]), f"reachable from outside at {c['phase']}: {exposed(c['sockets'])}"
+
+    found = sorted({s for snap in snapshots for s in map(tuple, exposed(snap))})
+    assert not found, f"reachable from outside while the sweep trial or the run trained: {found}"
+    # Not vacuous: a snapshot caught the trial's worker (not one of the run's) with its process group up.
+    # An idle Ray worker listens on one port, its own server; rank 0 adds the store and a gloo listener per group.
+    run_pids = {int((runs / "run" / f"rank{rank}.pid").read_text()) for rank in (0, 1)}
+    trial_listeners = [sum(s[0] == pid for s in snap) for snap in snapshots for pid, name, _, _ in snap
+                       if name.startswith("ray::RayTrainWo") and pid not in run_pids]
+    assert max(trial_listeners, default=0) >= 3, "no snapshot caught the sweep trial's process group"
+
+
+PROBE = """
+import json, os, sys
+import psutil
+sys.argv = [{path!r}] + {args!r}
+import importlib.util
+spec = importlib.util.spec_from_file_location("steady_state", {path!r})
+bench = importlib.util.module_from_spec(spec)
+sys.modules["steady_state"] = bench
+spec.loader.exec_module(bench)
+seen = []
+report = bench._Session.report
+def looking_report(self, metrics, *a, **k):
+    seen.extend((c.laddr.ip, c.laddr.port) for c in psutil.Process().net_connections("inet")
+                if c.status == psutil.CONN_LISTEN)
+    return report(self, metrics, *a, **k)
+bench._Session.report = looking_report
+code = bench.main({args!r})
+print("SOCKETS " + json.dumps({{"listening": seen, "store": int(os.environ["MASTER_PORT"])}}))
+sys.exit(code)
+"""
+
+
+def test_the_in_process_benchmark_path_listens_on_loopback_only(tmp_path):
+    args = ["--steps", "2", "--log-every", "1", "--warmup", "0", "--skip-ray", "--set", "model.family=mlp",
+            "--set", "data.name=ring8", "--set", "model.g_width=16", "--set", "model.d_width=16",
+            "--set", "model.g_norm=none", "--set", "model.d_norm=none", "--set", "train.batch_size=16"]
+    env = {**os.environ, "PYTHONPATH": str(BENCHMARK.parents[1])}
+    proc = subprocess.run([sys.executable, "-c", PROBE.format(path=str(BENCHMARK), args=args)], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("SOCKETS ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    out = json.loads(lines[-1][len("SOCKETS "):])
+    assert any(port == out["store"] for _, port in out["listening"]), out  # the group's store was up
+    found = [(ip, port) for ip, port in out["listening"]
+             if not ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback]
+    assert not found, f"the benchmark's process group is reachable from outside: {found}"

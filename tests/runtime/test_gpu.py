@@ -19,19 +19,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import free_port
 from tiny_run import OVERRIDES
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 SCRIPT = textwrap.dedent("""
-    import json, os, sys
+    import json, sys
     from pathlib import Path
-    import torch, torch.distributed as dist
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[3], RANK="0", LOCAL_RANK="0",
-                      WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
+    import torch
+    from distgan.core.loopback_group import init_local_group
     torch.cuda.set_device(0)
-    dist.init_process_group("nccl", rank=0, world_size=1)
+    init_local_group("nccl")  # store and NCCL's sockets on 127.0.0.1 only
     from distgan import load_config
     from distgan.persist.export import generate, load_generator
     from distgan.runtime.loop import RunInfo
@@ -63,8 +61,8 @@ def test_training_and_evaluation_on_one_gpu(precision, stage, tmp_path):
                              f"deepspeed.zero_stage={stage}")
     tests_dir = Path(__file__).resolve().parents[1]  # the helper modules (sessions.py)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests_dir), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "run"), json.dumps(overrides),
-                           str(free_port())], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "run"), json.dumps(overrides)],
+                          capture_output=True, text=True, env=env, timeout=600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-4000:]
     out = json.loads(lines[-1][len("RESULT "):])
