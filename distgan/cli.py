@@ -1,4 +1,4 @@
-"""Command line: ``distgan train | tune | submit | jobs | sample | evaluate | upscale | config``.
+"""Command line: ``distgan train | tune | submit | jobs | sample | evaluate | upscale | config | data``.
 
 A thin face over the Python API (``distgan.api``) and the launchers (``distgan.launch``), taking the same
 typed config. Its start imports neither torch nor Ray, so ``--help``, ``distgan config keys`` and a config
@@ -265,6 +265,14 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from distgan.data import commands
+
+    if args.action == "pack":
+        return commands.pack_command(args.src, args.dest, args.per_shard, args.skip_corrupt)
+    return commands.check_command(args.path, args.json)
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from distgan.config import reference
 
@@ -443,6 +451,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where G runs (auto: the GPU when there is one)")
     p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser("data", help="pack an image folder into verified tar shards; check a folder or shard set")
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("pack", help="write SRC's images as WebDataset-style tar shards + index.json at DEST")
+    q.add_argument("src", metavar="SRC", help="a folder of PNG/JPEG images (recursive; sub-folders are classes)")
+    q.add_argument("dest", metavar="DEST", help="a new directory, or a URI such as s3://bucket/data")
+    q.add_argument("--per-shard", type=int, default=1000, help="images per shard (default 1000)")
+    q.add_argument("--skip-corrupt", action="store_true", help="leave unreadable images out (listed) instead of "
+                                                                "failing")
+    q = actions.add_parser("check", help="count, size and verify a folder or shard set; exit 1 on problems")
+    q.add_argument("path", metavar="PATH", help="an image folder, or a shard set (a directory or URI)")
+    q.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    p.set_defaults(func=cmd_data)
     return parser
 
 

@@ -12,8 +12,10 @@ loading.
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
+from typing import BinaryIO, Union
 
 import numpy as np
 import torch
@@ -74,18 +76,36 @@ def probe(path: Path) -> tuple[str, tuple[int, int]]:
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key not in _probes:
         try:
-            with Image.open(path) as img:
-                w, h = img.size
-                # A PNG's EXIF may follow the pixel data, which getexif would decode; JPEG's is in the header.
-                if img.format != "PNG" or "exif" in img.info:
-                    if img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
-                        w, h = h, w
-                img.verify()
+            size = _upright_size(path)
             _cut_short(path, stat.st_size)
-            _probes[key] = ("", (h, w))
+            _probes[key] = ("", size)
         except READ_ERRORS as exc:
             _probes[key] = (str(exc) or type(exc).__name__, (0, 0))
     return _probes[key]
+
+
+def probe_bytes(data: bytes, name: str) -> tuple[str, tuple[int, int]]:
+    """``probe`` of an image held in memory (a shard's member; ``name`` gives its extension), not cached."""
+    try:
+        size = _upright_size(io.BytesIO(data))
+        if Path(name).suffix.lower() in (".jpg", ".jpeg") and JPEG_END not in data[-1024:]:
+            with Image.open(io.BytesIO(data)) as img:  # cut short, or data appended: decode to be sure
+                img.load()
+        return "", size
+    except READ_ERRORS as exc:
+        return str(exc) or type(exc).__name__, (0, 0)
+
+
+def _upright_size(source: Union[Path, BinaryIO]) -> tuple[int, int]:
+    """The image's upright (height, width) from its header, after ``verify``; raises one of READ_ERRORS."""
+    with Image.open(source) as img:
+        w, h = img.size
+        # A PNG's EXIF may follow the pixel data, which getexif would decode; JPEG's is in the header.
+        if img.format != "PNG" or "exif" in img.info:
+            if img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
+                w, h = h, w
+        img.verify()
+    return h, w
 
 
 def unreadable(key: str, folder: str, path: Path, why: str, more: int = 0) -> ConfigError:

@@ -33,6 +33,9 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow.fs as pafs
 
 from distgan.config import ConfigError
+# Re-exported: launchers, export and evaluate ask this module whether a location is a URI.
+from distgan.core.filesystem import check_uri, is_uri, local_path, open_uri, redacted  # noqa: F401
+from distgan.core.filesystem import first_line as _first_line
 
 
 @dataclass(frozen=True)
@@ -52,22 +55,11 @@ class Storage:
     def parse(cls, storage: Union[str, Path], key: str = "--storage") -> "Storage":
         """A directory (made absolute) or a URI pyarrow can open; a bad URI is a ConfigError naming it."""
         text = str(storage)
-        if "://" not in text:
-            path = Path(text).expanduser().resolve()
+        if not is_uri(text):  # a directory, or a file:// URI of one
+            path = local_path(text)
             return cls(str(path), pafs.LocalFileSystem(), str(path), remote=False, key=key)
-        parts = urlsplit(text)
-        if parts.scheme == "file":
-            return cls.parse(parts.path, key)
-        check_uri(text, key)
-        try:  # may ask the store where the bucket lives (S3 without region=...): a bad address fails here
-            fs, root = pafs.FileSystem.from_uri(text)
-        except ValueError as exc:  # pyarrow's ArrowInvalid: a scheme or option it does not know
-            raise ConfigError(f"{key} {text!r}: not a storage URI this installation can open ({exc}); "
-                              f"use a directory, or s3://, gs://, hdfs:// with the store's options in the "
-                              f"query (s3://bucket/runs?endpoint_override=host:9000)") from None
-        except OSError as exc:
-            raise ConfigError(f"{key} {text!r} cannot be reached: {_first_line(exc)}") from None
-        return cls(text, fs, root.rstrip("/"), remote=True, key=key)
+        fs, root = open_uri(text, key)
+        return cls(text, fs, root, remote=True, key=key)
 
     def check_reachable(self) -> None:
         """Fail early, naming the storage, when it cannot be listed (no such bucket, endpoint down, no access)."""
@@ -108,36 +100,6 @@ class Storage:
         """The storage (or a run in it) as a user would name it: a path, or the URI without its query."""
         base = self.text if not self.remote else self.text.split("?", 1)[0].rstrip("/")
         return f"{base}/{name}" if name else base
-
-
-def is_uri(storage: Union[str, Path]) -> bool:
-    """Whether ``--storage`` names an object store (or another non-local file system) rather than a directory."""
-    text = str(storage)
-    return "://" in text and urlsplit(text).scheme != "file"
-
-
-def check_uri(text: str, key: str = "--storage") -> None:
-    """What can be said of a storage URI without reaching the store (``distgan submit`` leaves that to the
-    cluster, which may reach stores the submitting machine cannot)."""
-    parts = urlsplit(text)
-    if parts.username or parts.password:
-        raise ConfigError(f"{key} {redacted(text)}: credentials in the URI would be printed and kept in "
-                          f"job metadata; give them the store's usual way (environment, profile, instance "
-                          f"role) and leave them out of the URI")
-    if parts.scheme in ("s3", "gs", "gcs") and not parts.path.strip("/"):
-        raise ConfigError(f"{key} {text!r}: name a prefix inside the bucket (s3://bucket/runs), "
-                          f"not the bucket itself")
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def redacted(uri: str) -> str:
-    parts = urlsplit(uri)
-    if not (parts.username or parts.password):
-        return repr(uri)
-    return repr(parts._replace(netloc=f"***@{parts.hostname or ''}").geturl())
 
 
 def staging_dir(storage: Storage, name: str) -> Path:
