@@ -32,9 +32,6 @@ from pathlib import Path
 import psutil
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import _free_port  # noqa: E402
-
 COMMON = ("tracking.wandb=false", "eval.every=0", "scaling.cpus_per_worker=1", "scaling.num_workers=1")
 
 
@@ -68,7 +65,7 @@ def rates_first_last(samples: list[tuple[int, float, float]], warmup: int) -> tu
 class _Session:
     """World-size-1 session that samples this process's RSS at every report (every log step)."""
 
-    rank, world_size, use_gpu, device = 0, 1, False, torch.device("cpu")
+    rank, world_size, use_gpu, device, streamer = 0, 1, False, torch.device("cpu"), None
 
     def __init__(self):
         self.samples: list[tuple[int, float, float]] = []
@@ -86,17 +83,11 @@ class _Session:
 
 
 def in_process(cfg) -> list[tuple[int, float, float]]:
-    import os
-
-    import torch.distributed as dist
-
+    from distgan.core.loopback_group import init_local_group
     from distgan.runtime.loop import RunInfo
     from distgan.tasks import build_trainer
 
-    if not dist.is_initialized():
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0",
-                          WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
-        dist.init_process_group("gloo", rank=0, world_size=1)
+    init_local_group("gloo")  # a world of one, its store and sockets on 127.0.0.1 only
     torch.set_num_threads(cfg.scaling.cpus_per_worker)
     session = _Session()
     with tempfile.TemporaryDirectory() as tmp:

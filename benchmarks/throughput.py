@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -113,7 +112,7 @@ def plain_loop(cfg, args) -> list[float]:
 class _Session:
     """The world-size-1 session ``distgan.runtime.loop`` needs, without Ray."""
 
-    rank, world_size, use_gpu, device = 0, 1, False, torch.device("cpu")
+    rank, world_size, use_gpu, device, streamer = 0, 1, False, torch.device("cpu"), None
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[Optional[Path]]:
@@ -132,15 +131,11 @@ def windows(run_dir: Path, args) -> list[float]:
 
 
 def in_process(cfg, args) -> list[float]:
-    import torch.distributed as dist
-
+    from distgan.core.loopback_group import init_local_group
     from distgan.runtime.loop import RunInfo
     from distgan.tasks import build_trainer
 
-    if not dist.is_initialized():
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0",
-                          WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
-        dist.init_process_group("gloo", rank=0, world_size=1)
+    init_local_group("gloo")  # a world of one, its store and sockets on 127.0.0.1 only
     with tempfile.TemporaryDirectory() as tmp:
         build_trainer(cfg, RunInfo(Path(tmp), "throughput", "x"), _Session()).run()
         return windows(Path(tmp), args)
@@ -152,14 +147,6 @@ def on_ray(cfg, args) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         result = distgan.train(cfg, name="throughput", storage=tmp, progress=False)
         return windows(result.run_dir, args)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- the report -------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ class LocalSession:
     rank = 0
     world_size = 1
     use_gpu = False
+    streamer = None  # streamed data is decoded by a thread of this process
 
     def __init__(self, store: Path, resume_from: Optional[Path] = None,
                  device: torch.device = torch.device("cpu")):

@@ -42,7 +42,8 @@ def folders(tmp_path):
     (["scaling.num_workers=-1"], ["scaling.num_workers"]),
     (["data.path={tmp}/missing"], ["data.path", "missing", "does not exist"]),
     (["data.path={tmp}/empty"], ["data.path", "empty", "no PNG/JPEG images"]),
-    (["data.path={tmp}/broken"], ["bad.png", "data.skip_corrupt"]),
+    # Held in memory, a folder's files are checked before Ray starts (streamed, each when its turn comes).
+    (["data.path={tmp}/broken", "data.stream=false"], ["bad.png", "data.skip_corrupt"]),
     (["{tmp}/absent.yaml"], ["absent.yaml", "does not exist"]),
     (["train.steps=5", "stray"], ["'stray'", "KEY=VALUE"]),
 ])
@@ -59,7 +60,7 @@ def test_bad_input_fails_before_ray_and_names_the_culprit(no_ray, folders, capsy
 
 def test_skip_corrupt_gets_past_the_unreadable_image(no_ray, folders, capsys):
     """With data.skip_corrupt the same folder validates, so the launcher proceeds (to the Ray stand-in)."""
-    argv = ["train", f"data.path={folders}/broken", "data.skip_corrupt=true", "data.resolution=16",
+    argv = ["train", f"data.path={folders}/broken", "data.skip_corrupt=true", "data.resolution=16", "data.stream=false",
             "--storage", str(folders / "runs")]
     with pytest.raises(AssertionError, match="Ray was started"):
         cli_main(argv)

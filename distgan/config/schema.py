@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
 from distgan.config.errors import ConfigError, positive
+from distgan.config.data_schema import DataConfig, DegradationConfig
 from distgan.config.typed import build_section, plain
 
 # --------------------------------------------------------------------------
@@ -83,9 +84,16 @@ class ScalingConfig:
     """One GPU per worker; ``auto`` uses GPUs when the cluster has them."""
     cpus_per_worker: int = 1
     """Logical CPUs reserved per worker (also its torch thread count on CPU)."""
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    """How Ray places the workers on nodes: ``PACK`` fills nodes (fast collectives), ``SPREAD`` puts them on
+    as many nodes as it can (each node's spare CPUs then decode streamed data for its own worker); ``STRICT_*``
+    refuse to start otherwise."""
     tune_malloc: bool = True
     """CPU workers keep freed memory in glibc's heap between steps instead of returning it to the kernel
     (``distgan.runtime.malloc``): faster steps, the peak stays resident."""
+    start_timeout_s: float = 900.0
+    """Seconds each start of the workers (the first, every restart) may wait for room in the cluster, taken as soon as
+    it frees up, before the run stops saying what it waited for; 15 min lets an autoscaler add nodes. At most a day."""
 
 
 @dataclass
@@ -248,52 +256,6 @@ class EmaConfig:
 
 
 @dataclass
-class DegradationConfig:
-    blur_sigma: tuple[float, float] = (0.0, 0.0)
-    """Gaussian blur of the high-resolution crop before downsampling, sigma drawn from [min, max] per
-    image (high-resolution pixels); 0 disables it."""
-    noise_sigma: tuple[float, float] = (0.0, 0.0)
-    """Gaussian noise added to the low-resolution image, sigma drawn from [min, max] (0..255 scale)."""
-    jpeg_quality: tuple[int, int] = (0, 0)
-    """JPEG compression of the low-resolution image, quality drawn from [min, max] (1..100); 0 disables it."""
-
-
-@dataclass
-class DataConfig:
-    name: Optional[str] = "digits"
-    """Built-in data set (``digits``, ``ring8``; ``photos`` for super-resolution); ignored when ``path`` is
-    set."""
-    path: Optional[str] = None
-    """Folder of PNG/JPEG images (searched recursively); replaces ``name``."""
-    resolution: int = 16
-    """Image side in pixels; images are resized and centre-cropped to it. Super-resolution: the side of the
-    random high-resolution training crops."""
-    channels: int = 1
-    """1 (grey) or 3 (RGB) for image folders; digits are grey."""
-    skip_corrupt: bool = False
-    """Skip unreadable images (counted in the log) instead of failing."""
-    num_samples: int = 20000
-    """Size of synthetic data sets (ring8)."""
-    lr_path: Optional[str] = None
-    """Super-resolution: a folder of low-resolution images paired with ``path`` by file name (relative path,
-    any extension); null makes the low-resolution inputs from ``path`` on the fly."""
-    val_path: Optional[str] = None
-    """Super-resolution: a folder of high-resolution validation images; null holds out ``val_fraction``."""
-    val_fraction: float = 0.1
-    """Super-resolution: share of the images of ``path`` held out for validation when ``val_path`` is null
-    (at least one image)."""
-    val_crop: int = 256
-    """Super-resolution: validation images are centre-cropped to at most this side (high-resolution pixels)
-    to bound validation time; 0 validates on whole images."""
-    flip: bool = True
-    """Super-resolution: random horizontal flips of training crops."""
-    rot90: bool = True
-    """Super-resolution: random 90-degree rotations (and so vertical flips) of training crops."""
-    degradation: DegradationConfig = field(default_factory=DegradationConfig)
-    """Super-resolution: how low-resolution inputs are made from high-resolution crops."""
-
-
-@dataclass
 class EvalConfig:
     every: int = 500
     """Generator steps between evaluations of G_ema (and at the last step); 0 turns evaluation off."""
@@ -311,6 +273,10 @@ class EvalConfig:
     ``DISTGAN_INCEPTION_WEIGHTS``. Must exist on every node."""
     batch_size: int = 250
     """Samples per forward pass of G and of the feature network."""
+    reference_n: int = 10000
+    """Real images evaluation compares with when the data streams (``data.stream``): a subset of this many,
+    chosen by ``eval.seed``; the domain feature network is trained on it too. In-memory data sets use all
+    their samples."""
     seed: int = 0
     """Seeds the evaluation latents: the same samples at every evaluation, whatever the worker count."""
     kid_subsets: int = 100
@@ -441,6 +407,9 @@ def check_ranges(cfg: Config) -> None:
     _check_train(cfg)
     positive("scaling.num_workers", cfg.scaling.num_workers)
     positive("scaling.cpus_per_worker", cfg.scaling.cpus_per_worker)
+    if not 0 < cfg.scaling.start_timeout_s <= MAX_COLLECTIVE_TIMEOUT_S:  # never forever: that is the hang it ends
+        raise ConfigError(f"scaling.start_timeout_s: must be > 0 and at most {MAX_COLLECTIVE_TIMEOUT_S:.0f} (a day), "
+                          f"got {cfg.scaling.start_timeout_s!r}")
     _check_paths_not_empty(cfg)
     _check_deepspeed(cfg)
 
@@ -459,6 +428,11 @@ def check_ranges(cfg: Config) -> None:
         raise ConfigError("data: set data.name (a built-in data set) or data.path (a folder of images)")
     positive("data.resolution", d.resolution)
     positive("data.num_samples", d.num_samples)
+    positive("data.prefetch_batches", d.prefetch_batches)
+    if not d.cpus_per_task >= 0.01:  # Ray Data never schedules a 0-CPU task beside workers holding every CPU
+        raise ConfigError(f"data.cpus_per_task: must be at least 0.01 (a fraction shares a CPU), got "
+                          f"{d.cpus_per_task!r}")
+    positive("eval.reference_n", cfg.eval.reference_n)
     if d.channels not in (1, 3):
         raise ConfigError(f"data.channels: must be 1 or 3, got {d.channels!r}")
     positive("eval.every", cfg.eval.every, allow_zero=True)

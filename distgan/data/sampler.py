@@ -17,7 +17,7 @@ class ShardedBatches:
     for a bit-exact resume.
     """
 
-    def __init__(self, num_items: int, batch_size: int, rank: int, world_size: int, seed: int):
+    def __init__(self, num_items: int, batch_size: int, rank: int, world_size: int, seed: int, shuffle: bool = True):
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size, got batch_size={batch_size}, "
                              f"rank={rank}, world_size={world_size}")
@@ -27,7 +27,7 @@ class ShardedBatches:
                              f"(train.batch_size={batch_size} x {world_size} workers); use a train.batch_size "
                              f"of at most {num_items // world_size}")
         self.num_items, self.batch_size = num_items, batch_size
-        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.rank, self.world_size, self.seed, self.shuffle = rank, world_size, seed, shuffle
         self._batches_per_epoch = num_items // global_batch
         self.epoch, self.batch = 0, 0
         self._order = self._permutation(0)
@@ -38,6 +38,8 @@ class ShardedBatches:
         return self._batches_per_epoch
 
     def _permutation(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_items)
         # torch's CPU generator keeps only the low 32 bits of a seed, so (seed, epoch) is hashed into
         # them rather than packed side by side, where the seed would be cut off.
         mixed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])

@@ -19,7 +19,7 @@ from typing import Optional, Union
 
 from distgan.config import Config, ConfigError, with_absolute_paths
 from distgan.launch.submit import default_storage, entrypoint
-from distgan.launch.train import DEFAULT_STORAGE
+from distgan.launch.train import DEFAULT_STORAGE, cpus_needed
 from distgan.launch.tune import DRIVER_CPU, resolve_sweep, trial_resources
 from distgan.persist import checkpoint, rundir
 from distgan.persist.storage import Storage, check_uri, is_uri
@@ -117,7 +117,7 @@ def train_plan(cfg: Config, name: Optional[str] = None, storage: StoragePath = N
         plan.add("run dir", checked.files.display())
     plan.add("storage", f"{where} ({key})")
     add_run_rows(plan, cfg)
-    plan.add("cluster", _cluster_text(address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker))
+    plan.add("cluster", _cluster_text(address, cpus_needed(cfg)))
     return plan
 
 

@@ -56,6 +56,10 @@ def format_line(name: str, record: dict, total: int, elapsed: float, start_step:
         parts.append(f"reg_d {record['reg_d']:.3g}")
     if "images_per_s" in record:
         parts.append(f"{record['images_per_s']:.0f} img/s")
+    if "data_wait_s" in record:  # how long the window's steps waited for data (the slowest rank's)
+        parts.append(f"data wait {record['data_wait_s']:.2f}s")
+    if record.get("data_skipped"):
+        parts.append(f"{record['data_skipped']:.0f} unreadable skipped")
     scores = [f"{key} {record[key]:.4g}" for key in ("fid", "kid", "precision", "recall", "class_acc", "psnr",
                                                      "psnr_bicubic", "ssim") if key in record]
     if scores:
@@ -69,10 +73,11 @@ def format_line(name: str, record: dict, total: int, elapsed: float, start_step:
 class ProgressPrinter:
     """Prints forwarded reports until ``stop``; lives in a daemon thread of the driver."""
 
-    def __init__(self, name: str, total_steps: int, out=sys.stdout):
+    def __init__(self, name: str, total_steps: int, out=None):
         self.queue = Queue()
         self.callback = ForwardReports(self.queue)
-        self.name, self.total, self.out = name, total_steps, out
+        # sys.stdout as it is now, not as it was at import (a test's captured output, a redirected console).
+        self.name, self.total, self.out = name, total_steps, out or sys.stdout
         self.last: Optional[dict] = None
         self.health = HealthMonitor()
         self._stop = threading.Event()
@@ -97,6 +102,9 @@ class ProgressPrinter:
                 continue
             except Exception:  # the queue actor went away with Ray; nothing left to print
                 return
+            if "_startup" in record:  # the wait for the workers to start (launch/startup_wait.py), not a step
+                print(record["_startup"], file=self.out, flush=True)
+                continue
             if start_step is None:
                 # Rates are measured from the first report on, so the start-up
                 # time of Ray and the engines does not skew the ETA.
@@ -106,7 +114,11 @@ class ProgressPrinter:
     def _drain(self) -> None:
         try:
             while not self.queue.empty():
-                self._print(self.queue.get_nowait(), 0.0, 0)
+                record = self.queue.get_nowait()
+                if "_startup" in record:
+                    print(record["_startup"], file=self.out, flush=True)
+                else:
+                    self._print(record, 0.0, 0)
         except Exception:
             pass
 

@@ -12,7 +12,8 @@ import ray.train.torch
 import torch
 
 from distgan.checks import validate
-from distgan.config import Config, ConfigError
+from distgan.config import Config, ConfigError, DataConfig
+from distgan.launch.streaming import RayDataStreamer
 from distgan.persist import rundir
 from distgan.persist.errors import CheckpointError
 from distgan.persist.storage import CheckpointDownloads, Storage, StoreDir, is_uri, staging_dir
@@ -29,8 +30,11 @@ class RaySession:
     """``distgan.runtime.loop.Session`` over Ray Train's context, report and checkpoints."""
 
     def __init__(self, use_gpu: bool, initial_checkpoint: Optional[str] = None,
-                 checkpoints: Optional[StoreDir] = None, staging: Optional[Path] = None):
+                 checkpoints: Optional[StoreDir] = None, staging: Optional[Path] = None,
+                 data: Optional[DataConfig] = None):
         ctx = ray.train.get_context()
+        self.streamer = RayDataStreamer(data.prefetch_batches, data.cpus_per_task) if data is not None else None
+        """Streamed data is decoded by Ray Data tasks anywhere in the cluster (``distgan.launch.streaming``)."""
         self.initial_checkpoint = initial_checkpoint
         """A checkpoint to start from when Ray Train has none: a directory, or a URI (a sweep under one)."""
         self.checkpoints, self.staging = checkpoints, staging
@@ -107,7 +111,8 @@ def train_fn(loop_config: dict) -> None:
     info = RunInfo(run_dir, loop_config["name"], loop_config["wandb_id"],
                    loop_config.get("wandb_group"), loop_config.get("wandb_extra") or {},
                    loop_config.get("startup") or {}, remote)
-    session = RaySession(loop_config["use_gpu"], loop_config.get("initial_checkpoint"), checkpoints, run_dir)
+    session = RaySession(loop_config["use_gpu"], loop_config.get("initial_checkpoint"), checkpoints, run_dir,
+                         cfg.data)
     try:
         # Checked again here: the files it names must exist on this worker's node too.
         build_trainer(validate(cfg), info, session).run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -17,14 +18,17 @@ from typing import Callable, Iterator, Optional, Union
 
 import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.torch import TorchTrainer
 
+from distgan import data
 from distgan.persist import rundir
 from distgan.checks import validate
 from distgan.config import Config, ConfigError, with_absolute_paths
 from distgan.persist.export import META as GENERATOR_META, WEIGHTS as GENERATOR_WEIGHTS
 from distgan.launch.progress import ProgressPrinter
+from distgan.launch.rendezvous import LoopbackTorchConfig
 from distgan.launch.session import train_fn
+from distgan.launch.startup_wait import startup_timeout_of, watch_start
 from distgan.persist.storage import Storage
 from distgan.tracking.startup import FILE as STARTUP_FILE
 
@@ -67,6 +71,26 @@ def ray_cluster(address: Optional[str], min_cpus: int) -> Iterator[None]:
         ray.shutdown()
 
 
+def cpus_needed(cfg: Config) -> float:
+    """Logical CPUs one run holds in Ray: its workers', plus one decoding task's when its data streams (an
+    embedded Ray sized for the workers alone would leave Ray Data waiting forever for a CPU they hold)."""
+    workers = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
+    return workers + (cfg.data.cpus_per_task if data.streams(cfg.data) else 0)
+
+
+def warn_if_data_starves(cfg: Config) -> None:
+    """Say so when the cluster has no CPU left for decoding tasks once the workers hold theirs: Ray Data would
+    wait for one, with nothing but its own warning, unless the cluster grows (an autoscaling one may)."""
+    if not data.streams(cfg.data):
+        return
+    have = ray.cluster_resources().get("CPU", 0.0)
+    if have < cpus_needed(cfg):
+        log.warning("data.cpus_per_task: the cluster has %g CPUs and the workers hold %g, so the data's "
+                    "decoding tasks (%g CPU each) wait until it grows; add a node (a CPU-only one will do) or "
+                    "lower scaling.cpus_per_worker",
+                    have, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker, cfg.data.cpus_per_task)
+
+
 def resolve_use_gpu(cfg: Config) -> bool:
     gpus = ray.cluster_resources().get("GPU", 0)
     if cfg.scaling.use_gpu == "auto":
@@ -102,7 +126,7 @@ def set_report_barrier_timeout(seconds: float) -> None:
 
 def build_trainer(cfg: Config, run: rundir.RunDir, storage: Union[Path, Storage], use_gpu: bool, callbacks: list,
                   train_loop: Callable[[dict], None] = train_fn, train_name: Optional[str] = None,
-                  **loop_extras) -> TorchTrainer:
+                  start_attempt_s: Optional[float] = None, **loop_extras) -> TorchTrainer:
     """The TorchTrainer of one run; Ray Train keeps its checkpoints in ``storage/train_name`` (default: the run's name).
 
     ``loop_extras`` reach every worker in its loop config (``initial_checkpoint``, ``wandb_group``, ...).
@@ -110,6 +134,8 @@ def build_trainer(cfg: Config, run: rundir.RunDir, storage: Union[Path, Storage]
     Ray with ``TorchConfig.timeout_s``; DeepSpeed adopts it) and Ray's report barrier. A failed wait is a
     worker failure, which ``FailureConfig`` turns into a restart from the last checkpoint. (DeepSpeed's
     gradient reductions run on its own copy of the world group: ``engines.bound_deepspeed_world_group``.)
+    Every start of the workers gives up after ``scaling.start_timeout_s`` (``startup_wait``; its first try
+    waits ``start_attempt_s``, default this process's ``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S`` or 60 s).
     """
     set_report_barrier_timeout(cfg.train.collective_timeout_s)
     storage = storage if isinstance(storage, Storage) else Storage.parse(storage)
@@ -124,14 +150,17 @@ def build_trainer(cfg: Config, run: rundir.RunDir, storage: Union[Path, Storage]
         train_loop,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo", timeout_s=cfg.train.collective_timeout_s),
+                                     resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
+                                     placement_strategy=cfg.scaling.placement_strategy),
+        # On loopback when every worker is on this machine (an embedded run): launch/rendezvous.py.
+        torch_config=LoopbackTorchConfig(backend="nccl" if use_gpu else "gloo",
+                                         timeout_s=cfg.train.collective_timeout_s),
         run_config=RunConfig(
             name=train_name or run.name,
             storage_path=storage.text,
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
-            callbacks=callbacks,
+            callbacks=[*callbacks, watch_start(cfg.scaling.start_timeout_s, run.name, callbacks, start_attempt_s)],
             worker_runtime_env={"env_vars": worker_env(use_gpu)},
         ),
     )
@@ -161,10 +190,10 @@ def train(cfg: Config, name: Optional[str] = None, address: Optional[str] = None
     cfg = with_absolute_paths(cfg)
     plan = rundir.check(storage, name, cfg)
     print(f"{'Resuming' if plan.resumed else 'Starting'} run {plan.name!r} in {plan.files.display()}", flush=True)
-    min_cpus = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
-    with ray_cluster(address, min_cpus):
+    with ray_cluster(address, math.ceil(cpus_needed(cfg))):
         startup["ray_ready"] = time.time()
         use_gpu = resolve_use_gpu(cfg)
+        warn_if_data_starves(cfg)
         if cfg.deepspeed.precision == "fp16" and not use_gpu:
             raise ConfigError("deepspeed.precision: fp16 needs GPUs and the cluster has none; use fp32 or bf16")
         # Only now, with every check passed: a refused resume must leave config.yaml as it was.
@@ -175,7 +204,9 @@ def train(cfg: Config, name: Optional[str] = None, address: Optional[str] = None
                                     startup=startup)
             try:
                 result = trainer.fit()
-            except Exception:
+            except Exception as exc:
+                if startup_timeout_of(exc) is not None:  # the workers never started: say why, no traceback
+                    raise startup_timeout_of(exc) from None
                 failure = rundir.recorded_failure(run.files)
                 if failure is None:
                     raise

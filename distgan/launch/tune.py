@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -40,10 +41,12 @@ import yaml
 from ray import tune
 from ray.util.queue import Empty, Queue
 
+from distgan import data
 from distgan.persist import rundir
 from distgan.checks import validate
 from distgan.config import Config, ConfigError, load_config, with_absolute_paths
 from distgan.launch.progress import ForwardReports
+from distgan.launch.startup_wait import clear_after_sweep, first_attempt_s, startup_timeout_of
 from distgan.launch.sweep_results import SweepResult, summarize
 from distgan.launch.train import DEFAULT_STORAGE, build_trainer, ray_cluster, resolve_use_gpu
 from distgan.persist.storage import Storage, staging_dir
@@ -70,7 +73,8 @@ def trial_resources(cfg: Config, space: dict[str, search_space.Domain]) -> tuple
 
     workers = largest("scaling.num_workers", cfg.scaling.num_workers)
     cpus = workers * largest("scaling.cpus_per_worker", cfg.scaling.cpus_per_worker)
-    return cpus + DRIVER_CPU, workers
+    # A trial whose data streams needs a CPU free for its decoding tasks (see launch.train.cpus_needed).
+    return cpus + DRIVER_CPU + (cfg.data.cpus_per_task if data.streams(cfg.data) else 0), workers
 
 
 def check_cluster_fits(cfg: Config, space: dict, use_gpu: bool) -> int:
@@ -94,7 +98,8 @@ def check_cluster_fits(cfg: Config, space: dict, use_gpu: bool) -> int:
 # -- one trial ---------------------------------------------------------------------
 
 
-def trial_driver(trial_config: dict, *, base: dict, sweep_dir: str, use_gpu: bool, sweep_name: str) -> None:
+def trial_driver(trial_config: dict, *, base: dict, sweep_dir: str, use_gpu: bool, sweep_name: str,
+                 start_attempt_s: Optional[float] = None) -> None:
     """Runs in a Tune trial: one TorchTrainer with this trial's values, its objective reports forwarded to Tune."""
     values = dict(trial_config.get("space", {}))
     cfg = validate(Config.from_dict(search_space.apply(base, values)))
@@ -109,7 +114,8 @@ def trial_driver(trial_config: dict, *, base: dict, sweep_dir: str, use_gpu: boo
     queue = Queue(actor_options={"num_cpus": 0})
     trainer = build_trainer(cfg, run, attempts, use_gpu, [ForwardReports(queue)], train_name=attempt,
                             initial_checkpoint=sweep.text_of(start.path) if start is not None else None,
-                            wandb_group=sweep_name, wandb_extra={"tune/" + k: v for k, v in values.items()})
+                            wandb_group=sweep_name, wandb_extra={"tune/" + k: v for k, v in values.items()},
+                            start_attempt_s=start_attempt_s)
     outcome: dict[str, Any] = {}
 
     def fit() -> None:
@@ -127,7 +133,7 @@ def trial_driver(trial_config: dict, *, base: dict, sweep_dir: str, use_gpu: boo
         queue.shutdown()
     thread.join()
     if "error" in outcome:
-        raise outcome["error"]
+        raise startup_timeout_of(outcome["error"]) or outcome["error"]  # a start that timed out: just why
 
 
 def _forward(queue: Queue, fitting: threading.Thread, metric: str, filesystem: pafs.FileSystem) -> None:
@@ -141,6 +147,9 @@ def _forward(queue: Queue, fitting: threading.Thread, metric: str, filesystem: p
                 continue
             if queue.empty():
                 break
+            continue
+        if "_startup" in record:  # the workers' start waits (startup_wait): to the console, not to Tune
+            print(record["_startup"], flush=True)
             continue
         checkpoint = record.pop("_checkpoint", None)
         # Schedulers compare the objective, so only evaluation reports go to Tune (checkpoint steps are
@@ -159,8 +168,10 @@ def _forward(queue: Queue, fitting: threading.Thread, metric: str, filesystem: p
 def build_tuner(cfg: Config, sweep: Storage, use_gpu: bool, concurrent: int, resume: bool) -> tune.Tuner:
     space = search_space.parse_space(cfg.tune.space)
     trainable = tune.with_resources(
+        # The first try's timeout at starting a trial's workers, as this process's environment sets it: the trials'
+        # drivers run in Ray's worker processes, whose environment is the cluster's.
         tune.with_parameters(trial_driver, base=cfg.to_dict(), sweep_dir=sweep.text, use_gpu=use_gpu,
-                             sweep_name=sweep.as_dir().name),
+                             sweep_name=sweep.as_dir().name, start_attempt_s=first_attempt_s()),
         {"cpu": DRIVER_CPU})
     if resume:
         return tune.Tuner.restore(sweep.child("tune").text, trainable=trainable, resume_errored=True)
@@ -248,7 +259,7 @@ def run_tune(cfg: Optional[Config], name: Optional[str] = None, address: Optiona
     print(f"{'Resuming' if resume else 'Starting'} sweep {sweep.as_dir().name!r} in {sweep.display()}", flush=True)
     started = time.monotonic()
     # An embedded Ray gets room for one trial's workers plus the drivers.
-    with ray_cluster(address, int(per_trial) + 1):
+    with ray_cluster(address, math.ceil(per_trial) + 1):
         use_gpu = resolve_use_gpu(cfg)
         fits = check_cluster_fits(cfg, space, use_gpu)  # before anything is written
         local.mkdir(parents=True, exist_ok=True)
@@ -257,6 +268,10 @@ def run_tune(cfg: Optional[Config], name: Optional[str] = None, address: Optiona
         concurrent = min(cfg.tune.max_concurrent or fits, fits)
         with working_directory(local):
             grid = build_tuner(cfg, sweep, use_gpu, concurrent, resume).fit()
+            # A trial stopped while its workers were starting leaves a placement group that Ray keeps for as long
+            # as this process lives, placed the moment room frees up (startup_wait): removed here.
+            for left in clear_after_sweep():
+                log.info("removed placement group %s left by a stopped trial", left.describe())
             result = summarize(cfg, sweep, local, grid)
     log.info("sweep finished in %.0f s", time.monotonic() - started)
     return result

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from distgan.config import Config, ConfigError
+from distgan.data.stream import Streamer
 from distgan.gan.ema import GeneratorEMA
 from distgan.persist import checkpoint
 from distgan.persist.checkpoint import TrainState
@@ -47,6 +48,8 @@ class Session(Protocol):
     world_size: int
     device: torch.device
     use_gpu: bool
+    streamer: Optional[Streamer]
+    """Decodes streamed data ahead of the step (Ray Data under Ray); None: a thread of this process."""
 
     def latest_checkpoint(self) -> ContextManager[Optional[Path]]: ...
 
@@ -84,7 +87,7 @@ class Trainer:
         if self.device.type == "cpu":
             torch.set_num_threads(cfg.scaling.cpus_per_worker)
         self.task = task(cfg, self.rank, self.world, self.device)
-        self.task.setup_data()
+        self.task.setup_data(session.streamer)
         self.startup.mark("data")
 
         # Models: identical init on every rank from the shared seed.
@@ -267,7 +270,18 @@ class Trainer:
         if self.engine_d is not None:
             record["lr_d"] = float(self.engine_d.get_lr()[0])
         record["images_per_s"] = images_per_s
+        record.update(self.data_metrics())
         return record
+
+    def data_metrics(self) -> dict[str, float]:
+        """The task's data statistics, each the maximum over the ranks: the slowest rank's wait holds up every
+        step, and a file skipped on any rank was skipped."""
+        values = self.task.data_metrics()
+        if values and self.world > 1:
+            stats = torch.tensor(list(values.values()), dtype=torch.float64, device=self.device)
+            dist.all_reduce(stats, op=dist.ReduceOp.MAX)
+            values = dict(zip(values, stats.tolist()))
+        return values
 
     @contextlib.contextmanager
     def generator_snapshot(self):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from distgan.config import Config
+from distgan.data.stream import Streamer
 from distgan.runtime.algorithm import GANAlgorithm
 
 Scores = dict[str, float]
@@ -59,12 +60,18 @@ class Task(ABC):
 
     # -- data --------------------------------------------------------------------
     @abstractmethod
-    def setup_data(self) -> None:
-        """Make this rank's data ready (every rank holds or streams its own share)."""
+    def setup_data(self, streamer: Optional[Streamer] = None) -> None:
+        """Make this rank's data ready (every rank holds or streams its own share); ``streamer`` decodes
+        streamed data (the session's, e.g. Ray Data; None: a thread of this process)."""
 
     @abstractmethod
     def next_batch(self) -> Any:
         """This rank's next training batch, in the form the task's algorithm takes."""
+
+    def data_metrics(self) -> dict[str, float]:
+        """This rank's data statistics since the last call (``data_wait_s``: seconds the step waited for
+        batches; ``data_skipped``: unreadable samples so far); the loop logs each one's maximum over ranks."""
+        return {}
 
     @abstractmethod
     def data_state(self) -> dict:

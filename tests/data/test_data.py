@@ -15,7 +15,8 @@ from distgan.data.builtin import ring8_modes
 
 
 def config(**values) -> DataConfig:
-    return DataConfig(**values)
+    """Image folders held in memory: these tests are of loading and checking them whole (streaming: test_stream)."""
+    return DataConfig(**{"stream": False, **values})
 
 
 # -- built-in sets ---------------------------------------------------------
@@ -85,7 +86,7 @@ def images(tmp_path):
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_folder_loads_any_size(images, channels):
-    cfg = DataConfig(path=str(images), resolution=16, channels=channels, name="ring8")  # path wins over name
+    cfg = config(path=str(images), resolution=16, channels=channels, name="ring8")  # path wins over name
     data.check(cfg)
     ds = data.load_dataset(cfg)
     assert data.data_shape(cfg) == (channels, 16, 16)
@@ -107,7 +108,7 @@ def test_folder_centre_crops(tmp_path):
     img = Image.new("L", (90, 30), 0)
     img.paste(255, (30, 0, 60, 30))
     img.save(tmp_path / "a.png")
-    x = data.load_dataset(DataConfig(path=str(tmp_path), resolution=8)).x
+    x = data.load_dataset(config(path=str(tmp_path), resolution=8)).x
     assert x[0, 0, :, 2:6].min() > 0.9
 
 
@@ -131,12 +132,12 @@ def test_corrupt_image_is_named(images):
     with pytest.raises(ConfigError, match=r"cannot read image '.*x\.png'.*data.skip_corrupt=true"):
         data.check(config(path=str(images)))
     with pytest.raises(ConfigError, match=r"x\.png"):
-        data.load_dataset(DataConfig(path=str(images)))
+        data.load_dataset(config(path=str(images)))
 
 
 def test_corrupt_image_is_skipped_and_counted(images, caplog):
     (images / "x.png").write_bytes(b"definitely not a png" * 10)
-    cfg = DataConfig(path=str(images), resolution=8, skip_corrupt=True)
+    cfg = config(path=str(images), resolution=8, skip_corrupt=True)
     data.check(cfg)
     with caplog.at_level(logging.WARNING):
         ds = data.load_dataset(cfg)
@@ -159,8 +160,8 @@ def test_truncated_image_fails_at_load(tmp_path):
     raw = (tmp_path / "a.jpg").read_bytes()
     (tmp_path / "a.jpg").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(ConfigError, match=r"a\.jpg"):
-        data.load_dataset(DataConfig(path=str(tmp_path), resolution=8))
-    assert data.load_dataset(DataConfig(path=str(tmp_path), resolution=8, skip_corrupt=True)).skipped == 1
+        data.load_dataset(config(path=str(tmp_path), resolution=8))
+    assert data.load_dataset(config(path=str(tmp_path), resolution=8, skip_corrupt=True)).skipped == 1
 
 
 def test_all_corrupt_is_an_error_even_when_skipping(tmp_path):

@@ -97,8 +97,9 @@ def test_a_truncated_jpeg_is_named_by_the_check(tmp_path, keep):
     with Image.open(tmp_path / "cut.jpg") as img:
         img.verify()  # what the check used to rely on: headers only, so it passes
     with pytest.raises(ConfigError, match=r"cannot read image '.*cut\.jpg'.*truncated.*data.skip_corrupt"):
-        load_config(None, (f"data.path={tmp_path}", f"data.resolution={SIDE}"))
-    cfg = DataConfig(path=str(tmp_path), resolution=SIDE, skip_corrupt=True)
+        # Held in memory, a folder is checked in full before the run starts (streamed, when its turn comes).
+        load_config(None, (f"data.path={tmp_path}", f"data.resolution={SIDE}", "data.stream=false"))
+    cfg = DataConfig(path=str(tmp_path), resolution=SIDE, skip_corrupt=True, stream=False)
     assert data.load_dataset(cfg).skipped == 1
 
 

@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from distgan.tracking.jsonl import read_metrics
 from tiny_run import OVERRIDES
@@ -85,11 +87,11 @@ def cluster(tmp_path_factory):
         time.sleep(0.5)
         assert holder.poll() is None, "could not create a network namespace (unshare --net needs root)"
         subprocess.run([*netns, ray_bin(), "start", "--head", "--node-ip-address=127.0.0.2", f"--port={port}",
-                        "--dashboard-host=127.0.0.2", f"--dashboard-port={dashboard}", "--num-cpus=1",
+                        "--dashboard-host=127.0.0.2", f"--dashboard-port={dashboard}", "--num-cpus=2",
                         f"--temp-dir={temp_dir}", "--disable-usage-stats"], env=env, check=True,
                        capture_output=True, timeout=120)
         subprocess.run([*netns, ray_bin(), "start", f"--address=127.0.0.2:{port}", "--node-ip-address=127.0.0.3",
-                        "--num-cpus=1", "--disable-usage-stats"], env=env, check=True, capture_output=True,
+                        "--num-cpus=2", "--disable-usage-stats"], env=env, check=True, capture_output=True,
                        timeout=120)
         yield {"address": f"http://127.0.0.2:{dashboard}", "env": env, "netns": netns}
     finally:
@@ -98,8 +100,12 @@ def cluster(tmp_path_factory):
 
 
 def distgan_cli(cluster: dict, *args: str, env: Optional[dict] = None, timeout: float = 300):
-    return subprocess.run([*cluster["netns"], sys.executable, "-m", "distgan", *args], env=env or cluster["env"],
-                          capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run([*cluster["netns"], sys.executable, "-m", "distgan", *args],
+                              env=env or cluster["env"], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:  # what it printed is what says where it hung
+        out = (exc.stdout or b"").decode(errors="replace") + (exc.stderr or b"").decode(errors="replace")
+        raise AssertionError(f"distgan {args[0]} ran past {timeout} s; its output ended:\n{out[-4000:]}") from None
 
 
 def in_cluster_python(cluster: dict, code: str, timeout: float = 60) -> str:
@@ -151,10 +157,35 @@ def bucket_text(cluster: dict, key: str) -> str:
     return in_cluster_python(cluster, code)
 
 
-def test_submit_follows_a_run_across_both_nodes_into_a_bucket(cluster, cluster_bucket):
-    done = distgan_cli(cluster, "submit", *OVERRIDES, *QUICK, "--address", cluster["address"],
+@pytest.fixture(scope="module")
+def bucket_shards(cluster, cluster_bucket, tmp_path_factory) -> str:
+    """A shard set in the bucket, packed by ``distgan data pack`` from a folder of 64 grey images."""
+    folder = tmp_path_factory.mktemp("digits-like")
+    rng = np.random.default_rng(0)
+    for i in range(64):
+        Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    uri = f"s3://cluster/data/shards?endpoint_override={S3_ENDPOINT}&scheme=http"
+    done = distgan_cli(cluster, "data", "pack", str(folder), uri, "--per-shard", "16", timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return uri
+
+
+def decoding_nodes(cluster: dict) -> list[str]:
+    """The nodes where Ray Data's decoding tasks ran, from Ray's state API."""
+    code = ("import json; from ray.util.state import list_tasks; "
+            f"tasks = list_tasks(address='{cluster['address']}', filters=[('name', '=', 'MapBatches(DecodeImages)')], "
+            "limit=10000, raise_on_missing_output=False); print(json.dumps(sorted({t.node_id for t in tasks})))")
+    return json.loads(in_cluster_python(cluster, code).strip().splitlines()[-1])
+
+
+def test_submit_follows_a_run_across_both_nodes_into_a_bucket(cluster, cluster_bucket, bucket_shards):
+    """Two workers, spread one per node, train from a shard set in the bucket, each node's spare CPU decoding for
+    its own worker; the run's outputs land in the bucket."""
+    streamed = (f"data.path={bucket_shards}", "data.stream=true", "scaling.placement_strategy=SPREAD")
+    done = distgan_cli(cluster, "submit", *OVERRIDES, *QUICK, *streamed, "--address", cluster["address"],
                        "--storage", cluster_bucket, "--name", "two-nodes", "--follow")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert len(decoding_nodes(cluster)) == 2
     assert "SUCCEEDED" in done.stdout and "Starting run 'two-nodes' in s3://cluster/runs/two-nodes" in done.stdout
     # Ray Train lists its workers with their node's IP: one worker on each node.
     for ip in ("127.0.0.2", "127.0.0.3"):

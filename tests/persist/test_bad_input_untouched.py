@@ -94,8 +94,8 @@ def inputs(tmp_path) -> Path:
     ([*RUN, "train.collective_timeout_s=0"], ["train.collective_timeout_s", "> 0"]),
     ([*RUN, "data.resolution=12"], ["data.resolution", "power of two", "12"]),
     ([*RUN, "data.path={inputs}/empty"], ["data.path", "empty", "no PNG/JPEG images"]),
-    ([*RUN, "data.path={inputs}/broken"], ["bad.png", "data.skip_corrupt"]),
-    ([*RUN, "data.path={inputs}/truncated"], ["cut.jpg", "truncated", "data.skip_corrupt"]),
+    ([*RUN, "data.path={inputs}/broken", "data.stream=false"], ["bad.png", "data.skip_corrupt"]),
+    ([*RUN, "data.path={inputs}/truncated", "data.stream=false"], ["cut.jpg", "truncated", "data.skip_corrupt"]),
     ([*RUN, "data.path={inputs}/missing"], ["data.path", "missing", "does not exist"]),
     ([*RUN, "data.path=''"], ["data.path", "empty"]),
     # Resuming with settings that shape the checkpoint: refused by the run directory, which is left as it was.

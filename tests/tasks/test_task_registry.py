@@ -89,7 +89,7 @@ class MeanTask(GenerationTask):
         return super().next_batch()[0]
 
     def build_evaluator(self):
-        mean = self.dataset.x.mean(0)
+        mean = self.feed.dataset.x.mean(0)
 
         class Distance:
             def run(self, g: nn.Module) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """Generation: G maps a latent z (and, for a conditional GAN, a class label) to a sample of the data set.
 
-Every rank holds the (small) data set and ``ShardedBatches`` deals it its own
-slice of every global batch; the step is ``AlternatingGAN``'s phases; the
+Every rank takes its own slice of every global batch from a data feed (the
+small data set in memory, or an image folder streamed: ``distgan.data.open_feed``); the step is ``AlternatingGAN``'s phases; the
 evaluator scores G_ema by FID, KID, precision/recall and class accuracy;
 samples are a grid of fixed latents (cycling through the classes).
 """
@@ -48,23 +48,26 @@ class GenerationTask(Task):
         check_config(cfg)
 
     # -- data ----------------------------------------------------------------------
-    def setup_data(self) -> None:
+    def setup_data(self, streamer: Optional[data.Streamer] = None) -> None:
         cfg = self.cfg
-        self.dataset = data.load_dataset(cfg.data)
-        self.sampler = data.ShardedBatches(len(self.dataset.x), cfg.train.batch_size, self.rank, self.world,
-                                           cfg.train.seed)
-        self.data_shape = tuple(self.dataset.x.shape[1:])
+        self.streamer = streamer or data.ThreadStreamer()
+        self.feed = data.open_feed(cfg.data, cfg.train.batch_size, self.rank, self.world, cfg.train.seed,
+                                   self.streamer, self.device)
+        self.data_shape = data.data_shape(cfg.data)
 
     def next_batch(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """This rank's next real batch and, for a conditional GAN, its labels."""
-        index = self.sampler.next_indices()
-        return self.dataset.x[index], self.dataset.labels[index] if self.num_classes else None
+        x, labels = self.feed.next_batch()
+        return x, labels if self.num_classes else None
 
     def data_state(self) -> dict:
-        return self.sampler.state_dict()
+        return self.feed.state_dict()
 
     def load_data_state(self, state: dict) -> None:
-        self.sampler.load_state_dict(state)
+        self.feed.load_state_dict(state)
+
+    def data_metrics(self) -> dict[str, float]:
+        return {"data_wait_s": self.feed.pop_wait(), "data_skipped": float(len(self.feed.skipped))}
 
     # -- networks and the step ----------------------------------------------------------
     def build_generator(self) -> nn.Module:
@@ -79,8 +82,17 @@ class GenerationTask(Task):
 
     # -- evaluation, samples, export -----------------------------------------------------
     def build_evaluator(self) -> evaluation.Evaluator:
-        return evaluation.Evaluator(self.cfg.eval, self.dataset.x, self.dataset.labels, self.dataset.kind,
-                                    self.class_names, self.rank, self.world, self.device)
+        x, labels, kind = self.reference()
+        return evaluation.Evaluator(self.cfg.eval, x, labels, kind, self.class_names, self.rank, self.world,
+                                    self.device)
+
+    def reference(self) -> tuple[torch.Tensor, Optional[torch.Tensor], str]:
+        """The real samples evaluation compares with. Only rank 0 uses them (``Evaluator``), so when the data
+        streams the others are spared decoding them."""
+        cfg = self.cfg
+        if self.rank != 0 and data.streams(cfg.data):
+            return torch.zeros(0, *self.data_shape), None, "image"
+        return data.reference_set(cfg.data, cfg.eval.reference_n, cfg.eval.seed, self.streamer, self.feed)
 
     def render_samples(self, generator: nn.Module, evaluator=None):
         if self.rank != 0:
@@ -96,12 +108,12 @@ class GenerationTask(Task):
 
     @classmethod
     def evaluate_offline(cls, source: Path, generator: nn.Module, meta: dict, cfg: Config):
-        dataset = data.load_dataset(cfg.data)
-        if tuple(dataset.x.shape[1:]) != tuple(meta["data_shape"]):
+        x, labels, kind = data.reference_set(cfg.data, cfg.eval.reference_n, cfg.eval.seed, data.ThreadStreamer())
+        if tuple(x.shape[1:]) != tuple(meta["data_shape"]):
             raise ConfigError(f"{source}: the generator makes samples of shape {tuple(meta['data_shape'])}, but "
-                              f"the data set gives {tuple(dataset.x.shape[1:])}; check data.* overrides")
+                              f"the data set gives {tuple(x.shape[1:])}; check data.* overrides")
         class_names = tuple(meta.get("class_names") or ())
-        evaluator = evaluation.Evaluator(cfg.eval, dataset.x, dataset.labels, dataset.kind, class_names)
+        evaluator = evaluation.Evaluator(cfg.eval, x, labels, kind, class_names)
         scores = evaluator.run(generator)
         info = {"generator": str(source), "step": meta.get("step"), "n": cfg.eval.n, "seed": cfg.eval.seed,
                 "features": evaluator.net.kind, "features_digest": evaluator.net.digest[:16]}

@@ -8,6 +8,8 @@ together, a resume needs only k, and nothing depends on what came before.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -41,37 +43,27 @@ class SRBatches:
         self.data, self.cfg, self.scale = data, cfg, scale
         self.batch_size, self.rank, self.seed = batch_size, rank, seed
         self.batch = 0
+        self.wait_s = 0.0
+        self.skipped: set[int] = set()  # decoded before the first step: unreadable files were dealt with then
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(lr [B, C, R/s, R/s], hr [B, C, R, R]), float32 in [-1, 1]."""
+        started = time.perf_counter()
         first = self.rank * self.batch_size
-        lrs, hrs = zip(*(self._sample(self._generator(first + i)) for i in range(self.batch_size)))
+        lrs, hrs = zip(*(self._sample(sample_generator(self.seed, self.batch, first + i))
+                         for i in range(self.batch_size)))
         self.batch += 1
+        self.wait_s += time.perf_counter() - started  # made on the training thread: the step waits for all of it
         return torch.stack(lrs), torch.stack(hrs)
 
-    def _generator(self, position: int) -> torch.Generator:
-        # torch's CPU generator keeps 32 bits of a seed, so (seed, k, j) is hashed into them (see sampler.py).
-        mixed = int(np.random.SeedSequence([self.seed, self.batch, position]).generate_state(1)[0])
-        return torch.Generator().manual_seed(mixed)
+    def pop_wait(self) -> float:
+        wait, self.wait_s = self.wait_s, 0.0
+        return wait
 
     def _sample(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        r, s = self.cfg.resolution, self.scale
-        i = int(torch.randint(len(self.data.train_hr), (1,), generator=gen))
-        hr = self.data.train_hr[i]
-        top, left = (int(torch.randint((side - r) // s + 1, (1,), generator=gen)) for side in hr.shape[-2:])
-        # Drawn whatever the config, so turning an augmentation off does not shift the other draws.
-        flip = bool(torch.rand(1, generator=gen) < 0.5) and self.cfg.flip
-        turns = int(torch.randint(4, (1,), generator=gen)) * self.cfg.rot90
-
-        def transform(x: torch.Tensor) -> torch.Tensor:
-            x = x.flip(-1) if flip else x
-            return torch.rot90(x, turns, dims=(-2, -1)) if turns else x
-
-        hr_crop = transform(from_uint8(hr[:, top * s:top * s + r, left * s:left * s + r]))
-        if self.data.train_lr is not None:
-            lr = self.data.train_lr[i]
-            return transform(from_uint8(lr[:, top:top + r // s, left:left + r // s])), hr_crop
-        return make_lr(hr_crop, s, self.cfg.degradation, gen), hr_crop
+        i = pick_image(len(self.data.train_hr), gen)
+        lr = self.data.train_lr[i] if self.data.train_lr is not None else None
+        return crop_pair(self.data.train_hr[i], lr, self.cfg, self.scale, gen)
 
     def state_dict(self) -> dict[str, int]:
         return {"batch": self.batch}
@@ -81,3 +73,35 @@ class SRBatches:
         if batch < 0:
             raise ValueError(f"SR sampler state {state} has a negative batch number")
         self.batch = batch
+
+
+def sample_generator(seed: int, batch: int, position: int) -> torch.Generator:
+    """The generator of sample ``position`` of global batch ``batch``: everything random about it comes from here."""
+    # torch's CPU generator keeps 32 bits of a seed, so (seed, k, j) is hashed into them (see sampler.py).
+    mixed = int(np.random.SeedSequence([seed, batch, position]).generate_state(1)[0])
+    return torch.Generator().manual_seed(mixed)
+
+
+def pick_image(num_images: int, gen: torch.Generator) -> int:
+    """The training image a sample is cut from (the first draw of its generator)."""
+    return int(torch.randint(num_images, (1,), generator=gen))
+
+
+def crop_pair(hr: torch.Tensor, lr, cfg: DataConfig, scale: int, gen: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random aligned (LR, HR) crop of uint8 image ``hr`` (and its paired ``lr``, or None to make the LR with
+    ``make_lr``), float32 in [-1, 1]; the draws after the image's, from ``gen``."""
+    r, s = cfg.resolution, scale
+    top, left = (int(torch.randint((side - r) // s + 1, (1,), generator=gen)) for side in hr.shape[-2:])
+    # Drawn whatever the config, so turning an augmentation off does not shift the other draws.
+    flip = bool(torch.rand(1, generator=gen) < 0.5) and cfg.flip
+    turns = int(torch.randint(4, (1,), generator=gen)) * cfg.rot90
+
+    def transform(x: torch.Tensor) -> torch.Tensor:
+        x = x.flip(-1) if flip else x
+        return torch.rot90(x, turns, dims=(-2, -1)) if turns else x
+
+    hr_crop = transform(from_uint8(hr[:, top * s:top * s + r, left * s:left * s + r]))
+    if lr is not None:
+        return transform(from_uint8(lr[:, top:top + r // s, left:left + r // s])), hr_crop
+    return make_lr(hr_crop, s, cfg.degradation, gen), hr_crop

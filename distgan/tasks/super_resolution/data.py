@@ -73,6 +73,10 @@ class SRData:
     """``photos`` or the folder's name."""
     skipped: int = 0
     """Unreadable files skipped under ``data.skip_corrupt``."""
+    train_files: tuple[str, ...] = ()
+    """Training HR files, in ``train_hr``'s order; the only record of them when they stream (``train_hr`` empty)."""
+    train_lr_files: Optional[tuple[str, ...]] = None
+    """Their paired LR files, when there are."""
 
 
 # -- which files: listing, screening (``distgan.data.folder``'s probe and rules), pairing, splitting ------
@@ -277,8 +281,10 @@ def _decode(paths: list[Path], key: str, cfg: DataConfig, failed: dict[Path, str
     return out
 
 
-def load_sr(cfg: DataConfig, scale: int) -> SRData:
-    """Load the SR training and validation images named by the config (see the module docstring)."""
+def load_sr(cfg: DataConfig, scale: int, stream: bool = False) -> SRData:
+    """Load the SR training and validation images named by the config (see the module docstring). With
+    ``stream``, the training images are listed and their headers checked but not decoded: only
+    ``train_files`` (and ``train_lr_files``) say what they are, for the decoding tasks."""
     _check_settings(cfg, scale)
     if cfg.path is None:
         if cfg.name not in photos.SR_DATASETS:
@@ -286,34 +292,37 @@ def load_sr(cfg: DataConfig, scale: int) -> SRData:
         return _load_photos(cfg, scale)
     plan = _plan(cfg, scale)
     val_key = "data.val_path" if cfg.val_path else "data.path"
-    images = _decode(plan.train, "data.path", cfg, plan.failed)
+    decoded = [] if stream else plan.train
+    images = _decode(decoded, "data.path", cfg, plan.failed)
     images.update(_decode(plan.val, val_key, cfg, plan.failed))
     if plan.lr:
-        images.update(_decode([plan.lr[p] for p in plan.train + plan.val], "data.lr_path", cfg, plan.failed))
+        images.update(_decode([plan.lr[p] for p in decoded + plan.val], "data.lr_path", cfg, plan.failed))
 
     def ok(hr: Path) -> bool:
         return hr in images and (not plan.lr or plan.lr[hr] in images)
 
-    train, val = [p for p in plan.train if ok(p)], [p for p in plan.val if ok(p)]
+    train, val = [p for p in plan.train if stream or ok(p)], [p for p in plan.val if ok(p)]
     for what, kept in (("training", train), ("validation", val)):
         if not kept:
             raise ConfigError(f"data.path {cfg.path!r}: none of the {what} images can be read")
     # Decoded sizes are the truth (a PNG's EXIF orientation can come after its pixels, past the probe).
     sizes = {p: tuple(t.shape[-2:]) for p, t in images.items()}
-    _check_train_sizes(train, sizes, cfg)
+    _check_train_sizes([p for p in train if p in sizes], sizes, cfg)  # streamed ones: by their headers, in _plan
     _check_val_sizes(val, sizes, cfg, scale)
     if plan.lr:
-        _check_pairs({p: plan.lr[p] for p in train + val}, sizes, scale)
+        _check_pairs({p: plan.lr[p] for p in train + val if p in sizes}, sizes, scale)
     pairs = [_val_item(images[p], images[plan.lr[p]] if plan.lr else None, cfg, scale, i)
              for i, p in enumerate(val)]
     names = [_relative(p, cfg.val_path or cfg.path) for p in val]
     if plan.failed:
         log.warning("data.path %r: skipped %d unreadable image(s) (data.skip_corrupt=true), first %s",
                     cfg.path, len(plan.failed), next(iter(plan.failed)))
-    return SRData(train_hr=[images[p] for p in train],
-                  train_lr=[images[plan.lr[p]] for p in train] if plan.lr else None,
+    return SRData(train_hr=[] if stream else [images[p] for p in train],
+                  train_lr=None if stream or not plan.lr else [images[plan.lr[p]] for p in train],
                   val_hr=[hr for hr, _ in pairs], val_lr=[lr for _, lr in pairs], val_names=names,
-                  name=Path(cfg.path).expanduser().resolve().name, skipped=len(plan.failed))
+                  name=Path(cfg.path).expanduser().resolve().name, skipped=len(plan.failed),
+                  train_files=tuple(str(p) for p in train),
+                  train_lr_files=tuple(str(plan.lr[p]) for p in train) if plan.lr else None)
 
 
 def _load_photos(cfg: DataConfig, scale: int) -> SRData:

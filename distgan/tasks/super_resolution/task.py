@@ -17,13 +17,14 @@ from typing import Optional
 import torch
 from torch import nn
 
-from distgan import models
+from distgan import data, models
 from distgan.config import Config
 from distgan.gan.perceptual import PerceptualLoss
 from distgan.runtime.task import Task
 from distgan.tasks.super_resolution import step, validation
 from distgan.tasks.super_resolution.batches import SRBatches
 from distgan.tasks.super_resolution.data import check_sr, load_sr
+from distgan.tasks.super_resolution.stream import SRCrops, SRStream
 from distgan.tracking.images import image_grid, to_unit
 
 NUM_TRIPLETS = 4
@@ -43,17 +44,27 @@ class SuperResolutionTask(Task):
         validation.check_config(cfg)
 
     # -- data ----------------------------------------------------------------------
-    def setup_data(self) -> None:
+    def setup_data(self, streamer: Optional[data.Streamer] = None) -> None:
         cfg = self.cfg
-        self.sr_data = load_sr(cfg.data, cfg.model.scale)
-        self.sampler = SRBatches(self.sr_data, cfg.data, cfg.model.scale, cfg.train.batch_size, self.rank,
-                                 self.world, cfg.train.seed)
+        streamed = data.streams(cfg.data)
+        self.sr_data = load_sr(cfg.data, cfg.model.scale, stream=streamed)
+        if streamed:  # crops cut and degraded ahead, by the streamer's tasks (Ray Data: on any node)
+            crops = SRCrops(self.sr_data.train_files, self.sr_data.train_lr_files, cfg.data, cfg.model.scale,
+                            data.data_seed(cfg.data, cfg.train.seed))
+            self.sampler = SRStream(crops, cfg.train.batch_size, self.rank, self.world,
+                                    streamer or data.ThreadStreamer(), self.device)
+        else:
+            self.sampler = SRBatches(self.sr_data, cfg.data, cfg.model.scale, cfg.train.batch_size, self.rank,
+                                     self.world, data.data_seed(cfg.data, cfg.train.seed))
         self.data_shape = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
         self._picture_validator: Optional[validation.SRValidator] = None
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's next (low-resolution, high-resolution) batch."""
         return self.sampler.next_batch()
+
+    def data_metrics(self) -> dict[str, float]:
+        return {"data_wait_s": self.sampler.pop_wait(), "data_skipped": float(len(self.sampler.skipped))}
 
     def data_state(self) -> dict:
         return self.sampler.state_dict()
