@@ -49,7 +49,7 @@ def check_fn(loop_config: dict) -> None:
         gan = trainer.gan
 
         # Ranks draw disjoint real samples in a step.
-        idx = trainer.task.sampler.next_indices()
+        idx = trainer.task.feed.sampler.next_indices()  # the digits are held in memory (MemoryFeed)
         all_idx = [torch.empty_like(idx) for _ in range(session.world_size)]
         dist.all_gather(all_idx, idx)
         results[f"{key}_disjoint"] = len(set(torch.cat(all_idx).tolist())) == idx.numel() * session.world_size
