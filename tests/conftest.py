@@ -12,6 +12,9 @@ import torch
 
 from distgan.launch.loopback import keep_embedded_ray_on_loopback
 
+# A test past its timeout fails alone, with its stacks, and what its xdist worker left running is killed.
+pytest_plugins = ["processes"]
+
 # W&B never reaches the network from tests; Ray never reports usage.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
