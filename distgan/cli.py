@@ -455,13 +455,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="pack an image folder into verified tar shards; check a folder or shard set")
     actions = p.add_subparsers(dest="action", required=True)
     q = actions.add_parser("pack", help="write SRC's images as WebDataset-style tar shards + index.json at DEST")
-    q.add_argument("src", metavar="SRC", help="a folder of PNG/JPEG images (recursive; sub-folders are classes)")
+    q.add_argument("src", metavar="SRC", help="a folder of PNG/JPEG images (recursive; sub-folders are classes): "
+                                              "a directory, or a URI such as s3://bucket/photos")
     q.add_argument("dest", metavar="DEST", help="a new directory, or a URI such as s3://bucket/data")
     q.add_argument("--per-shard", type=int, default=1000, help="images per shard (default 1000)")
     q.add_argument("--skip-corrupt", action="store_true", help="leave unreadable images out (listed) instead of "
                                                                 "failing")
     q = actions.add_parser("check", help="count, size and verify a folder or shard set; exit 1 on problems")
-    q.add_argument("path", metavar="PATH", help="an image folder, or a shard set (a directory or URI)")
+    q.add_argument("path", metavar="PATH", help="an image folder or a shard set: a directory, or a URI")
     q.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     p.set_defaults(func=cmd_data)
     return parser

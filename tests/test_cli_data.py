@@ -1,11 +1,14 @@
 """``distgan data pack`` and ``distgan data check``, in-process: what they print and their exit codes
-(0 fine, 1 problems found, 2 a bad argument)."""
+(0 fine, 1 problems found, 2 a bad argument), for local folders and for folders in a bucket (the suite's local
+S3 server)."""
 
 from __future__ import annotations
 
 import json
+import time
 
 from distgan.cli import main as cli_main
+from data.test_pack_sources import upload
 from data.test_shards import make_folder
 
 
@@ -63,3 +66,45 @@ def test_bad_arguments_exit_2_naming_them(tmp_path, capsys):
     src = make_folder(tmp_path / "src", per_class=1)
     assert cli_main(["data", "pack", str(src), str(tmp_path / "o"), "--per-shard", "0"]) == 2
     assert "--per-shard: must be >= 1" in capsys.readouterr().err
+
+
+def test_a_folder_in_a_bucket_checks_and_packs_as_a_local_one(tmp_path, s3_server, capsys):
+    src = make_folder(tmp_path / "src", per_class=3)
+    (src / "dog" / "cut.jpg").write_bytes((src / "dog" / "im00.jpg").read_bytes()[:200])
+    uri = upload(src, s3_server, "cli-data-folder", "photos")
+    shown = "s3://cli-data-folder/photos"
+
+    assert cli_main(["data", "check", uri]) == 1
+    captured = capsys.readouterr()
+    assert f"folder {shown}: 7 image files" in captured.out and "classes: 2 (cat 3, dog 4)" in captured.out
+    assert "PROBLEMS FOUND" in captured.out and f"{shown}/dog/cut.jpg" in captured.out
+    assert f"{shown}: 1 unreadable image(s); first: {shown}/dog/cut.jpg: " in captured.err
+    assert "endpoint_override" not in captured.out + captured.err
+
+    dest = uri.replace("/photos?", "/packed?")
+    assert cli_main(["data", "pack", uri, dest, "--per-shard", "4"]) == 2
+    assert f"cannot read image '{shown}/dog/cut.jpg'" in capsys.readouterr().err
+    assert cli_main(["data", "pack", uri, dest, "--per-shard", "4", "--skip-corrupt"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote s3://cli-data-folder/packed/shard-000001.tar: 2 samples" in out
+    assert f"packed 6 of 7 images from {shown} into 2 shards" in out and f"  {shown}/dog/cut.jpg: " in out
+    assert cli_main(["data", "check", dest, "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert (found["kind"], found["samples"], found["class_counts"]) == ("shards", 6, [3, 3])
+
+
+def test_a_bucket_source_that_cannot_be_used_exits_2_naming_it(tmp_path, s3_server, capsys):
+    down = "s3://bucket/photos?endpoint_override=127.0.0.1:9&scheme=http"  # nothing listens on port 9
+    started = time.monotonic()
+    assert cli_main(["data", "check", down]) == 2
+    err = capsys.readouterr().err
+    assert "PATH 's3://bucket/photos' cannot be reached: " in err and "credentials where its client looks" in err
+    assert time.monotonic() - started < 30
+    assert cli_main(["data", "pack", "s3://KEY:SECRET@bucket/photos", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "SRC 's3://***@bucket/photos': credentials in the URI" in err and "SECRET" not in err
+    (tmp_path / "nothing-here").mkdir()
+    empty = upload(tmp_path / "nothing-here", s3_server, "cli-data-empty", "photos")
+    assert cli_main(["data", "pack", empty, str(tmp_path / "out")]) == 2
+    assert "SRC 's3://cli-data-empty/photos': no PNG/JPEG images found" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -1,8 +1,10 @@
 """Packing an image folder into verified shards, checking a folder, and the reports both print.
 
-The public entry points are ``distgan.data.shards.pack`` and ``check``; this module holds their bodies.
-The folder is listed, screened and given classes by ``distgan.data.folder``, so a folder packs into the
-same samples, in the same order and with the same labels, that ``data.path`` would read from it.
+The public entry points are ``distgan.data.shards.pack`` and ``check`` (a local folder) and
+``distgan.data.pack_sources`` (a folder anywhere); this module holds their bodies. They read a folder
+through ``ImageFolder``: listed first, then each image screened and read in the listing's order. A local
+folder (``LocalFolder``) is listed, screened and given classes by ``distgan.data.folder``, so it packs into
+the same samples, in the same order and with the same labels, that ``data.path`` would read from it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -24,6 +26,101 @@ from distgan.data.folder import classes as folder_classes
 from distgan.data.folder import image_files, probe
 from distgan.data.tarshards import INDEX, ShardEntry, ShardError, ShardWriter, Verdict, encode_index, verify_shard
 
+Screened = tuple[int, str, tuple[int, int]]
+"""One image's screening: its size in bytes, why it cannot be read ("" when it can), its upright (height, width)."""
+
+
+class ImageFolder(Protocol):
+    """An image folder as ``pack`` and ``check`` read it: listed (names, classes, labels), then screened
+    and read image by image, in the listing's order."""
+
+    location: str
+    """The folder as messages name it: a path as given, or a URI without its query."""
+    classes: tuple[str, ...]
+    labels: Optional[np.ndarray]
+    """int64 label per image, when there are classes."""
+
+    def __len__(self) -> int: ...
+
+    def name(self, i: int) -> str:
+        """Image ``i`` as messages name it: its path, or its URI."""
+
+    def screen(self, indices: Sequence[int]) -> Iterator[Screened]:
+        """The screening of each image of ``indices``, in order; an image that cannot be read says why."""
+
+    def read(self, indices: Sequence[int]) -> Iterator[tuple[bytes, int]]:
+        """The bytes and modification time (Unix seconds) of each image of ``indices``, in order."""
+
+
+@dataclass(frozen=True)
+class LocalFolder:
+    """A folder on the local (or a mounted) file system, by ``distgan.data.folder``'s listing and class rules."""
+
+    location: str
+    files: tuple[Path, ...]
+    classes: tuple[str, ...]
+    labels: Optional[np.ndarray]
+
+    @classmethod
+    def listed(cls, folder: str, key: str) -> "LocalFolder":
+        """The folder's images and classes; errors name ``key``, the argument the folder came from."""
+        if is_uri(folder):
+            raise ConfigError(f"{key} {display(folder)!r}: distgan.data.shards reads an image folder from a local "
+                              f"or mounted directory; a folder under a URI is read by distgan.data.pack_sources "
+                              f"(what `distgan data pack` and `check` call)")
+        try:
+            cfg = DataConfig(path=folder)
+            files, classes = image_files(cfg), folder_classes(cfg)
+        except ConfigError as exc:  # its messages name data.path; this folder is the command's argument
+            raise ConfigError(str(exc).replace("data.path", key, 1)) from None
+        root, index = local_path(folder), {name: i for i, name in enumerate(classes)}
+        labels = np.array([index[p.relative_to(root).parts[0]] for p in files], dtype=np.int64) if classes else None
+        return cls(folder, tuple(files), classes, labels)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def name(self, i: int) -> str:
+        return str(self.files[i])
+
+    def screen(self, indices: Sequence[int]) -> Iterator[Screened]:
+        for i in indices:
+            why, shape = probe(self.files[i])
+            yield self.files[i].stat().st_size, why, shape
+
+    def read(self, indices: Sequence[int]) -> Iterator[tuple[bytes, int]]:
+        for i in indices:
+            yield self.files[i].read_bytes(), int(self.files[i].stat().st_mtime)
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    """How ``pack`` cuts the shards and treats unreadable images (see ``distgan.data.shards.pack``)."""
+
+    samples_per_shard: int = 1000
+    prefix: str = "shard"
+    skip_corrupt: bool = False
+    max_shard_bytes: int = 1 << 30
+    progress: Optional[Callable[[str], None]] = None
+    """Called with a line per shard written."""
+
+    def checked(self) -> "PackOptions":
+        if self.samples_per_shard < 1:
+            raise ConfigError(f"--per-shard: must be >= 1, got {self.samples_per_shard}")
+        if not self.prefix or "/" in self.prefix or self.prefix.startswith("."):
+            raise ConfigError(f"prefix {self.prefix!r}: a plain file-name prefix, e.g. 'shard'")
+        return self
+
+
+def access_error(key: str, location: str, exc: OSError) -> ConfigError:
+    """The error for a location that cannot be looked at, naming ``key``; for a URI, what the store needs."""
+    if not is_uri(location):
+        return ConfigError(f"{key} {location!r} cannot be read: {first_line(exc)}")
+    why = first_line(exc).rstrip(".")
+    return ConfigError(f"{key} {display(location)!r} cannot be reached: {why}; expected a store that answers at the "
+                       f"URI's address (endpoint_override in its query, for an S3-compatible server) and "
+                       f"credentials where its client looks for them (environment, profile, instance role)")
+
 
 def _size(n: float) -> str:
     for unit in ("bytes", "KB", "MB", "GB"):
@@ -31,22 +128,6 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1000
     return ""
-
-
-def _listing(folder: str, key: str) -> tuple[list[Path], tuple[str, ...]]:
-    """The folder's images and classes, by ``distgan.data.folder``'s rules; errors name ``key``."""
-    if is_uri(folder):
-        raise ConfigError(f"{key} {display(folder)!r}: an image folder is read from a local or mounted directory")
-    try:
-        cfg = DataConfig(path=folder)
-        return image_files(cfg), folder_classes(cfg)
-    except ConfigError as exc:  # its messages name data.path; this folder is the command's argument
-        raise ConfigError(str(exc).replace("data.path", key, 1)) from None
-
-
-def _label_of(root: Path, classes: tuple[str, ...]) -> Callable[[Path], Optional[int]]:
-    index = {name: i for i, name in enumerate(classes)}
-    return lambda path: index[path.relative_to(root).parts[0]] if classes else None
 
 
 def _listed_lines(items: list[tuple[str, str]], limit: int = 20) -> list[str]:
@@ -162,21 +243,18 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def check_folder(folder: str, key: str) -> CheckReport:
-    """Every image of a local folder probed from its header (``folder.probe``: ``verify``, JPEG end)."""
-    files, classes = _listing(folder, key)
-    label_of = _label_of(local_path(folder), classes)
-    report = CheckReport(folder, "folder", classes=classes, class_counts=[0] * len(classes))
-    for path in files:
+def check_images(images: ImageFolder) -> CheckReport:
+    """Every image of a folder screened (``ImageFolder.screen``: its header, ``verify``, a JPEG's end)."""
+    report = CheckReport(images.location, "folder", classes=images.classes, class_counts=[0] * len(images.classes))
+    for i, (size, why, shape) in enumerate(images.screen(range(len(images)))):
         report.samples += 1
-        report.bytes += path.stat().st_size
-        why, shape = probe(path)
+        report.bytes += size
         if why:
-            report.unreadable.append((str(path), why))
+            report.unreadable.append((images.name(i), why))
         else:
             report._shapes.append(shape)
-        if classes:
-            report.class_counts[label_of(path)] += 1
+    if images.labels is not None:
+        report.class_counts = np.bincount(images.labels, minlength=len(images.classes)).tolist()
     return report.done()
 
 
@@ -204,11 +282,9 @@ class _Packer:
         self.writer = ShardWriter(self.file)
         self.keys, self.exts, self.offsets, self.sizes, self.labels = [], [], [], [], []
 
-    def add(self, key: str, path: Path, label: Optional[int]) -> None:
+    def add(self, key: str, data: bytes, ext: str, mtime: int, label: Optional[int]) -> None:
         if self.file is None:
             self._start()
-        data, mtime = path.read_bytes(), int(path.stat().st_mtime)
-        ext = path.suffix.lower().lstrip(".")
         self.offsets.append(self.writer.add(f"{key}.{ext}", data, mtime))
         if label is not None:
             self.writer.add(f"{key}.cls", str(label).encode(), mtime)
@@ -277,8 +353,10 @@ class _Packer:
             shutil.rmtree(self.staging, ignore_errors=True)
 
 
-def _prepare_dest(fs: pafs.FileSystem, base: str, dest: str, prefix: str) -> None:
-    """``dest`` must not hold a shard set already (mixing two packs would corrupt both); made if missing."""
+def _checked_dest(dest: str, prefix: str) -> tuple[pafs.FileSystem, str]:
+    """``dest``'s file system and path, checked without writing: it must not hold a shard set already
+    (mixing two packs would corrupt both). Asked before the source is screened, which may take long."""
+    fs, base = filesystem_of(dest, "DEST", need_prefix=False)
     try:
         info = fs.get_file_info(base)
         if info.type == pafs.FileType.File:
@@ -289,49 +367,51 @@ def _prepare_dest(fs: pafs.FileSystem, base: str, dest: str, prefix: str) -> Non
             if taken:
                 raise ConfigError(f"DEST {display(dest)!r} already holds {sorted(taken)[0]}: pack into a new "
                                   f"directory, or remove the old shard set first")
+    except OSError as exc:
+        raise access_error("DEST", dest, exc) from None
+    return fs, base
+
+
+def _screened(images: ImageFolder, skip_corrupt: bool) -> dict[int, str]:
+    """Every image screened before anything is written: a bad file fails the pack at once, not hours in.
+    Returns {index: why} of the unreadable ones (``skip_corrupt``), or raises naming the first."""
+    failed = {i: why for i, (_, why, _) in enumerate(images.screen(range(len(images)))) if why}
+    where = f"SRC {images.location!r}"
+    if failed and not skip_corrupt:
+        (i, why), more = next(iter(failed.items())), len(failed) - 1
+        raise ConfigError(f"{where}: cannot read image {images.name(i)!r}{f' (and {more} more)' if more else ''}: "
+                          f"{why}; fix or remove it, or pass --skip-corrupt to leave unreadable images out "
+                          f"(they are listed)")
+    if len(failed) == len(images):
+        raise ConfigError(f"{where}: none of the {len(images)} images can be read")
+    return failed
+
+
+def pack_images(images: ImageFolder, dest: str, options: PackOptions) -> PackReport:
+    """The body of ``distgan.data.shards.pack`` (see there), for a folder already listed."""
+    started = time.monotonic()
+    fs, base = _checked_dest(dest, options.prefix)
+    failed = _screened(images, options.skip_corrupt)
+    try:
         fs.create_dir(base, recursive=True)
     except OSError as exc:
         raise ConfigError(f"DEST {display(dest)!r} cannot be written: {first_line(exc)}") from None
-
-
-def pack_folder(src: str, dest: str, samples_per_shard: int, *, prefix: str, skip_corrupt: bool,
-                max_shard_bytes: int, progress: Optional[Callable[[str], None]]) -> "PackReport":
-    """The body of ``distgan.data.shards.pack`` (see there)."""
-    started = time.monotonic()
-    if samples_per_shard < 1:
-        raise ConfigError(f"--per-shard: must be >= 1, got {samples_per_shard}")
-    if not prefix or "/" in prefix or prefix.startswith("."):
-        raise ConfigError(f"prefix {prefix!r}: a plain file-name prefix, e.g. 'shard'")
-    files, classes = _listing(src, "SRC")
-    # Every image screened before anything is written: a bad file fails the pack at once, not hours in.
-    failed = {path: why for path in files if (why := probe(path)[0])}
-    if failed and not skip_corrupt:
-        (path, why), more = next(iter(failed.items())), len(failed) - 1
-        raise ConfigError(f"SRC {src!r}: cannot read image {str(path)!r}{f' (and {more} more)' if more else ''}: "
-                          f"{why}; fix or remove it, or pass --skip-corrupt to leave unreadable images out "
-                          f"(they are listed)")
-    if len(failed) == len(files):
-        raise ConfigError(f"SRC {src!r}: none of the {len(files)} images can be read")
-    fs, base = filesystem_of(dest, "DEST", need_prefix=False)
-    _prepare_dest(fs, base, dest, prefix)
-    label_of = _label_of(local_path(src), classes)
-    width = max(6, len(str(len(files) - 1)))  # keys sort as numbers do: 000000, 000001, ...
-    packer = _Packer(fs, base, dest, prefix)
-    report = PackReport(src, display(dest), len(files), classes=classes,
-                        skipped=[(str(p), why) for p, why in failed.items()])
+    keep = [i for i in range(len(images)) if i not in failed]
+    width = max(6, len(str(len(images) - 1)))  # keys sort as numbers do: 000000, 000001, ...
+    packer = _Packer(fs, base, dest, options.prefix)
     try:
-        for path in files:
-            if path in failed:
-                continue
-            packer.add(f"{packer.samples:0{width}d}", path, label_of(path))
-            if packer.full(samples_per_shard, max_shard_bytes):
-                packer.finish_shard(progress)
-        packer.finish_shard(progress)
-        packer.write_index(classes)
+        for i, (data, mtime) in zip(keep, images.read(keep)):
+            label = None if images.labels is None else int(images.labels[i])
+            ext = Path(images.name(i)).suffix.lower().lstrip(".")
+            packer.add(f"{packer.samples:0{width}d}", data, ext, mtime, label)
+            if packer.full(options.samples_per_shard, options.max_shard_bytes):
+                packer.finish_shard(options.progress)
+        packer.finish_shard(options.progress)
+        packer.write_index(images.classes)
     except BaseException:
         packer.discard()
         raise
     packer.close()
-    report.shards = [(e.name, e.samples, e.bytes) for e in packer.entries]
-    report.seconds = time.monotonic() - started
-    return report
+    return PackReport(images.location, display(dest), len(images), classes=images.classes,
+                      shards=[(e.name, e.samples, e.bytes) for e in packer.entries],
+                      skipped=[(images.name(i), why) for i, why in failed.items()], seconds=time.monotonic() - started)

@@ -2,9 +2,11 @@
 
 A shard set is a directory, or an object-store prefix (``s3://bucket/data``), holding ``PREFIX-000000.tar``,
 ``PREFIX-000001.tar``, ... and ``index.json`` (the format: ``distgan.data.tarshards``). ``pack`` writes one
-from an image folder and verifies it; ``open_shard_set`` reads the index, checking it against a listing of
+from a local image folder and verifies it; ``open_shard_set`` reads the index, checking it against a listing of
 the shards (one request, no shard is read); ``read_sample`` reads one sample with one ranged read, from any
-process (a Ray task after unpickling included); ``check`` reads everything and reports.
+process (a Ray task after unpickling included); ``check`` reads everything and reports. An image folder under
+a URI is packed and checked by ``distgan.data.pack_sources``, which lists it with ``distgan.data.catalog``
+(which imports this module, so this one cannot).
 
 Samples keep the folder's order (``distgan.data.folder``'s listing, less the unreadable files ``pack``
 skipped), so sample ``i`` of a shard set packed from a folder is the folder's ``i``-th readable image.
@@ -23,13 +25,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from distgan.config import ConfigError
-from distgan.core.filesystem import display, filesystem_of, first_line, is_uri
+from distgan.core.filesystem import display, filesystem_of, first_line
 from distgan.data.folder import probe_bytes
-from distgan.data.packing import CheckReport, PackReport, check_folder, pack_folder
+from distgan.data.packing import (CheckReport, LocalFolder, PackOptions, PackReport, access_error, check_images,
+                                  pack_images)
 from distgan.data.tarshards import (BLOCK, INDEX, ShardEntry, ShardError, TruncatedShard, header_problem, parse_index,
                                    verify_shard)
 
-__all__ = ["INDEX", "CheckReport", "PackReport", "ShardError", "ShardSet", "TruncatedShard", "check",
+__all__ = ["INDEX", "CheckReport", "PackReport", "ShardError", "ShardSet", "TruncatedShard", "check", "check_shard_set",
            "is_shard_set", "open_shard_set", "pack", "read_sample"]
 
 MAX_OPEN = 64
@@ -215,8 +218,9 @@ def read_sample(shards: ShardSet, i: int) -> bytes:
 def pack(src: Union[str, os.PathLike], dest: Union[str, os.PathLike], samples_per_shard: int = 1000, *,
          prefix: str = "shard", skip_corrupt: bool = False, max_shard_bytes: int = 1 << 30,
          progress=None) -> PackReport:
-    """Pack the image folder ``src`` (PNG/JPEG, searched recursively; classes from sub-folders, as
-    ``data.path`` reads it) into verified shards at ``dest`` (a new directory or URI).
+    """Pack the local image folder ``src`` (PNG/JPEG, searched recursively; classes from sub-folders, as
+    ``data.path`` reads it) into verified shards at ``dest`` (a new directory or URI); a folder under a URI:
+    ``distgan.data.pack_sources.pack``.
 
     Each shard holds ``samples_per_shard`` images (fewer when it would pass ``max_shard_bytes``), written
     under a temporary name and renamed (uploaded, for a URI) when complete, then read back and verified
@@ -224,25 +228,28 @@ def pack(src: Union[str, os.PathLike], dest: Union[str, os.PathLike], samples_pe
     so ``dest`` never holds an index of a partial set. An unreadable image is a ConfigError naming it,
     unless ``skip_corrupt`` (it is then left out and listed in the report). ``progress`` gets a line per
     shard written."""
-    return pack_folder(str(src), str(dest), samples_per_shard, prefix=prefix, skip_corrupt=skip_corrupt,
-                       max_shard_bytes=max_shard_bytes, progress=progress)
+    options = PackOptions(samples_per_shard, prefix, skip_corrupt, max_shard_bytes, progress).checked()
+    return pack_images(LocalFolder.listed(str(src), "SRC"), str(dest), options)
 
 
 def check(location: Union[str, os.PathLike], key: str = "PATH") -> CheckReport:
     """Read a data set through and report: a shard set (local or URI) in full (sha256, every member where
-    the index says, every image's header), or a local image folder (every image's header). Problems are
-    in the report (``report.ok``); a location that is neither is a ConfigError naming ``key``."""
+    the index says, every image's header), or a local image folder (every image's header); a folder under a
+    URI: ``distgan.data.pack_sources.check``. Problems are in the report (``report.ok``); a location that is
+    neither is a ConfigError naming ``key``."""
     location = str(location)
     fs, path = filesystem_of(location, key, need_prefix=False)
     try:
         shard_set = is_shard_set(fs, path)
     except OSError as exc:
-        raise ConfigError(f"{key} {location!r} cannot be reached: {first_line(exc)}") from None
+        raise access_error(key, location, exc) from None
     if not shard_set:
-        if is_uri(location):
-            raise ConfigError(f"{key} {display(location)!r}: no {INDEX} there; a URI is checked as a shard "
-                              f"set (an image folder is checked on a local or mounted directory)")
-        return check_folder(location, key)
+        return check_images(LocalFolder.listed(location, key))
+    return check_shard_set(location, key)
+
+
+def check_shard_set(location: str, key: str) -> CheckReport:
+    """``check`` of a shard set: its index against a listing, then every shard read through and verified."""
     fs, path, classes, entries = _read_index(location, key)
     report = CheckReport(display(location), "shards", classes=classes, shards=len(entries))
     for e in entries:

@@ -300,5 +300,5 @@ def test_bad_data_uris_are_named(bucket_uri, src):
     assert str(err.value).startswith("data.path ") and "s3cr3t" not in str(err.value)
     with pytest.raises(ConfigError, match="'s3://.*/empty' does not exist: a shard set is a directory"):
         shards.open_shard_set(bucket_uri("empty"))
-    with pytest.raises(ConfigError, match="a URI is checked as a shard set"):
-        shards.check(bucket_uri("empty"))
+    with pytest.raises(ConfigError, match="a folder under a URI is read by distgan.data.pack_sources"):
+        shards.check(bucket_uri("empty"))  # shards.check reads local folders; pack_sources.check reads this
