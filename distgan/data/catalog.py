@@ -5,11 +5,21 @@ the samples, so making one costs the same whether a sample is damaged or not and
 million files than for a thousand. It is what the driver checks before Ray starts, what every worker
 plans its batches over, and what the decoding tasks read from: it holds only names and numbers, so
 it pickles small into each task.
+
+A process lists a URI or a shard set once (``catalog_at``): the driver's check, the classes, each rank's
+feed and its evaluation reference set all ask for the same listing, and a URI's listing is requests to a
+store, a shard set's a parse of its index (seconds for millions of samples). The memo is per process (a
+forked child lists again rather than trust its parent's) and keeps the listing for the process's life:
+the next run's workers are new processes and list afresh; ``forget`` clears it (a notebook whose bucket
+grew). A local folder is listed every time it is asked for: that is cheap beside a start, and a folder
+changed in place (images added in a notebook, between two runs of one process) is seen at once.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Protocol
@@ -18,7 +28,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from distgan.config import ConfigError, DataConfig
-from distgan.core.filesystem import display, filesystem_of, first_line, is_uri
+from distgan.core.filesystem import display, filesystem_of, first_line, is_uri, local_path
 from distgan.data import folder, shards
 
 
@@ -32,12 +42,18 @@ class SampleReader(Protocol):
     def describe(self, i: int) -> str:
         """Where sample ``i`` comes from, for error messages: a file, or a shard and member."""
 
+    def relative(self, i: int) -> str:
+        """Sample ``i``'s path inside the location (``/``-separated, with its extension): what pairs files of two
+        folders and chooses held-out images; a shard set's member name (``000123.jpg``)."""
+
 
 @dataclass(frozen=True)
 class FileReader:
     """Image files on the local (or a shared, mounted) file system, by index."""
 
     paths: tuple[str, ...]
+    root: str = ""
+    """The folder they were listed in, resolved: what ``relative`` is relative to."""
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -48,6 +64,12 @@ class FileReader:
 
     def describe(self, i: int) -> str:
         return self.paths[i]
+
+    def relative(self, i: int) -> str:
+        # A file symlinked in from elsewhere resolves outside the root: it goes by its name.
+        path, prefix = self.paths[i], self.root.rstrip(os.sep) + os.sep
+        name = path[len(prefix):] if path.startswith(prefix) else os.path.basename(path)
+        return name.replace(os.sep, "/")
 
 
 @dataclass(frozen=True)
@@ -65,19 +87,42 @@ class Catalog:
 
     @property
     def name(self) -> str:
-        return self.location.rstrip("/").rsplit("/", 1)[-1] or self.location
+        """The data set's name: the folder's (or the URI's last part)."""
+        if is_uri(self.location):
+            return display(self.location).rsplit("/", 1)[-1]
+        return Path(self.location).expanduser().resolve().name
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the samples are a shard set's (named by sample number, not by their original files)."""
+        return isinstance(self.reader, ShardReader)
+
+    def relative_names(self) -> list[str]:
+        return [self.reader.relative(i) for i in range(len(self))]
 
 
-def folder_catalog(cfg: DataConfig) -> Catalog:
-    """The images of a local folder (``distgan.data.folder``'s listing and class rules), listed not read."""
-    files = folder.image_files(cfg)
-    names = folder.classes(cfg)
-    labels = None
-    if names:
-        root = Path(cfg.path).expanduser().resolve()
-        index = {name: i for i, name in enumerate(names)}
-        labels = np.array([index[p.relative_to(root).parts[0]] for p in files], dtype=np.int64)
-    return Catalog(cfg.path, FileReader(tuple(str(p) for p in files)), names, labels)
+def _classes(relative: list[str]) -> tuple[tuple[str, ...], Optional[np.ndarray]]:
+    """The folder rule (``distgan.data.folder.classes``) on relative paths: one class per top-level sub-folder
+    when every image lies in one of two or more; (names, int64 label per sample), or ((), None)."""
+    parts = [name.split("/") for name in relative]
+    tops = {part[0] if len(part) > 1 else None for part in parts}
+    if None in tops or len(tops) < 2:
+        return (), None
+    names = tuple(sorted(tops))
+    index = {name: i for i, name in enumerate(names)}
+    return names, np.array([index[part[0]] for part in parts], dtype=np.int64)
+
+
+def folder_catalog(location: str, key: str = "data.path") -> Catalog:
+    """The images of a local folder (``distgan.data.folder``'s listing and class rules), listed not read;
+    errors name ``key``."""
+    try:
+        files = folder.image_files(DataConfig(path=location))
+    except ConfigError as exc:  # its messages name data.path; this folder may be another key's
+        raise ConfigError(str(exc).replace("data.path", key, 1)) from None
+    reader = FileReader(tuple(str(p) for p in files), str(Path(location).expanduser().resolve()))
+    names, labels = _classes([reader.relative(i) for i in range(len(reader))])
+    return Catalog(location, reader, names, labels)
 
 
 @dataclass(frozen=True)
@@ -88,6 +133,8 @@ class StoreFileReader:
     location: str
     paths: tuple[str, ...]
     """Paths on the store's file system (no scheme, no query)."""
+    base: str = ""
+    """The listed prefix on the store's file system: what ``relative`` is relative to."""
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -100,6 +147,9 @@ class StoreFileReader:
     def describe(self, i: int) -> str:
         scheme = self.location.split("://", 1)[0]
         return f"{scheme}://{self.paths[i]}"
+
+    def relative(self, i: int) -> str:
+        return self.paths[i][len(self.base):].lstrip("/")
 
 
 _stores: dict[tuple[int, str], pafs.FileSystem] = {}
@@ -127,39 +177,82 @@ class ShardReader:
     def describe(self, i: int) -> str:
         return self.shards.describe(i)
 
+    def relative(self, i: int) -> str:
+        return self.shards.member(i)
 
-def store_catalog(location: str, fs: pafs.FileSystem, base: str) -> Catalog:
-    """The images under a URI, listed recursively in one request per prefix page; classes by the folder rule
-    (``distgan.data.folder.classes``): one per top-level sub-folder when every image lies in one of two or more."""
+
+def store_catalog(location: str, fs: pafs.FileSystem, base: str, key: str = "data.path") -> Catalog:
+    """The images under a URI, listed recursively in one request per prefix page, in a local folder's order
+    (path components compared in turn, as ``pathlib`` sorts); classes by the folder rule."""
     try:
         found = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     except OSError as exc:
-        raise ConfigError(f"data.path {display(location)!r} cannot be listed: {first_line(exc)}") from None
-    paths = sorted(f.path for f in found if f.type == pafs.FileType.File
-                   and os.path.splitext(f.path)[1].lower() in folder.EXTENSIONS)
+        raise ConfigError(f"{key} {display(location)!r} cannot be listed: {first_line(exc)}") from None
+    # By components, not as strings: "a/b.png" comes before "a-c.png" in a folder, as in its upload.
+    paths = sorted((f.path for f in found if f.type == pafs.FileType.File
+                    and os.path.splitext(f.path)[1].lower() in folder.EXTENSIONS), key=lambda p: p.split("/"))
     if not paths:
-        raise ConfigError(f"data.path {display(location)!r}: no PNG/JPEG images found (searched recursively for "
+        raise ConfigError(f"{key} {display(location)!r}: no PNG/JPEG images found (searched recursively for "
                           f"{', '.join(sorted(folder.EXTENSIONS))}), and no shard set ({shards.INDEX})")
-    parts = [p[len(base):].lstrip("/").split("/") for p in paths]
-    tops = {part[0] if len(part) > 1 else None for part in parts}
-    names: tuple[str, ...] = () if None in tops or len(tops) < 2 else tuple(sorted(tops))
-    labels = None
-    if names:
-        index = {name: i for i, name in enumerate(names)}
-        labels = np.array([index[part[0]] for part in parts], dtype=np.int64)
-    return Catalog(location, StoreFileReader(location, tuple(paths)), names, labels)
+    reader = StoreFileReader(location, tuple(paths), base)
+    names, labels = _classes([reader.relative(i) for i in range(len(reader))])
+    return Catalog(location, reader, names, labels)
+
+
+def _list(location: str, key: str) -> Catalog:
+    """List ``location``: a shard set (an ``index.json`` there), a folder under a URI, or a local folder."""
+    fs, base = filesystem_of(location, key, need_prefix=False)
+    try:
+        packed = shards.is_shard_set(fs, base)
+    except OSError as exc:  # an unreachable store, or credentials it refuses
+        raise ConfigError(f"{key} {display(location)!r} cannot be reached: {first_line(exc)}") from None
+    if packed:
+        found = shards.open_shard_set(location, key)
+        return Catalog(location, ShardReader(found), found.classes, found.labels)
+    if is_uri(location):
+        return store_catalog(location, fs, base, key)
+    return folder_catalog(location, key)
+
+
+MEMO_SIZE = 8
+"""Listings a process keeps (data.path, and super-resolution's data.lr_path and data.val_path, with room)."""
+
+_memo: "OrderedDict[tuple[int, str, str], Catalog]" = OrderedDict()
+_memo_lock = threading.Lock()
+
+
+def catalog_at(location: str, key: str = "data.path", fresh: bool = False) -> Catalog:
+    """The catalog of ``location`` (the value of config key ``key``, which errors name): a URI or a shard set
+    listed once per process (later calls return the same listing, unless ``fresh``: list again, and keep
+    that), a local folder listed afresh. Only the location decides a listing (its order, its classes), so it
+    is the memo's key, with the process id."""
+    if not is_uri(location) and not (local_path(location) / shards.INDEX).is_file():
+        return _list(location, key)
+    # A local shard set by its absolute path: the same text means another folder after a chdir.
+    memo_key = (os.getpid(), key, location if is_uri(location) else str(local_path(location)))
+    with _memo_lock:
+        found = _memo.get(memo_key)
+    if found is not None and not fresh:
+        return found
+    found = _list(location, key)
+    with _memo_lock:
+        _memo[memo_key] = found
+        _memo.move_to_end(memo_key)
+        while len(_memo) > MEMO_SIZE:
+            _memo.popitem(last=False)
+    return found
+
+
+def forget() -> None:
+    """Drop this process's listings: the next ``catalog_at`` lists again."""
+    with _memo_lock:
+        _memo.clear()
 
 
 def catalog(cfg: DataConfig) -> Catalog:
-    """The catalog of ``data.path``: a shard set (an ``index.json`` there), a folder under a URI, or a local
-    folder; a ConfigError naming the key when there is nothing to stream."""
+    """The catalog of ``data.path`` (``catalog_at``: listed once per process); a ConfigError naming the key
+    when there is nothing to stream."""
     if cfg.path is None:
         raise ConfigError("data.path: streaming reads a folder or a shard set; the built-in data set "
                           f"{cfg.name!r} is held in memory (set data.stream=false or auto)")
-    fs, base = filesystem_of(cfg.path, "data.path", need_prefix=False)
-    if shards.is_shard_set(fs, base):
-        found = shards.open_shard_set(cfg.path, "data.path")
-        return Catalog(cfg.path, ShardReader(found), found.classes, found.labels)
-    if is_uri(cfg.path):
-        return store_catalog(cfg.path, fs, base)
-    return folder_catalog(cfg)
+    return catalog_at(cfg.path)

@@ -13,7 +13,9 @@ channel onto whatever colour the transparent pixels happen to hold. Here instead
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import BinaryIO, Union
 
 import numpy as np
 import torch
@@ -42,7 +44,7 @@ def to_tensor(img: Image.Image, channels: int) -> torch.Tensor:
     return torch.from_numpy(np.require(array, requirements=["C", "W"]))  # PIL's buffer is read-only
 
 
-def open_upright(path: Path) -> Image.Image:
+def open_upright(path: Union[Path, BinaryIO]) -> Image.Image:
     """The decoded image of ``path`` with its EXIF orientation applied (raises what PIL raises on a bad file)."""
     with Image.open(path) as img:
         upright = ImageOps.exif_transpose(img)
@@ -53,3 +55,9 @@ def open_upright(path: Path) -> Image.Image:
 def read_image(path: Path, channels: int) -> torch.Tensor:
     """One image file as uint8 [C, H, W], upright."""
     return to_tensor(open_upright(path), channels)
+
+
+def decode_bytes(data: bytes, channels: int) -> torch.Tensor:
+    """Encoded image bytes (a file's, an object's, a shard member's) as uint8 [C, H, W], upright: exactly
+    ``read_image`` of a file holding them, so a streamed source decodes as a local folder does."""
+    return to_tensor(open_upright(io.BytesIO(data)), channels)

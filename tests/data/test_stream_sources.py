@@ -13,6 +13,7 @@ from distgan import data
 from distgan.config import ConfigError, DataConfig
 from distgan.data import shards
 from distgan.data.stream import ThreadStreamer
+from buckets import upload
 
 BATCH, STEPS = 4, 9  # 36 samples: past the end of the 24-image epoch
 
@@ -35,14 +36,6 @@ def batches(path: str, **extra) -> tuple[torch.Tensor, torch.Tensor]:
     feed = data.open_feed(cfg, BATCH, 0, 1, 5, ThreadStreamer())
     xs, ys = zip(*(feed.next_batch() for _ in range(STEPS)))
     return torch.cat(xs), torch.cat(ys)
-
-
-def upload(folder, s3_server: str, bucket: str, prefix: str) -> str:
-    client = boto3.client("s3", endpoint_url=f"http://{s3_server}")
-    client.create_bucket(Bucket=bucket)
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
-    return f"s3://{bucket}/{prefix}?endpoint_override={s3_server}&scheme=http"
 
 
 def test_a_shard_set_streams_the_batches_of_its_folder(folder, tmp_path):

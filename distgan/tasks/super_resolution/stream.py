@@ -2,11 +2,17 @@
 
 The samples are ``SRBatches``' samples: sample j of global batch k is a pure function of
 (``train.seed``, k, j) (``batches.sample_generator``), so the task that makes it needs only (k, j) and
-the list of training files. It reads the image the sample's generator picks, decodes it, and cuts,
-flips, rotates and degrades the crop exactly as ``SRBatches`` does from memory: a streamed run sees
-the same batches as one holding every image in memory, and resumes exactly from k. Decoded images are
-kept in a small cache per task process (``CACHED_IMAGES``), since consecutive samples often come from
-the same large image when there are few.
+the training images' reader (``sources.SRImages``: a local folder, a folder under a URI, a shard set). It
+reads the bytes of the image the sample's generator picks, decodes them as the in-memory path decodes a
+file (``distgan.data.images.decode_bytes``), and cuts, flips, rotates and degrades the crop exactly as
+``SRBatches`` does from memory: a streamed run sees the same batches as one holding every image in
+memory, and resumes exactly from k. Decoded images are kept in a small cache per task process
+(``CACHED_IMAGES``), since consecutive samples often come from the same large image when there are few.
+
+No training image is read before the first step, so what the in-memory path checks up front is checked
+here, when an image's turn comes: one that cannot be decoded, one smaller than the crop, or an HR/LR pair
+whose sizes do not match stops the run naming the file, or under ``data.skip_corrupt`` is replaced by the
+next usable image of the list (the same one every time) and counted.
 """
 
 from __future__ import annotations
@@ -20,22 +26,27 @@ import torch
 
 from distgan.config import DataConfig
 from distgan.data.folder import READ_ERRORS, unreadable
-from distgan.data.images import read_image
-from distgan.data.stream import Batch, BatchStream, Streamer, chunk_batches
+from distgan.data.images import decode_bytes
+from distgan.data.stream import MAX_SUBSTITUTES, Batch, BatchStream, Streamer, chunk_batches
 from distgan.tasks.super_resolution.batches import crop_pair, pick_image, sample_generator
+from distgan.tasks.super_resolution.data import mismatched_pair, small_image
+from distgan.tasks.super_resolution.sources import SRImages
 
 CACHED_IMAGES = 8
 """Decoded training images each task process keeps (a 2K RGB photo is about 12 MB as uint8)."""
 
+SKIP_HINT = "; found while streaming: data.skip_corrupt=true skips such images"
+
 _cache: "OrderedDict[tuple[str, int], torch.Tensor]" = OrderedDict()
 
 
-def _image(path: str, channels: int) -> torch.Tensor:
-    key = (path, channels)
+def _image(where: str, read, channels: int) -> torch.Tensor:
+    """The decoded image ``where`` (``read()`` gives its bytes), from this process's cache when it is there."""
+    key = (where, channels)
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
-    image = read_image(path, channels)
+    image = decode_bytes(read(), channels)
     _cache[key] = image
     while len(_cache) > CACHED_IMAGES:
         _cache.popitem(last=False)
@@ -45,11 +56,10 @@ def _image(path: str, channels: int) -> torch.Tensor:
 @dataclass(frozen=True)
 class SRCrops:
     """The crop-making task: rows ``{"index", "k", "j"}`` -> ``{"index", "lr", "hr", "bad", "error"}`` (float32
-    in [-1, 1]); ``bad``/``error`` as in ``distgan.data.stream.DecodeImages``. A training image that fails to
-    decode is named, or under ``data.skip_corrupt`` replaced by the next one of the list."""
+    in [-1, 1]); ``bad``/``error`` as in ``distgan.data.stream.DecodeImages``. A training image that cannot be
+    used (see the module docstring) is named, or under ``data.skip_corrupt`` replaced by the next usable one."""
 
-    hr_files: tuple[str, ...]
-    lr_files: Optional[tuple[str, ...]]
+    images: SRImages
     cfg: DataConfig
     scale: int
     seed: int
@@ -67,21 +77,42 @@ class SRCrops:
 
     def _sample(self, k: int, j: int) -> tuple[torch.Tensor, torch.Tensor, int, str]:
         gen = sample_generator(self.seed, k, j)
-        n = len(self.hr_files)
+        n = len(self.images)
         i = pick_image(n, gen)
-        for attempt in range(n):
-            index = (i + attempt) % n
-            try:
-                hr = _image(self.hr_files[index], self.cfg.channels)
-                lr = _image(self.lr_files[index], self.cfg.channels) if self.lr_files else None
-            except READ_ERRORS as exc:
+        tries = min(n, MAX_SUBSTITUTES + 1)
+        for attempt in range(tries):
+            hr, lr, problem = self._load((i + attempt) % n)
+            if problem:
                 if not self.cfg.skip_corrupt:
-                    return self._blank() + (i, str(unreadable("data.path", self.cfg.path, self.hr_files[index],
-                                                                str(exc) or type(exc).__name__)))
+                    return self._blank() + (i, problem)
                 continue
+            # The draws after the image's come from the same generator whichever image was used.
             lr_crop, hr_crop = crop_pair(hr, lr, self.cfg, self.scale, gen)
             return lr_crop, hr_crop, (i if attempt else -1), ""
-        return self._blank() + (i, f"data.path {self.cfg.path!r}: none of the training images can be decoded")
+        what = (f"none of the {n} training images" if tries == n else
+                f"{tries} training images in a row from {self.images.describe(i)!r}")
+        return self._blank() + (i, f"data.path {self.images.location!r}: {what} can be used (unreadable, smaller "
+                                    f"than the crop, or not matching their low-resolution image)")
+
+    def _load(self, i: int) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], str]:
+        """Training image ``i`` (and its paired LR image), or why it cannot be used."""
+        images, channels = self.images, self.cfg.channels
+        hr = lr = None
+        try:
+            hr = _image(images.describe(i), lambda: images.read_hr(i), channels)
+            if images.paired:
+                lr = _image(images.describe_lr(i), lambda: images.read_lr(i), channels)
+        except READ_ERRORS as exc:
+            key, location, where = (("data.lr_path", images.lr_location, images.describe_lr(i)) if hr is not None
+                                    else ("data.path", images.location, images.describe(i)))
+            return None, None, str(unreadable(key, location, where, str(exc) or type(exc).__name__))
+        size = tuple(hr.shape[-2:])
+        if min(size) < self.cfg.resolution:
+            return None, None, small_image(self.cfg, images.describe(i), size) + SKIP_HINT
+        if lr is not None and size != (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale):
+            return None, None, mismatched_pair(images.describe(i), size, images.describe_lr(i),
+                                               tuple(lr.shape[-2:]), self.scale) + SKIP_HINT
+        return hr, lr, ""
 
     def _blank(self) -> tuple[torch.Tensor, torch.Tensor]:
         r, c = self.cfg.resolution, self.cfg.channels
@@ -93,8 +124,8 @@ class SRStream(BatchStream):
 
     def __init__(self, crops: SRCrops, batch_size: int, rank: int, world: int, streamer: Streamer,
                  device: torch.device = torch.device("cpu")):
-        super().__init__(streamer, crops, batch_size, chunk_batches(crops.cfg), crops.cfg.path,
-                         lambda i: crops.hr_files[i], device)
+        super().__init__(streamer, crops, batch_size, chunk_batches(crops.cfg), crops.images.location,
+                         crops.images.describe, device)
         self.rank, self.global_batch = rank, batch_size * world
         self._planned = self._consumed = 0
         self.start()

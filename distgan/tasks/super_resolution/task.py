@@ -2,7 +2,8 @@
 times larger.
 
 What it trains on: random high-resolution crops and their low-resolution
-inputs (``distgan.tasks.super_resolution.data`` and ``.batches``); how: the
+inputs (``distgan.tasks.super_resolution.data``, from memory by ``.batches`` or
+streamed by ``.stream``, from the places ``.sources`` lists); how: the
 content + adversarial step of ``.step`` (no D at all in the PSNR-oriented
 stage, ``loss.adversarial_weight: 0``); how it is judged: PSNR/SSIM on
 held-out images (``.validation``), with (bicubic | output | target) rows as
@@ -48,8 +49,8 @@ class SuperResolutionTask(Task):
         cfg = self.cfg
         streamed = data.streams(cfg.data)
         self.sr_data = load_sr(cfg.data, cfg.model.scale, stream=streamed)
-        if streamed:  # crops cut and degraded ahead, by the streamer's tasks (Ray Data: on any node)
-            crops = SRCrops(self.sr_data.train_files, self.sr_data.train_lr_files, cfg.data, cfg.model.scale,
+        if streamed:  # crops cut and degraded ahead, by the streamer's tasks (under Ray: on any node)
+            crops = SRCrops(self.sr_data.train_images, cfg.data, cfg.model.scale,
                             data.data_seed(cfg.data, cfg.train.seed))
             self.sampler = SRStream(crops, cfg.train.batch_size, self.rank, self.world,
                                     streamer or data.ThreadStreamer(), self.device)
@@ -111,7 +112,8 @@ class SuperResolutionTask(Task):
     @classmethod
     def evaluate_offline(cls, source: Path, generator: nn.Module, meta: dict, cfg: Config):
         """PSNR/SSIM of an SR generator on its run's validation images, with the bicubic baseline."""
-        sr_data = load_sr(cfg.data, cfg.model.scale)
+        # Streamed data is listed, not read: only the validation images are decoded.
+        sr_data = load_sr(cfg.data, cfg.model.scale, stream=data.streams(cfg.data))
         scores = validation.SRValidator(cfg, sr_data.val_lr, sr_data.val_hr).run(generator)
         info = {"generator": str(source), "step": meta.get("step"), "images": len(sr_data.val_lr),
                 "scale": cfg.model.scale, "crop_border": validation.crop_border(cfg),

@@ -36,7 +36,10 @@ def hr_folder(root: Path, n: int = 4, h: int = 40, w: int = 48) -> Path:
 
 
 def folder_cfg(path: Path, **values) -> DataConfig:
-    return DataConfig(**{"path": str(path), "resolution": 16, "channels": 3, "val_crop": 0, **values})
+    """Held in memory: every header is checked before Ray starts (what streaming finds later:
+    test_sr_sources.py)."""
+    return DataConfig(**{"path": str(path), "resolution": 16, "channels": 3, "val_crop": 0, "stream": False,
+                         **values})
 
 
 def both(cfg: DataConfig, scale: int = 4) -> SRData:
@@ -215,7 +218,8 @@ def test_grey_rgba_16bit_cmyk_and_exif_are_converted(tmp_path):
     assert read_image(tmp_path / "rot" / "tall.jpg", 3).shape == (3, 44, 20)
     # The header-only check sees the upright size too: 20 wide is too narrow for a 32 crop.
     with pytest.raises(ConfigError, match=r"tall.jpg' is 20x44, smaller than the 32x32"):
-        check_sr(DataConfig(path=str(tmp_path / "rot"), resolution=32, val_path=str(tmp_path / "rot")), 4)
+        check_sr(DataConfig(path=str(tmp_path / "rot"), resolution=32, val_path=str(tmp_path / "rot"),
+                            stream=False), 4)
 
 
 # -- paired folders --------------------------------------------------------------------------------------
@@ -241,16 +245,17 @@ def test_paired_folders_load_and_validate(tmp_path):
         check_sr(DataConfig(path=str(hr), lr_path=str(lr), val_path=str(hr), resolution=8), 2)
 
 
-def test_unpaired_files_are_named(tmp_path):
+@pytest.mark.parametrize("stream", [False, True])  # the listings are enough: streamed, nothing else is read
+def test_unpaired_files_are_named(tmp_path, stream):
     hr, lr = blocky_pairs(tmp_path)
     save(hr / "sub" / "extra.png", rgb(24, 28))
     with pytest.raises(ConfigError, match=r"data.lr_path .*: no low-resolution image for .*extra.png'; looked for "
                                           r"sub/extra.png/.jpg/.jpeg there"):
-        check_sr(DataConfig(path=str(hr), lr_path=str(lr), resolution=8), 2)
+        check_sr(DataConfig(path=str(hr), lr_path=str(lr), resolution=8, stream=stream), 2)
     (hr / "sub" / "extra.png").unlink()
     save(lr / "orphan.png", rgb(12, 14))
     with pytest.raises(ConfigError, match=r"data.path .*: no high-resolution image for .*orphan.png'"):
-        check_sr(DataConfig(path=str(hr), lr_path=str(lr), resolution=8), 2)
+        check_sr(DataConfig(path=str(hr), lr_path=str(lr), resolution=8, stream=stream), 2)
 
 
 def test_mismatched_pair_sizes_are_named(tmp_path):
@@ -259,13 +264,13 @@ def test_mismatched_pair_sizes_are_named(tmp_path):
     with pytest.raises(ConfigError, match=r"data.lr_path: sizes do not match for .*p1.png': it is 13x12, its "
                                           r"high-resolution image .*p1.png' is 28x24; .* model.scale=2 times larger, "
                                           r"26x24"):
-        check_sr(DataConfig(path=str(hr), lr_path=str(lr), resolution=8), 2)
+        check_sr(DataConfig(path=str(hr), lr_path=str(lr), resolution=8, stream=False), 2)
 
 
 def test_unreadable_lr_names_its_key_or_skips_the_pair(tmp_path):
     hr, lr = blocky_pairs(tmp_path, n=4)
     (lr / "sub" / "p2.png").write_bytes(b"garbage")
-    cfg = DataConfig(path=str(hr), lr_path=str(lr), resolution=8, channels=3)
+    cfg = DataConfig(path=str(hr), lr_path=str(lr), resolution=8, channels=3, stream=False)
     with pytest.raises(ConfigError, match=r"data.lr_path .*: cannot read image .*p2.png'"):
         check_sr(cfg, 2)
     sr = both(dataclasses.replace(cfg, skip_corrupt=True), 2)

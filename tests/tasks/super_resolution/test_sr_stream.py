@@ -38,8 +38,8 @@ def config(folder, **values) -> DataConfig:
 
 def crops_of(cfg: DataConfig) -> SRCrops:
     sr = load_sr(cfg, SCALE, stream=True)
-    assert sr.train_hr == [] and len(sr.train_files) == 5  # one of six held out for validation, none decoded
-    return SRCrops(sr.train_files, sr.train_lr_files, cfg, SCALE, SEED)
+    assert sr.train_hr == [] and len(sr.train_images) == 5  # one of six held out for validation, none decoded
+    return SRCrops(sr.train_images, cfg, SCALE, SEED)
 
 
 def streamed(cfg: DataConfig, batch: int = 3, rank: int = 0, world: int = 1, crops=None) -> SRStream:
@@ -75,7 +75,7 @@ def test_ranks_share_each_global_batch_and_resume_exactly(folder):
 def test_an_image_that_fails_to_decode_is_named_or_replaced(folder, caplog):
     strict, lenient = crops_of(config(folder)), crops_of(config(folder, skip_corrupt=True))
     # Damaged after the check passed (streamed files are read when their turn comes, maybe hours later).
-    damaged = Path(strict.hr_files[0])  # a training image (one of the six is held out to validate)
+    damaged = Path(strict.images.describe(0))  # a training image (one of the six is held out to validate)
     damaged.write_bytes(damaged.read_bytes()[:200])
     with pytest.raises(ConfigError, match=rf"cannot read image '.*{damaged.name}'"):
         take(streamed(config(folder), crops=strict), 8)  # 24 crops from 5 images: every image is picked
