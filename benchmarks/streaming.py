@@ -2,16 +2,23 @@
 against the same images held in memory.
 
 For each folder size (``--sizes``; 128 px JPEGs of noise with a gradient, made once under ``--cache``) and each
-mode (``data.stream=true`` and ``false``), one ``distgan.train`` run on an embedded Ray with 2 CPU workers at
-64 px, evaluation and W&B off. Measured per run:
+mode (``tasks`` and ``ray_data``: streamed, ``data.streamer`` set so; ``memory``: ``data.stream=false``; the
+same with ``sr-`` for super-resolution with degradations, ``SR_OVERRIDES``), one ``distgan.train`` run on an
+embedded Ray with 2 CPU workers (DCGAN at 64 px; or SRResNet), evaluation and W&B off. Measured per run:
 
   peak RSS    the largest resident set of any training worker (``ray::RayTrainWorker`` processes, sampled
               every 0.2 s with psutil), with its USS (pages only that process holds) beside it
   first step  seconds from the call to the first finished step (``startup.json``), and the data phase alone
   images/s    the median of the logged windows after the first (warm-up) one
   data wait   the median ``data_wait_s`` per logged window (the slowest rank's)
+  CPU         CPU milliseconds per training image in the same windows, by role: the Train workers, other Ray
+              worker processes (the decoding tasks, Train's controller), Ray's servers. Unlike images/s these
+              hardly depend on what else the machine runs, and they say what streaming costs: on a GPU node the
+              workers' CPU is mostly free, so the data keeps up when the tasks' ms/image times the images/s the
+              GPUs train stays under the node's spare cores
 
-    python benchmarks/streaming.py [--sizes 1000,16000] [--modes stream,memory] [--steps 80] [--cache DIR]
+    python benchmarks/streaming.py [--sizes 1000,16000] [--modes tasks,ray_data,memory,sr-tasks,sr-memory]
+                                   [--steps 80] [--cache DIR]
 
 Prints a table and, last, one JSON line with every number. Asserts nothing.
 """
@@ -19,13 +26,13 @@ Prints a table and, last, one JSON line with every number. Asserts nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +40,12 @@ import psutil
 from PIL import Image
 
 LOG_EVERY = 10
+SR_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "srresnet_x4.yaml"
+SR_OVERRIDES = ("model.blocks=4", "model.g_width=32", "data.resolution=96", "data.degradation.blur_sigma=[0.2,3.0]",
+                "data.degradation.noise_sigma=[1,25]", "data.degradation.jpeg_quality=[30,95]")
+"""Super-resolution modes (``sr-tasks``, ``sr-memory``): SRResNet x4 at its laptop size on 96 px HR crops, each
+LR input blurred, noised and JPEG-compressed (Real-ESRGAN's first-order degradations): crops made by the tasks,
+or on the training thread."""
 
 
 def make_folder(root: Path, n: int) -> Path:
@@ -50,27 +63,73 @@ def make_folder(root: Path, n: int) -> Path:
     return folder
 
 
-class WorkerMemory:
-    """Peak RSS and USS of the Ray Train worker processes on this machine, sampled in a thread."""
+def role(cmdline: list[str]) -> str | None:
+    """Which part of the run a process plays, from its command line: ``train`` (a Ray Train worker), ``tasks``
+    (any other Ray worker process: the decoding tasks, the Train controller), ``ray`` (Ray's own servers);
+    None for processes that are not the run's."""
+    if not cmdline:
+        return None
+    if cmdline[0].startswith("ray::RayTrainWorker"):
+        return "train"
+    if cmdline[0].startswith("ray::") or "default_worker.py" in " ".join(cmdline):
+        return "tasks"
+    if any(name in " ".join(cmdline) for name in ("raylet", "gcs_server", "dashboard", "log_monitor", "ray/_private")):
+        return "ray"
+    return None
 
-    def __init__(self, every: float = 0.2):
-        self.every, self.peak_rss, self.peak_uss = every, 0, 0
+
+class ProcessSampler:
+    """Peak RSS and USS of the Ray Train workers, and CPU seconds used by each role (``role``), sampled in a
+    thread. CPU seconds, unlike wall time, hardly depend on what else the machine runs: they say what the
+    data pipeline costs wherever it runs."""
+
+    def __init__(self, metrics: Path, every: float = 0.2):
+        self.metrics, self.every, self.peak_rss, self.peak_uss = metrics, every, 0, 0
+        self.at_record: dict[int, dict[str, float]] = {}
+        """CPU seconds per role when ``metrics`` first held n records, by n: the steady state lies between them."""
+        self._cpu: dict[int, tuple[str, float]] = {}
+        """pid -> (role, CPU seconds at the last sample)."""
+        self._first: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> None:
+        for proc in psutil.process_iter(["cmdline", "cpu_times"]):
+            kind = role(proc.info["cmdline"] or [])
+            if kind is None or proc.info["cpu_times"] is None:
+                continue
+            used = proc.info["cpu_times"].user + proc.info["cpu_times"].system
+            self._first.setdefault(proc.pid, used)
+            # A Ray worker process runs tasks of several kinds over its life; it counts as what it was last seen as,
+            # except that a Train worker stays one.
+            kind = "train" if self._cpu.get(proc.pid, ("",))[0] == "train" else kind
+            self._cpu[proc.pid] = (kind, used)
+            if kind != "train":
+                continue
+            try:
+                info = proc.memory_full_info()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            self.peak_rss, self.peak_uss = max(self.peak_rss, info.rss), max(self.peak_uss, info.uss)
+
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            for proc in psutil.process_iter(["cmdline"]):
-                cmd = proc.info["cmdline"] or []
-                if not cmd or not cmd[0].startswith("ray::RayTrainWorker"):
-                    continue
-                try:
-                    info = proc.memory_full_info()
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-                self.peak_rss, self.peak_uss = max(self.peak_rss, info.rss), max(self.peak_uss, info.uss)
+            self._sample()
+            with contextlib.suppress(OSError):
+                self.at_record.setdefault(self.metrics.read_bytes().count(b"\n"), self.cpu_seconds())
 
-    def __enter__(self) -> "WorkerMemory":
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds per role so far, since each process was first seen."""
+        out = {"train": 0.0, "tasks": 0.0, "ray": 0.0}
+        for pid, (kind, used) in self._cpu.items():
+            out[kind] += used - self._first[pid]
+        return out
+
+    def between(self, first: int, last: int) -> dict[str, float]:
+        """CPU seconds per role from the moment ``metrics`` held ``first`` records to when it held ``last``."""
+        return {kind: self.at_record[last][kind] - self.at_record[first][kind] for kind in self.at_record[last]}
+
+    def __enter__(self) -> "ProcessSampler":
         self._thread.start()
         return self
 
@@ -79,31 +138,41 @@ class WorkerMemory:
         self._thread.join()
 
 
-def run_once(folder: Path, stream: bool, steps: int) -> dict:
+def run_once(folder: Path, mode: str, steps: int) -> dict:
     import distgan
     from distgan.tracking.jsonl import read_metrics
 
-    cfg = distgan.load_config(None, (
-        f"data.path={folder}", "data.resolution=64", "data.channels=3", f"data.stream={str(stream).lower()}",
-        "scaling.num_workers=2", "scaling.cpus_per_worker=1", f"train.steps={steps}",
-        f"train.log_every={LOG_EVERY}", f"train.checkpoint_every={steps}", f"train.sample_every={steps}",
-        "eval.every=0", "tracking.wandb=false"))
-    with tempfile.TemporaryDirectory() as tmp, WorkerMemory() as memory:
+    sr, engine = mode.startswith("sr-"), mode.removeprefix("sr-")
+    data = (f"data.path={folder}", "data.channels=3", f"data.stream={engine != 'memory'}".lower(),
+            f"data.streamer={engine if engine != 'memory' else 'tasks'}")
+    common = ("scaling.num_workers=2", "scaling.cpus_per_worker=1", f"train.steps={steps}",
+              f"train.log_every={LOG_EVERY}", f"train.checkpoint_every={steps}", f"train.sample_every={steps}",
+              "eval.every=0", "tracking.wandb=false")
+    if sr:
+        cfg = distgan.load_config(SR_CONFIG, data + common + SR_OVERRIDES)
+    else:
+        cfg = distgan.load_config(None, data + common + ("data.resolution=64",))
+    with tempfile.TemporaryDirectory() as tmp, ProcessSampler(Path(tmp, "streaming", "metrics.jsonl")) as procs:
         result = distgan.train(cfg, name="streaming", storage=tmp, progress=False)
         marks = json.loads((result.run_dir / "startup.json").read_text())["marks"]
         records = read_metrics(result.run_dir / "metrics.jsonl")
     timed = records[1:]  # the first window holds the warm-up (and, streaming, the first chunk's start)
-    return {"files": len(os.listdir(folder)), "mode": "stream" if stream else "memory",
-            "peak_rss_mb": memory.peak_rss / 2**20, "peak_uss_mb": memory.peak_uss / 2**20,
+    # Logged windows 2..N (a sample may miss the moment the last record is written: then up to N-1).
+    last = max(n for n in procs.at_record if n <= len(records))
+    images = (last - 1) * LOG_EVERY * cfg.train.batch_size * cfg.scaling.num_workers
+    cpu = procs.between(1, last)
+    return {"files": len(os.listdir(folder)), "mode": mode,
+            "peak_rss_mb": procs.peak_rss / 2**20, "peak_uss_mb": procs.peak_uss / 2**20,
             "first_step_s": marks["first_step"] - marks["start"], "data_phase_s": marks["data"] - marks["worker_start"],
             "images_per_s": statistics.median(r["images_per_s"] for r in timed),
-            "data_wait_s": statistics.median(r.get("data_wait_s", 0.0) for r in timed)}
+            "data_wait_s": statistics.median(r.get("data_wait_s", 0.0) for r in timed),
+            **{f"cpu_ms_per_image_{kind}": 1000 * seconds / images for kind, seconds in cpu.items()}}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,16000")
-    parser.add_argument("--modes", default="stream,memory")
+    parser.add_argument("--modes", default="tasks,ray_data,memory")
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "distgan-bench-folders"))
     args = parser.parse_args(argv)
@@ -112,14 +181,16 @@ def main(argv=None) -> int:
     for n in (int(s) for s in args.sizes.split(",")):
         folder = make_folder(Path(args.cache), n)
         for mode in args.modes.split(","):
-            rows.append(run_once(folder, mode == "stream", args.steps))
+            rows.append(run_once(folder, mode, args.steps))
             print(rows[-1], file=sys.stderr, flush=True)
-    print(f"\n2 CPU workers, DCGAN at 64 px from 128 px JPEGs, {args.steps} steps, windows of {LOG_EVERY} steps")
-    print(f"{'files':>7} {'mode':<7}{'peak RSS MB':>12}{'USS MB':>8}{'first step s':>13}{'data s':>8}"
-          f"{'images/s':>10}{'wait s':>8}")
+    print(f"\n2 CPU workers from 128 px JPEGs (DCGAN at 64 px; sr-: SRResNet x4 on 96 px crops, degraded), "
+          f"{args.steps} steps, windows of {LOG_EVERY} steps")
+    print(f"{'files':>7} {'mode':<9}{'peak RSS MB':>12}{'USS MB':>8}{'first step s':>13}{'data s':>8}"
+          f"{'images/s':>10}{'wait s':>8}   CPU ms/image: train tasks ray")
     for r in rows:
-        print(f"{r['files']:>7} {r['mode']:<7}{r['peak_rss_mb']:>12.0f}{r['peak_uss_mb']:>8.0f}"
-              f"{r['first_step_s']:>13.1f}{r['data_phase_s']:>8.1f}{r['images_per_s']:>10.0f}{r['data_wait_s']:>8.3f}")
+        print(f"{r['files']:>7} {r['mode']:<9}{r['peak_rss_mb']:>12.0f}{r['peak_uss_mb']:>8.0f}"
+              f"{r['first_step_s']:>13.1f}{r['data_phase_s']:>8.1f}{r['images_per_s']:>10.0f}{r['data_wait_s']:>8.3f}"
+              f"{r['cpu_ms_per_image_train']:>21.1f}{r['cpu_ms_per_image_tasks']:>6.1f}{r['cpu_ms_per_image_ray']:>4.1f}")
     print(json.dumps(rows))
     return 0
 

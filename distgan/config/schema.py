@@ -429,7 +429,7 @@ def check_ranges(cfg: Config) -> None:
     positive("data.resolution", d.resolution)
     positive("data.num_samples", d.num_samples)
     positive("data.prefetch_batches", d.prefetch_batches)
-    if not d.cpus_per_task >= 0.01:  # Ray Data never schedules a 0-CPU task beside workers holding every CPU
+    if not d.cpus_per_task >= 0.01:  # 0 would run tasks on CPUs the workers hold, unbounded (Ray Data: never)
         raise ConfigError(f"data.cpus_per_task: must be at least 0.01 (a fraction shares a CPU), got "
                           f"{d.cpus_per_task!r}")
     positive("eval.reference_n", cfg.eval.reference_n)

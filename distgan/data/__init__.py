@@ -8,7 +8,7 @@ then deals each rank its own slice of every global batch.
 
 The built-in sets are tiny and stay in memory. Image folders stream by
 default (``data.stream``): listed, not read, before the first step, then
-decoded ahead of the step by a ``Streamer`` (Ray Data under Ray) in the order
+decoded ahead of the step by a ``Streamer`` (Ray tasks under Ray) in the order
 ``ShardedBatches`` fixes (``distgan.data.stream``). ``open_feed`` hides which.
 """
 

@@ -15,7 +15,7 @@ cannot be decoded is found when its turn comes, and named; under ``data.skip_cor
 readable sample of the listing takes its place (the same one every time, so the order stays a
 function of the seed) and it is counted in ``data_skipped``.
 
-The streamer is the launcher's business: Ray Data under Ray (``distgan.launch.streaming``), a
+The streamer is the launcher's business: Ray tasks or Ray Data under Ray (``distgan.launch.streaming``), a
 background thread in a single process (``ThreadStreamer``, for tests and tools).
 """
 
@@ -48,9 +48,11 @@ Transform = Callable[[Batch], Batch]
 
 MIN_CHUNK_BATCHES = 16
 """A rank hands the streamer the indices of ``max(MIN_CHUNK_BATCHES, 4 x data.prefetch_batches)`` batches at
-a time, and the next chunk when the last batch of the current one is taken. So no rank decodes more than
-two chunks ahead: Ray Data would otherwise decode a whole chunk as fast as the CPUs allow (it holds back
-only at its object-store budget), and ranks whose tasks share CPUs would wait on the one that ran ahead."""
+a time, and the next chunk when half of the current one is taken: early enough that the next chunk's first
+batches are ready when the current one ends (a step on a GPU is shorter than a batch's decoding on one CPU),
+and never more than one and a half chunks ahead. That bound matters for Ray Data, which decodes a whole
+chunk as fast as the CPUs allow (it holds back only at its object-store budget), so that ranks whose tasks
+share CPUs would wait on the one that ran ahead; the task streamer's window bounds it by itself."""
 
 
 def chunk_batches(cfg: DataConfig) -> int:
@@ -211,7 +213,7 @@ class BatchStream:
         self.start()
         batch = next(self._batches)
         self._left -= 1
-        if self._left == 1:  # the next chunk starts decoding while this one's last batch trains
+        if self._left == self.chunk // 2:  # the next chunk starts decoding while this one's second half trains
             self._upcoming = _Primed(self._open_chunk())
         elif self._left == 0:
             self._batches, self._left, self._upcoming = self._upcoming, self.chunk, None
@@ -226,7 +228,7 @@ class BatchStream:
         for i in batch["bad"][batch["bad"] >= 0].tolist():
             if i not in self.skipped:
                 self.skipped.add(i)
-                log.warning("data.path %r: skipped unreadable %s (data.skip_corrupt=true; %d so far)",
+                log.warning("data.path %r: skipped unusable %s (data.skip_corrupt=true; %d so far)",
                             self.location, self.describe(i), len(self.skipped))
         return self._tensors(batch)
 

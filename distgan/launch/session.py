@@ -13,7 +13,7 @@ import torch
 
 from distgan.checks import validate
 from distgan.config import Config, ConfigError, DataConfig
-from distgan.launch.streaming import RayDataStreamer
+from distgan.launch.streaming import make_streamer
 from distgan.persist import rundir
 from distgan.persist.errors import CheckpointError
 from distgan.persist.storage import CheckpointDownloads, Storage, StoreDir, is_uri, staging_dir
@@ -33,8 +33,8 @@ class RaySession:
                  checkpoints: Optional[StoreDir] = None, staging: Optional[Path] = None,
                  data: Optional[DataConfig] = None):
         ctx = ray.train.get_context()
-        self.streamer = RayDataStreamer(data.prefetch_batches, data.cpus_per_task) if data is not None else None
-        """Streamed data is decoded by Ray Data tasks anywhere in the cluster (``distgan.launch.streaming``)."""
+        self.streamer = make_streamer(data) if data is not None else None
+        """Streamed data is decoded by Ray tasks anywhere in the cluster (``distgan.launch.streaming``)."""
         self.initial_checkpoint = initial_checkpoint
         """A checkpoint to start from when Ray Train has none: a directory, or a URI (a sweep under one)."""
         self.checkpoints, self.staging = checkpoints, staging

@@ -73,14 +73,14 @@ def ray_cluster(address: Optional[str], min_cpus: int) -> Iterator[None]:
 
 def cpus_needed(cfg: Config) -> float:
     """Logical CPUs one run holds in Ray: its workers', plus one decoding task's when its data streams (an
-    embedded Ray sized for the workers alone would leave Ray Data waiting forever for a CPU they hold)."""
+    embedded Ray sized for the workers alone would leave the decoding tasks waiting forever for a CPU they hold)."""
     workers = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
     return workers + (cfg.data.cpus_per_task if data.streams(cfg.data) else 0)
 
 
 def warn_if_data_starves(cfg: Config) -> None:
-    """Say so when the cluster has no CPU left for decoding tasks once the workers hold theirs: Ray Data would
-    wait for one, with nothing but its own warning, unless the cluster grows (an autoscaling one may)."""
+    """Say so when the cluster has no CPU left for decoding tasks once the workers hold theirs: the tasks would
+    wait for one, with no word from Ray, unless the cluster grows (an autoscaling one may)."""
     if not data.streams(cfg.data):
         return
     have = ray.cluster_resources().get("CPU", 0.0)

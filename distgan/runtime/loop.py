@@ -49,7 +49,7 @@ class Session(Protocol):
     device: torch.device
     use_gpu: bool
     streamer: Optional[Streamer]
-    """Decodes streamed data ahead of the step (Ray Data under Ray); None: a thread of this process."""
+    """Decodes streamed data ahead of the step (Ray tasks under Ray); None: a thread of this process."""
 
     def latest_checkpoint(self) -> ContextManager[Optional[Path]]: ...
 

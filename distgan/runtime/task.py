@@ -62,7 +62,7 @@ class Task(ABC):
     @abstractmethod
     def setup_data(self, streamer: Optional[Streamer] = None) -> None:
         """Make this rank's data ready (every rank holds or streams its own share); ``streamer`` decodes
-        streamed data (the session's, e.g. Ray Data; None: a thread of this process)."""
+        streamed data (the session's, e.g. Ray tasks; None: a thread of this process)."""
 
     @abstractmethod
     def next_batch(self) -> Any:

@@ -171,9 +171,10 @@ def bucket_shards(cluster, cluster_bucket, tmp_path_factory) -> str:
 
 
 def decoding_nodes(cluster: dict) -> list[str]:
-    """The nodes where Ray Data's decoding tasks ran, from Ray's state API."""
+    """The nodes where the decoding tasks (``data.streamer: tasks``, named after their transform) ran, from Ray's
+    state API."""
     code = ("import json; from ray.util.state import list_tasks; "
-            f"tasks = list_tasks(address='{cluster['address']}', filters=[('name', '=', 'MapBatches(DecodeImages)')], "
+            f"tasks = list_tasks(address='{cluster['address']}', filters=[('name', '=', 'DecodeImages')], "
             "limit=10000, raise_on_missing_output=False); print(json.dumps(sorted({t.node_id for t in tasks})))")
     return json.loads(in_cluster_python(cluster, code).strip().splitlines()[-1])
 

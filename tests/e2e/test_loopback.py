@@ -1,14 +1,18 @@
 """Nothing an embedded run starts listens beyond loopback: not while idle, not while it trains.
 
 - Idle: the shared Ray's servers (GCS, raylet, dashboard, workers).
-- A 2-worker run: rank 0 looks between steps, during evaluation and while it checkpoints, at every listening
-  socket of every process under this test process (the embedded Ray and the run's workers, this process
-  too), and finds its rendezvous store (``MASTER_PORT``) among them: torch's ``env://`` store listens on
-  ``::`` (every interface) unless the launcher binds it (``distgan/launch/rendezvous.py``).
+- A 2-worker run that streams its images through Ray Data: rank 0 looks between steps, during evaluation and
+  while it checkpoints, at every listening socket of every process under this test process (the embedded
+  Ray, the run's workers, the decoding tasks' processes, this process too), and finds its rendezvous store
+  (``MASTER_PORT``) among them: torch's ``env://`` store listens on ``::`` (every interface) unless the
+  launcher binds it (``distgan/launch/rendezvous.py``). The same run is the suite's streamed training run
+  (one start-up for both): it logs its data wait, names and counts the damaged file it skipped, and
+  evaluates against a reference subset of the streamed folder.
 - A sweep trial: a poller takes snapshots while a one-trial sweep trains (beside the run, to share start-up).
 - The in-process benchmark path: ``benchmarks/steady_state.py --skip-ray`` looks at its own sockets at a report.
 
-Small runs (ring8 MLPs, evaluation on the points themselves): the rendezvous does not depend on the model.
+Small runs (the sweep a ring8 MLP, the run the tiny DCGAN; evaluation on pixels or points, no feature network):
+the rendezvous does not depend on the model.
 """
 
 from __future__ import annotations
@@ -22,12 +26,16 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
+from PIL import Image
 
 from distgan import load_config
 from distgan.launch.train import train
 from distgan.launch.tune import run_tune
+from distgan.tracking.jsonl import read_metrics
+from tiny_run import tiny
 
 pytestmark = pytest.mark.ray
 
@@ -128,15 +136,16 @@ def test_a_run_and_a_sweep_trial_listen_on_loopback_only(local_ray, tmp_path):
     for thread in threads:
         thread.start()
     try:
-        result = train(load_config(None, SMALL + ("scaling.num_workers=2",)), name="run", storage=runs,
-                       progress=False, train_loop=checking_loop)
+        result = train(streamed_run(tmp_path / "imgs"), name="run", storage=runs, progress=False,
+                       train_loop=checking_loop)
     finally:
         threads[1].join(timeout=600)
         done.set()
         threads[0].join()
     if "error" in outcome:
         raise outcome["error"]
-    assert result.metrics["step"] == 3 and (sweeps / "sweep" / "results.json").exists()
+    assert result.metrics["step"] == 6 and (sweeps / "sweep" / "results.json").exists()
+    check_streamed_run(runs / "run")
 
     checks = [json.loads(line) for line in (runs / "run" / CHECKS).read_text().splitlines()]
     assert {c["phase"] for c in checks} == {"between steps", "evaluation", "checkpointing"}, checks
@@ -152,6 +161,29 @@ def test_a_run_and_a_sweep_trial_listen_on_loopback_only(local_ray, tmp_path):
     trial_listeners = [sum(s[0] == pid for s in snap) for snap in snapshots for pid, name, _, _ in snap
                        if name.startswith("ray::RayTrainWo") and pid not in run_pids]
     assert max(trial_listeners, default=0) >= 3, "no snapshot caught the sweep trial's process group"
+
+
+def streamed_run(folder: Path):
+    """2 workers of the tiny DCGAN streaming 64 small PNGs, one damaged, through Ray Data; FID on pixels against
+    a reference subset of 48 (identity features: no network to train for this folder)."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(64):
+        Image.fromarray(rng.integers(0, 256, (20, 24), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    (folder / "063.png").write_bytes(b"damaged")  # met in the first epoch (2 global batches of 32)
+    return tiny(f"data.path={folder}", "data.skip_corrupt=true", "data.stream=true", "data.prefetch_batches=2",
+                "scaling.num_workers=2", "eval.n=64", "eval.reference_n=48", "eval.features=identity",
+                "eval.metrics=fid", "tracking.wandb=false")
+
+
+def check_streamed_run(run_dir: Path) -> None:
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records] == [2, 4, 6]
+    for r in records:  # the slowest rank's wait per window: a part of the window's wall time, not a total
+        window_s = 2 * 32 / r["images_per_s"]
+        assert 0 < r["data_wait_s"] < window_s, (r["data_wait_s"], window_s)
+    assert records[-1]["data_skipped"] == 1  # one bad file, counted once however often it came round
+    assert records[-1]["fid"] > 0  # evaluated against the reference subset of the streamed folder
 
 
 PROBE = """
