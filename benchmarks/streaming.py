@@ -19,6 +19,7 @@ embedded Ray with 2 CPU workers (DCGAN at 64 px; or SRResNet), evaluation and W&
 
     python benchmarks/streaming.py [--sizes 1000,16000] [--modes tasks,ray_data,memory,sr-tasks,sr-memory]
                                    [--steps 80] [--cache DIR]
+    python benchmarks/streaming.py --decode-only [--sizes 1000]     # the streamers alone, no training
 
 Prints a table and, last, one JSON line with every number. Asserts nothing.
 """
@@ -33,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -169,14 +171,66 @@ def run_once(folder: Path, mode: str, steps: int) -> dict:
             **{f"cpu_ms_per_image_{kind}": 1000 * seconds / images for kind, seconds in cpu.items()}}
 
 
+def tree_cpu_seconds() -> float:
+    """CPU seconds used so far by this process and everything under it (an embedded Ray's servers and workers)."""
+    total = 0.0
+    for proc in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def decode_only(folder: Path, images: int = 4096, batch: int = 64, chunk: int = 16, repeats: int = 2) -> list[dict]:
+    """The streamers alone, no training: ``images`` of ``folder`` decoded at 64 px, ``chunk`` batches per
+    ``stream`` call as a rank hands them over, on an embedded Ray with 2 CPUs; wall time and the CPU of every
+    process involved, per image. A thread of this process is the floor."""
+    import ray  # only this mode starts a Ray of its own (the training modes start it through distgan.train)
+
+    from distgan.config import DataConfig
+    from distgan.data.catalog import catalog
+    from distgan.data.stream import DecodeImages, ThreadStreamer
+    from distgan.launch.streaming import STREAMERS
+
+    decode = DecodeImages(catalog(DataConfig(path=str(folder), resolution=64, channels=3)), 64, 3, False)
+    order = np.resize(np.random.default_rng(0).permutation(len(decode.catalog)), images)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        rows = []
+        for _ in range(repeats):
+            for name, streamer in [("thread", ThreadStreamer(4)),
+                                   *((name, make(4, 1.0)) for name, make in sorted(STREAMERS.items()))]:
+                list(streamer.stream({"index": order[:4 * batch]}, decode, batch))  # warm: task processes, imports
+                cpu, started = tree_cpu_seconds(), time.perf_counter()
+                for first in range(0, images, batch * chunk):
+                    for _ in streamer.stream({"index": order[first:first + batch * chunk]}, decode, batch):
+                        pass
+                wall = time.perf_counter() - started
+                rows.append({"engine": name, "images_per_s": images / wall,
+                             "cpu_ms_per_image": 1000 * (tree_cpu_seconds() - cpu) / images})
+                print(rows[-1], file=sys.stderr, flush=True)
+        return rows
+    finally:
+        ray.shutdown()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,16000")
     parser.add_argument("--modes", default="tasks,ray_data,memory")
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "distgan-bench-folders"))
+    parser.add_argument("--decode-only", action="store_true",
+                        help="compare the streamers alone (a thread, the task window, Ray Data) on --sizes' first folder")
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")
+    if args.decode_only:
+        rows = decode_only(make_folder(Path(args.cache), int(args.sizes.split(",")[0])))
+        print(f"\n{'engine':<9}{'images/s':>10}{'CPU ms/image':>14}")
+        for r in rows:
+            print(f"{r['engine']:<9}{r['images_per_s']:>10.0f}{r['cpu_ms_per_image']:>14.2f}")
+        print(json.dumps(rows))
+        return 0
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
         folder = make_folder(Path(args.cache), n)
