@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from distgan.config import DataConfig
-from distgan.data.degradations import from_uint8, make_lr
+from distgan.data.degradations import degrade, from_uint8
 from distgan.tasks.super_resolution.data import SRData
 
 class SRBatches:
@@ -24,7 +24,8 @@ class SRBatches:
     takes j in ``[r*B, (r+1)*B)``. Each sample: a training image drawn uniformly, an HR crop of
     ``data.resolution`` at a position on the scale's grid (so the paired LR crop covers exactly the same
     area), a horizontal flip (``data.flip``) and a rotation by a multiple of 90 degrees (``data.rot90``) applied to both
-    crops; then the LR is the paired crop, or ``make_lr`` of the transformed HR crop.
+    crops; then the LR is the paired crop, or ``degrade`` (``data.degradation``) makes the LR and the target
+    from the transformed HR crop.
     """
 
     def __init__(self, data: SRData, cfg: DataConfig, scale: int, batch_size: int, rank: int, world_size: int,
@@ -89,8 +90,8 @@ def pick_image(num_images: int, gen: torch.Generator) -> int:
 
 def crop_pair(hr: torch.Tensor, lr, cfg: DataConfig, scale: int, gen: torch.Generator
               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random aligned (LR, HR) crop of uint8 image ``hr`` (and its paired ``lr``, or None to make the LR with
-    ``make_lr``), float32 in [-1, 1]; the draws after the image's, from ``gen``."""
+    """A random aligned (LR, HR) crop of uint8 image ``hr`` (and its paired ``lr``, or None to make the LR, and
+    the HR target, with ``degrade``), float32 in [-1, 1]; the draws after the image's, from ``gen``."""
     r, s = cfg.resolution, scale
     top, left = (int(torch.randint((side - r) // s + 1, (1,), generator=gen)) for side in hr.shape[-2:])
     # Drawn whatever the config, so turning an augmentation off does not shift the other draws.
@@ -104,4 +105,4 @@ def crop_pair(hr: torch.Tensor, lr, cfg: DataConfig, scale: int, gen: torch.Gene
     hr_crop = transform(from_uint8(hr[:, top * s:top * s + r, left * s:left * s + r]))
     if lr is not None:
         return transform(from_uint8(lr[:, top:top + r // s, left:left + r // s])), hr_crop
-    return make_lr(hr_crop, s, cfg.degradation, gen), hr_crop
+    return degrade(hr_crop, s, cfg.degradation, gen)

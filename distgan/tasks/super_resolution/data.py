@@ -14,7 +14,8 @@ Three sources, picked by the config:
 * ``data.path``: HR images: a folder (PNG/JPEG, recursive), local or under a URI, or a shard set;
   validation is ``data.val_path`` (the same kinds), or else a held-out ``data.val_fraction`` of
   ``data.path`` (at least one image, at least one left to train). LR inputs are made on the fly by
-  ``make_lr`` (bicubic + ``data.degradation``).
+  ``data.degradation`` (``distgan.data.degradations``: one pass of blur, bicubic, noise and JPEG, or
+  Real-ESRGAN's second-order pipeline).
 * ``data.path`` + ``data.lr_path``: paired folders (local or under a URI; a shard set names its samples by
   number, so it cannot be paired), matched by relative path ignoring the extension; every HR must be
   exactly ``model.scale`` times its LR. Validation is a held-out fraction of the pairs.
@@ -41,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +55,7 @@ from distgan.config import ConfigError, DataConfig
 from distgan.core.filesystem import display
 from distgan.data import photos
 from distgan.data.catalog import Catalog
-from distgan.data.degradations import check_degradation, from_uint8, make_lr
+from distgan.data.degradations import blur_reach, check_degradation, from_uint8, make_lr
 from distgan.data.feed import streams
 from distgan.data.folder import READ_ERRORS, screen, unreadable
 from distgan.data.images import decode_bytes, read_image, to_tensor
@@ -268,7 +268,7 @@ def _check_val_sizes(sizes: dict[str, Size], cfg: DataConfig, scale: int) -> Non
 
 def _blur_radius(cfg: DataConfig) -> int:
     """How far the blur reaches (paired LR comes as is, unblurred)."""
-    return 0 if cfg.lr_path else math.ceil(3 * cfg.degradation.blur_sigma[1])
+    return 0 if cfg.lr_path else blur_reach(cfg.degradation)
 
 
 def _check_pairs(pairs: list[tuple[str, Size, str, Size]], scale: int) -> None:

@@ -1,4 +1,4 @@
-"""How a low-resolution input is made from a high-resolution crop: blur, bicubic downsampling, noise, JPEG.
+"""The ``classic`` degradation (the default): one pass of blur, bicubic downsampling, noise, JPEG.
 
 The order follows the classical SR degradation model ``y = JPEG(downsample(x * k) + n)``:
 
@@ -18,29 +18,16 @@ Each parameter is drawn per image, uniformly from its configured [min, max], wit
 
 from __future__ import annotations
 
-import io
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from distgan.config import ConfigError, DegradationConfig
+from distgan.data.degradations.base import DEGRADATIONS, check_range, jpeg, quantize, refuse_unused
 from distgan.data.resize import imresize
-from distgan.metrics.image_quality import to_uint8
 
-__all__ = ["check_degradation", "from_uint8", "gaussian_blur", "add_noise", "jpeg", "make_lr", "quantize", "to_uint8"]
-
-
-def from_uint8(x: torch.Tensor) -> torch.Tensor:
-    """uint8 0..255 -> float32 [-1, 1] (0 -> -1, 255 -> 1)."""
-    return x.to(torch.float32).div_(127.5).sub_(1.0)
-
-
-def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Snap [-1, 1] values (clamped first) to the 8-bit grid, as saving and reloading a PNG would."""
-    return from_uint8(to_uint8(x)).to(x.dtype)
+__all__ = ["Classic", "add_noise", "check_classic", "classic_lr", "gaussian_blur", "gaussian_kernel"]
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:
@@ -82,32 +69,12 @@ def add_noise(x: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tens
     return (x.to(torch.float64) + noise * (sigma / 127.5)).to(x.dtype)
 
 
-def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """JPEG round trip of a [C, H, W] image in [-1, 1] (C = 1 or 3) at ``quality`` (1..100), in memory."""
-    if not 1 <= quality <= 100:
-        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
-    pixels = to_uint8(x).cpu().numpy()
-    image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=int(quality))
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
-        array = np.asarray(decoded.convert(image.mode), dtype=np.uint8)
-    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    return from_uint8(torch.from_numpy(array.copy())).to(device=x.device, dtype=x.dtype)
-
-
-def _check_range(key: str, bounds: tuple[float, float], low: float, high: float) -> None:
-    if not low <= bounds[0] <= bounds[1] <= high:
-        raise ConfigError(f"{key}: expected [min, max] with {low} <= min <= max <= {high}, got {list(bounds)}")
-
-
-def check_degradation(deg: DegradationConfig, crop: int) -> None:
+def check_classic(deg: DegradationConfig, crop: int) -> None:
     """Raise a ConfigError naming the key if the ranges are invalid or the blur kernel outgrows the HR crop."""
-    _check_range("data.degradation.blur_sigma", deg.blur_sigma, 0.0, math.inf)
-    _check_range("data.degradation.noise_sigma", deg.noise_sigma, 0.0, 255.0)
+    check_range("data.degradation.blur_sigma", deg.blur_sigma, 0.0, math.inf)
+    check_range("data.degradation.noise_sigma", deg.noise_sigma, 0.0, 255.0)
     if tuple(deg.jpeg_quality) != (0, 0):
-        _check_range("data.degradation.jpeg_quality", deg.jpeg_quality, 1, 100)
+        check_range("data.degradation.jpeg_quality", deg.jpeg_quality, 1, 100)
     # Reflect padding needs the kernel's radius, ceil(3 sigma), to stay inside the crop: ceil(3 sigma) >= crop
     # exactly when 3 sigma > crop - 1, which holds for a sigma so large that 3 sigma is inf (ceil would overflow).
     if 3 * deg.blur_sigma[1] > crop - 1:
@@ -120,7 +87,7 @@ def _uniform(bounds: tuple[float, float], u: float) -> float:
     return low + (high - low) * u
 
 
-def make_lr(hr: torch.Tensor, scale: int, degradation: DegradationConfig, gen: torch.Generator) -> torch.Tensor:
+def classic_lr(hr: torch.Tensor, scale: int, degradation: DegradationConfig, gen: torch.Generator) -> torch.Tensor:
     """The LR input [C, H/scale, W/scale] in [-1, 1] (on the 8-bit grid) for the HR image [C, H, W] in [-1, 1].
 
     Blur (if ``blur_sigma`` max > 0), ``imresize`` by 1/scale, noise (if ``noise_sigma`` max > 0), quantize,
@@ -141,3 +108,21 @@ def make_lr(hr: torch.Tensor, scale: int, degradation: DegradationConfig, gen: t
         # An integer uniformly from q_low..q_high inclusive.
         x = jpeg(x, min(q_low + math.floor(u_jpeg * (q_high - q_low + 1)), q_high))
     return x
+
+
+class Classic:
+    """The one-pass pipeline above; the target is the HR crop itself."""
+
+    def check(self, deg: DegradationConfig, crop: int) -> None:
+        refuse_unused(deg, ("realesrgan",))
+        check_classic(deg, crop)
+
+    def reach(self, deg: DegradationConfig) -> int:
+        return math.ceil(3 * deg.blur_sigma[1])
+
+    def __call__(self, hr: torch.Tensor, scale: int, deg: DegradationConfig,
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return classic_lr(hr, scale, deg, gen), hr
+
+
+DEGRADATIONS.register("classic")(Classic())
