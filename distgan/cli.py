@@ -1,4 +1,5 @@
-"""Command line: ``distgan train | tune | submit | jobs | sample | evaluate | upscale | config | data``.
+"""Command line: ``distgan train | tune | submit | jobs | sample | evaluate | upscale | import-weights | config |
+data``.
 
 A thin face over the Python API (``distgan.api``) and the launchers (``distgan.launch``), taking the same
 typed config. Its start imports neither torch nor Ray, so ``--help``, ``distgan config keys`` and a config
@@ -6,7 +7,9 @@ that fails its key, type or range checks (``distgan.config``) answer at once; to
 check (``distgan.checks.validate``, and ``check_sweep`` for a sweep), Ray only when work starts.
 ``--dry-run`` on train, tune and submit makes every check and prints the plan (``distgan.launch.plan``)
 without starting Ray or writing anything. ``distgan config`` shows a resolved config, every key
-(``distgan.config.reference``, which also writes docs/config.md) and a JSON Schema for editors.
+(``distgan.config.reference``, which also writes docs/config.md) and a JSON Schema for editors. The
+commands that use or make a generator (sample, evaluate, upscale, import-weights) parse here and run in
+``distgan.generator_commands``, imported when one of them runs.
 """
 
 from __future__ import annotations
@@ -177,92 +180,15 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
-    import numpy as np
-    from PIL import Image
+def generator_command(name: str):
+    """A command of ``distgan.generator_commands``, imported when it runs: it brings torch with it."""
 
-    from distgan.persist.export import generate, load_generator
-    from distgan.tasks import task_of
-    from distgan.tracking.images import render_samples, save_image, to_unit
+    def run(args: argparse.Namespace) -> int:
+        from distgan import generator_commands
 
-    out = Path(args.out)
-    if out.suffix not in (".png", ".npz"):
-        raise ConfigError(f"--out {args.out!r}: must end in .png (a grid) or .npz (an array)")
-    if args.n <= 0:
-        raise ConfigError(f"--n: must be > 0, got {args.n}")
-    if args.zoom < 1:
-        raise ConfigError(f"--zoom: must be >= 1, got {args.zoom}")
-    module, meta = load_generator(args.source)
-    task = task_of(meta)
-    if "sample" not in task.commands:
-        raise ConfigError(f"{args.source} is a {task.name.replace('_', '-')} generator: distgan sample draws from "
-                          f"generation models; use distgan {task.commands[0]} {args.source} INPUT")
-    labels = sample_labels(args.labels, meta, args.n)
-    samples = generate(module, args.n, args.seed, labels=labels)
-    if out.suffix == ".png":
-        img = render_samples(samples)
-        if args.zoom > 1:  # pixel-exact enlargement, for looking at 16 px samples
-            img = img.resize((img.width * args.zoom, img.height * args.zoom), Image.NEAREST)
-        save_image(img, out)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        array = to_unit(samples) if samples.dim() == 4 else samples.float()
-        arrays = {"images": array.numpy().astype(np.float32)}
-        if labels is not None:
-            arrays["labels"] = labels.numpy().astype(np.int64)
-        np.savez(out, **arrays)
-    print(f"wrote {args.n} samples (step {meta.get('step')}) to {out}")
-    return 0
+        return getattr(generator_commands, name)(args)
 
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    import json
-    import warnings
-
-    from distgan.evaluate import evaluate_generator, format_table
-
-    overrides = list(args.overrides)
-    for flag, key in (("metrics", "eval.metrics"), ("n", "eval.n"), ("features", "eval.features"),
-                      ("inception_weights", "eval.inception_weights"), ("seed", "eval.seed"),
-                      ("batch_size", "eval.batch_size")):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    stray = [o for o in overrides if "=" not in o]
-    if stray:
-        raise ConfigError(f"expected KEY=VALUE overrides after the generator, got {stray[0]!r}")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        scores, info = evaluate_generator(args.source, overrides)
-    for w in caught:
-        print(f"distgan: warning: {w.message}", file=sys.stderr)
-    if args.json:
-        print(json.dumps({**info, **scores}, sort_keys=False))
-    elif "images" in info:  # a super-resolution generator: validation images, not samples
-        print(f"{info['generator']} (step {info['step']}): x{info['scale']} on {info['images']} validation "
-              f"images, {'Y' if info['y_channel'] else 'RGB'}, border {info['crop_border']}")
-        print(format_table(scores))
-    else:
-        print(f"{info['generator']} (step {info['step']}): {info['n']} samples, seed {info['seed']}, "
-              f"{info['features']} features {info['features_digest'][:12]}")
-        print(format_table(scores))
-    return 0
-
-
-def cmd_upscale(args: argparse.Namespace) -> int:
-    from distgan.tasks.super_resolution.upscale import upscale_path
-
-    if args.tile < 0:
-        raise ConfigError(f"--tile: must be >= 0 (0 runs the whole image at once), got {args.tile}")
-    if args.tile_overlap < 0:
-        raise ConfigError(f"--tile-overlap: must be >= 0, got {args.tile_overlap}")
-    if args.scale is not None and args.scale < 1:
-        raise ConfigError(f"--scale: must be >= 1, got {args.scale}")
-    written = upscale_path(args.source, args.input, args.out, tile=args.tile, overlap=args.tile_overlap,
-                           scale=args.scale, device=args.device,
-                           progress=lambda src, dst: print(f"{src} -> {dst}", flush=True))
-    print(f"wrote {len(written)} image{'s' if len(written) != 1 else ''}")
-    return 0
+    return run
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -294,33 +220,6 @@ def cmd_config(args: argparse.Namespace) -> int:
     cfg = load_checked(args.items, sweep=args.tune)
     sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return 0
-
-
-def sample_labels(text: Optional[str], meta: dict, n: int):
-    """``--labels``: ``all`` (the default for a conditional generator) or a comma list of class indices or
-    names; the n samples cycle through them, so each gets an equal share (within one)."""
-    import torch
-
-    names = list(meta.get("class_names") or [])
-    if not names:
-        if text is not None:
-            raise ConfigError(f"--labels {text!r}: this generator is unconditional; leave --labels out")
-        return None
-    if text is None or text.strip() == "all":
-        chosen = list(range(len(names)))
-    else:
-        chosen = []
-        for item in (t.strip() for t in text.split(",") if t.strip()):
-            if item in names:
-                chosen.append(names.index(item))
-            elif item.lstrip("-").isdigit() and 0 <= int(item) < len(names):
-                chosen.append(int(item))
-            else:
-                raise ConfigError(f"--labels: {item!r} is not a class of this generator; it was trained on "
-                                  f"{len(names)} classes: 0-{len(names) - 1} or {', '.join(names)}")
-        if not chosen:
-            raise ConfigError("--labels: give 'all' or a comma-separated list of classes")
-    return torch.tensor(chosen)[torch.arange(n) % len(chosen)]
 
 
 def config_epilog() -> str:
@@ -422,9 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zoom", type=int, default=1, help="enlarge a .png grid this many times (nearest pixel)")
     p.add_argument("--labels", help="conditional generators: 'all' (default, equal shares) or classes, "
                                     "e.g. 0,1,2 or class names; .npz output then holds 'labels'")
-    p.set_defaults(func=cmd_sample)
+    p.set_defaults(func=generator_command("sample"))
 
-    p = sub.add_parser("evaluate", help="FID, KID, precision/recall (and class accuracy) of a generator")
+    p = sub.add_parser("evaluate", help="score a generator: FID, KID, precision/recall (and class accuracy); for "
+                                        "super-resolution PSNR/SSIM, on its validation images or --hr-folder")
     p.add_argument("source", metavar="RUN_DIR_OR_GENERATOR", help=SOURCE_HELP)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="eval.* or data.* overrides")
     p.add_argument("--metrics", help="comma-separated: fid, kid, pr, class_acc (default: the run's eval.metrics)")
@@ -433,8 +333,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", help="FID Inception-v3 weights file (for --features inception)")
     p.add_argument("--seed", type=int, help="latent seed")
     p.add_argument("--batch-size", type=int, help="samples per forward pass")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.set_defaults(func=cmd_evaluate)
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="alone: print one JSON object instead of the table; --json FILE: write it to FILE "
+                        "and print the table")
+    q = p.add_argument_group("super-resolution benchmarks (Set5, Set14, DIV2K-val, ...)")
+    q.add_argument("--hr-folder", metavar="DIR", help="score PSNR/SSIM (Y, border = scale) per image and on "
+                                                      "average, bicubic beside, on these high-resolution images")
+    q.add_argument("--lr-folder", metavar="DIR", help="their low-resolution inputs, paired by name (default: "
+                                                      "MATLAB bicubic downsampling of the HR)")
+    q.add_argument("--out", metavar="DIR", help="also write the upscaled images there as PNGs")
+    q.add_argument("--tile", type=int, default=0, help="tile side in LR pixels for big images (0: whole)")
+    q.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where G runs")
+    p.set_defaults(func=generator_command("evaluate"))
+
+    p = sub.add_parser("import-weights", help="a released ESRGAN/Real-ESRGAN/BasicSR generator (.pth or "
+                                              ".safetensors) as a distgan generator directory")
+    p.add_argument("file", metavar="FILE", help="the weights: read as tensors only (never unpickling objects), "
+                                                "bare or BasicSR's params_ema/params")
+    p.add_argument("--family", required=True, choices=["rrdb", "srresnet"], help="the model family it is")
+    p.add_argument("--scale", type=int, help="expected upscaling factor; an error if the file's differs")
+    p.add_argument("--out", required=True, metavar="DIR", help="new directory for generator.safetensors + "
+                                                               "generator.json (for upscale, evaluate, "
+                                                               "train.init_from)")
+    p.set_defaults(func=generator_command("import_published"))
 
     p = sub.add_parser("upscale", help="super-resolve an image, or a folder of them, with an SR generator")
     p.add_argument("source", metavar="RUN_DIR_OR_GENERATOR", help="a run, checkpoint or generator.safetensors "
@@ -450,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, help="expected upscaling factor; an error if the generator's differs")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where G runs (auto: the GPU when there is one)")
-    p.set_defaults(func=cmd_upscale)
+    p.set_defaults(func=generator_command("upscale"))
 
     p = sub.add_parser("data", help="pack an image folder into verified tar shards; check a folder or shard set")
     actions = p.add_subparsers(dest="action", required=True)

@@ -21,6 +21,7 @@ from torch import nn
 
 from distgan import models
 from distgan.config import ConfigError, ModelConfig, build_section
+from distgan.models.published import pad_first_conv
 from distgan.persist.storage import Storage, is_uri, local_dir, staging_dir
 
 FORMAT = "distgan-generator"
@@ -166,6 +167,8 @@ def load_generator(path: Union[str, Path]) -> tuple[nn.Module, dict]:
                                  f"{model_cfg.family!r} generator): tensors {', '.join(found)}; keep each "
                                  f"{WEIGHTS} beside the {META} it was exported with")
     module.load_state_dict(tensors)
+    if meta.get("first_conv_pad") is not None:  # imported published weights: pad as they were trained
+        pad_first_conv(module, meta["first_conv_pad"])
     return module.eval(), meta
 
 

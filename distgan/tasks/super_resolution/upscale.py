@@ -177,7 +177,7 @@ def write_png(pixels: np.ndarray, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _load_sr_generator(generator: PathLike, scale: Optional[int]) -> tuple[nn.Module, int, int]:
+def load_sr_generator(generator: PathLike, scale: Optional[int]) -> tuple[nn.Module, int, int]:
     """``(G, its scale, its channels)``; errors for anything that is not an SR generator of that scale."""
     try:
         g, meta = load_generator(generator)
@@ -246,7 +246,7 @@ def upscale_path(generator: PathLike, input: PathLike, out: Optional[PathLike] =
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist")
     device = resolve_device(device)
-    g, scale, channels = _load_sr_generator(generator, scale)
+    g, scale, channels = load_sr_generator(generator, scale)
     written = []
     for src, dst in _plan(source, out, scale):
         pixels, alpha = read_image(src, channels)

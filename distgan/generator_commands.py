@@ -1,0 +1,194 @@
+"""The commands that use or make an exported generator: ``sample``, ``evaluate``, ``upscale``, ``import-weights``.
+
+``distgan.cli`` parses their arguments without importing torch and hands the
+parsed arguments here, where torch and the layers below are imported at the
+top; each function returns the exit status. Errors are the package's own
+(ConfigError, FileNotFoundError, GeneratorFileError), which the CLI prints alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from distgan.config import ConfigError
+from distgan.evaluate import evaluate_generator, format_table
+from distgan.persist.export import generate, load_generator
+from distgan.persist.import_weights import import_weights
+from distgan.tasks import task_of
+from distgan.tasks.super_resolution import benchmark
+from distgan.tasks.super_resolution.upscale import upscale_path
+from distgan.tracking.images import render_samples, save_image, to_unit
+
+
+def sample(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix not in (".png", ".npz"):
+        raise ConfigError(f"--out {args.out!r}: must end in .png (a grid) or .npz (an array)")
+    if args.n <= 0:
+        raise ConfigError(f"--n: must be > 0, got {args.n}")
+    if args.zoom < 1:
+        raise ConfigError(f"--zoom: must be >= 1, got {args.zoom}")
+    module, meta = load_generator(args.source)
+    task = task_of(meta)
+    if "sample" not in task.commands:
+        raise ConfigError(f"{args.source} is a {task.name.replace('_', '-')} generator: distgan sample draws from "
+                          f"generation models; use distgan {task.commands[0]} {args.source} INPUT")
+    labels = sample_labels(args.labels, meta, args.n)
+    samples = generate(module, args.n, args.seed, labels=labels)
+    if out.suffix == ".png":
+        img = render_samples(samples)
+        if args.zoom > 1:  # pixel-exact enlargement, for looking at 16 px samples
+            img = img.resize((img.width * args.zoom, img.height * args.zoom), Image.NEAREST)
+        save_image(img, out)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        array = to_unit(samples) if samples.dim() == 4 else samples.float()
+        arrays = {"images": array.numpy().astype(np.float32)}
+        if labels is not None:
+            arrays["labels"] = labels.numpy().astype(np.int64)
+        np.savez(out, **arrays)
+    print(f"wrote {args.n} samples (step {meta.get('step')}) to {out}")
+    return 0
+
+
+def sample_labels(text: Optional[str], meta: dict, n: int) -> Optional[torch.Tensor]:
+    """``--labels``: ``all`` (the default for a conditional generator) or a comma list of class indices or
+    names; the n samples cycle through them, so each gets an equal share (within one)."""
+    names = list(meta.get("class_names") or [])
+    if not names:
+        if text is not None:
+            raise ConfigError(f"--labels {text!r}: this generator is unconditional; leave --labels out")
+        return None
+    if text is None or text.strip() == "all":
+        chosen = list(range(len(names)))
+    else:
+        chosen = []
+        for item in (t.strip() for t in text.split(",") if t.strip()):
+            if item in names:
+                chosen.append(names.index(item))
+            elif item.lstrip("-").isdigit() and 0 <= int(item) < len(names):
+                chosen.append(int(item))
+            else:
+                raise ConfigError(f"--labels: {item!r} is not a class of this generator; it was trained on "
+                                  f"{len(names)} classes: 0-{len(names) - 1} or {', '.join(names)}")
+        if not chosen:
+            raise ConfigError("--labels: give 'all' or a comma-separated list of classes")
+    return torch.tensor(chosen)[torch.arange(n) % len(chosen)]
+
+
+EVAL_FLAGS = (("metrics", "eval.metrics"), ("n", "eval.n"), ("features", "eval.features"),
+              ("inception_weights", "eval.inception_weights"), ("seed", "eval.seed"),
+              ("batch_size", "eval.batch_size"))
+"""``distgan evaluate``'s flags that are shorthands for ``eval.*`` overrides."""
+
+
+def _json_target(args: argparse.Namespace, overrides: list[str]) -> Optional[str]:
+    """``--json`` alone: "-" (print JSON instead of the table); ``--json FILE``: write it there too. The
+    optional value swallows a following ``KEY=VALUE`` (``--json eval.n=64``): that is an override, as it
+    was when ``--json`` took no value."""
+    target = args.json
+    if isinstance(target, str) and target != "-" and "=" in target and not target.endswith(".json"):
+        overrides.append(target)
+        return "-"
+    return target
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    json_to = _json_target(args, overrides)
+    if args.hr_folder is not None:
+        return _evaluate_folders(args, overrides, json_to)
+    for flag, key in EVAL_FLAGS:
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    stray = [o for o in overrides if "=" not in o]
+    if stray:
+        raise ConfigError(f"expected KEY=VALUE overrides after the generator, got {stray[0]!r}")
+    unused = [flag for flag, value in (("--lr-folder", args.lr_folder), ("--out", args.out)) if value]
+    if unused:
+        raise ConfigError(f"{unused[0]}: scores an image folder; give --hr-folder DIR with it")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        scores, info = evaluate_generator(args.source, overrides)
+    for w in caught:
+        print(f"distgan: warning: {w.message}", file=sys.stderr)
+    if json_to == "-":
+        print(json.dumps({**info, **scores}, sort_keys=False))
+        return 0
+    if json_to:
+        _write_json(json_to, {**info, **scores})
+    if "images" in info:  # a super-resolution generator: validation images, not samples
+        print(f"{info['generator']} (step {info['step']}): x{info['scale']} on {info['images']} validation "
+              f"images, {'Y' if info['y_channel'] else 'RGB'}, border {info['crop_border']}")
+    else:
+        print(f"{info['generator']} (step {info['step']}): {info['n']} samples, seed {info['seed']}, "
+              f"{info['features']} features {info['features_digest'][:12]}")
+    print(format_table(scores))
+    return 0
+
+
+def _evaluate_folders(args: argparse.Namespace, overrides: list[str], json_to: Optional[str]) -> int:
+    """``--hr-folder``: the SR papers' table (``distgan.tasks.super_resolution.benchmark``)."""
+    given = [f"--{flag.replace('_', '-')}" for flag, _ in EVAL_FLAGS if getattr(args, flag) is not None]
+    if overrides or given:
+        raise ConfigError(f"--hr-folder scores PSNR/SSIM on that folder under the SR papers' protocol; "
+                          f"{(given + overrides)[0]} does not apply to it")
+    if args.tile < 0:
+        raise ConfigError(f"--tile: must be >= 0 (0 runs the whole image at once), got {args.tile}")
+    # One line per image on stderr as it is scored: DIV2K-val takes minutes on a CPU; the table is stdout's.
+    result = benchmark.score_folders(args.source, args.hr_folder, args.lr_folder, tile=args.tile,
+                                     device=args.device, out=args.out,
+                                     progress=lambda row: print(f"{row.image}: {row.psnr:.2f} dB", file=sys.stderr,
+                                                                flush=True))
+    if json_to == "-":
+        print(json.dumps(result.to_dict()))
+        return 0
+    if json_to:
+        _write_json(json_to, result.to_dict())
+    print(benchmark.format_table(result))
+    if args.out:
+        print(f"wrote {len(result.rows)} upscaled images to {args.out}")
+    return 0
+
+
+def _write_json(path: str, payload: dict) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote the scores to {target}", file=sys.stderr)
+
+
+def upscale(args: argparse.Namespace) -> int:
+    if args.tile < 0:
+        raise ConfigError(f"--tile: must be >= 0 (0 runs the whole image at once), got {args.tile}")
+    if args.tile_overlap < 0:
+        raise ConfigError(f"--tile-overlap: must be >= 0, got {args.tile_overlap}")
+    if args.scale is not None and args.scale < 1:
+        raise ConfigError(f"--scale: must be >= 1, got {args.scale}")
+    written = upscale_path(args.source, args.input, args.out, tile=args.tile, overlap=args.tile_overlap,
+                           scale=args.scale, device=args.device,
+                           progress=lambda src, dst: print(f"{src} -> {dst}", flush=True))
+    print(f"wrote {len(written)} image{'s' if len(written) != 1 else ''}")
+    return 0
+
+
+def import_published(args: argparse.Namespace) -> int:
+    done = import_weights(args.file, args.family, args.out, args.scale)
+    for note in done.notes:
+        print(f"distgan: note: {note}", file=sys.stderr)
+    model = done.meta["model"]
+    print(f"imported {args.file} ({done.layout} layout, {done.used}): {model['family']} x{model['scale']}, "
+          f"{model['g_width']} features, {model['blocks']} block{'s' if model['blocks'] != 1 else ''}"
+          + (f", growth {model['growth']}" if model["family"] == "rrdb" else "")
+          + f" -> {done.directory} (generator.safetensors + generator.json)")
+    return 0
