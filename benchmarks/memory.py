@@ -216,7 +216,7 @@ def measure_job(job: Job, world: int, quick: bool, verbose: bool, persistence_th
     n_params = sum(p.numel() for p in module.parameters())
     start = time.perf_counter()
     engine = engines.build_engine(module, cfg, job.net, world, use_gpu=False)
-    batch = batch.to(engines.compute_dtype(cfg))
+    batch = batch.to(engines.compute_dtype(cfg, job.net))
     # A first step creates Adam's state, so the measured second backward holds everything a training step does.
     engine.backward(engine(batch).float().square().mean())
     engine.step()

@@ -14,6 +14,7 @@ from __future__ import annotations
 from distgan.config import Config, ConfigError, positive
 from distgan.gan import losses, regularizers
 from distgan.persist.export import check_init_from
+from distgan.runtime import lr_schedule
 from distgan.tasks import task_for
 
 
@@ -29,6 +30,7 @@ def validate(cfg: Config) -> Config:
     if cfg.train.init_from is not None:
         check_init_from(cfg)
     _check_loss(cfg)
+    lr_schedule.check_config(cfg)
     return cfg
 
 

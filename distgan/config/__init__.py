@@ -6,15 +6,17 @@ can read and check a config before torch or Ray are imported.
 
 from distgan.config.errors import ConfigError, positive
 from distgan.config.loading import load_config, parse_override, read_yaml, set_dotted, with_absolute_paths
-from distgan.config.schema import PATH_KEYS
+from distgan.config.optim_schema import OptimConfig, OptimizerConfig, ScheduleConfig
+from distgan.config.schema import PATH_KEYS, reuses_fakes
 from distgan.config.schema import (AugmentConfig, Config, DataConfig, DeepSpeedConfig, DegradationConfig,
-                                   EmaConfig, EngineConfig, EvalConfig, LossConfig, ModelConfig, OptimConfig,
-                                   OptimizerConfig, PerceptualLossConfig, PixelLossConfig, RegularizerConfig,
-                                   ScalingConfig, SchedulerConfig, TrackingConfig, TrainConfig, TuneConfig)
+                                   EmaConfig, EngineConfig, EvalConfig, LossConfig, ModelConfig,
+                                   PerceptualLossConfig, PixelLossConfig, RegularizerConfig, ScalingConfig,
+                                   SchedulerConfig, TrackingConfig, TrainConfig, TuneConfig)
 from distgan.config.typed import build_section
 
 __all__ = ["PATH_KEYS", "AugmentConfig", "Config", "ConfigError", "DataConfig", "DeepSpeedConfig",
            "DegradationConfig", "EmaConfig", "EngineConfig", "EvalConfig", "LossConfig", "ModelConfig",
            "OptimConfig", "OptimizerConfig", "PerceptualLossConfig", "PixelLossConfig", "RegularizerConfig",
-           "ScalingConfig", "SchedulerConfig", "TrackingConfig", "TrainConfig", "TuneConfig", "build_section",
-           "load_config", "parse_override", "positive", "read_yaml", "set_dotted", "with_absolute_paths"]
+           "ScalingConfig", "ScheduleConfig", "SchedulerConfig", "TrackingConfig", "TrainConfig", "TuneConfig",
+           "build_section", "load_config", "parse_override", "positive", "read_yaml", "reuses_fakes",
+           "set_dotted", "with_absolute_paths"]

@@ -145,6 +145,8 @@ def type_name(tp: Any) -> str:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin is tuple:
         return "[" + ", ".join(type_name(a) for a in typing.get_args(tp)) + "]"
+    if origin is list:
+        return f"[{type_name(typing.get_args(tp)[0])}, ...]"
     if origin is dict:
         key_type, value_type = typing.get_args(tp)
         return f"{{{type_name(key_type)}: {type_name(value_type)}}}"
@@ -254,6 +256,8 @@ def _type_schema(tp: Any) -> dict:
         items = [_type_schema(a) for a in typing.get_args(tp)]
         return {"type": "array", "prefixItems": items, "items": False, "minItems": len(items),
                 "maxItems": len(items)}
+    if origin is list:
+        return {"type": "array", "items": _type_schema(typing.get_args(tp)[0])}
     if origin is dict:
         value_type = typing.get_args(tp)[1]
         return {"type": "object"} if value_type is Any else {"type": "object",

@@ -2,7 +2,7 @@
 
 Generic over any tree of dataclasses: every key is checked against the fields (a misspelt one is named,
 with the closest match), every value against its annotation (``int``, ``float``, ``bool``, ``str``,
-``Literal``, ``Optional``/unions, ``tuple``, ``dict``).
+``Literal``, ``Optional``/unions, ``tuple``, ``list``, ``dict``).
 """
 
 from __future__ import annotations
@@ -66,6 +66,12 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if value_type is Any:
             return dict(value)
         return {k: _coerce(value_type, v, f"{key}.{k}") for k, v in value.items()}
+    if origin is list:
+        # A list of any length (milestones, periods); a YAML scalar is not silently taken as a list of one.
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_type,) = typing.get_args(tp)
+        return [_coerce(item_type, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):

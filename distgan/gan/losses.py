@@ -1,8 +1,8 @@
 """Adversarial losses, registered by the name used in ``loss.type``.
 
 Each loss maps D's raw logits to a scalar for each player. Logits are cast to
-fp32 first: under bf16 the softplus of a large logit loses the gradient
-otherwise. ``g_loss`` also receives D's logits on a real batch for the
+fp32 first, whatever D's dtype (``deepspeed.d.precision``, which may differ from
+G's): under bf16 the softplus of a large logit loses the gradient otherwise. ``g_loss`` also receives D's logits on a real batch for the
 relativistic loss, which compares every fake with the average real and back.
 """
 

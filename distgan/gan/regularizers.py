@@ -54,7 +54,8 @@ class GradientPenalty(Regularizer):
     def penalty(self, d, real, fake):
         shape = (real.shape[0],) + (1,) * (real.dim() - 1)
         alpha = torch.rand(shape, device=real.device, dtype=real.dtype)
-        mixed = alpha * real.detach() + (1 - alpha) * fake.detach()
+        # Fakes in D's dtype like the reals, whichever network made them (G may compute in another dtype).
+        mixed = alpha * real.detach() + (1 - alpha) * fake.detach().to(real.dtype)
         return (input_gradient(d, mixed).norm(2, dim=1) - 1.0).square().mean()
 
 

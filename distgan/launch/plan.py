@@ -67,9 +67,10 @@ def add_run_rows(plan: Plan, cfg: Config) -> None:
     """Workers, engines and the length of the run: the same for a run and for each trial of a sweep."""
     s, ds = cfg.scaling, cfg.deepspeed
     plan.add("workers", f"{s.num_workers} ({_plural(s.cpus_per_worker, 'CPU')} each; {gpus_text(cfg)})")
-    precision = ds.precision
-    if precision == "fp16" and s.use_gpu == "auto":
-        precision += " (needs GPUs: refused on a cluster without)"  # resolve_use_gpu decides it with Ray up
+    g, d = ds.precision_of("g"), ds.precision_of("d")
+    precision = g if g == d else f"G {g}, D {d}"
+    if "fp16" in (g, d) and s.use_gpu == "auto":
+        precision += " (fp16 needs GPUs: refused on a cluster without)"  # resolve_use_gpu decides it with Ray up
     plan.add("engines", f"G ZeRO-{ds.stage('g')}, D ZeRO-{ds.stage('d')}, {precision}")
     data = cfg.data.path or cfg.data.name
     plan.add("model", f"{cfg.model.family} on {data}; {cfg.train.steps} steps, checkpoint every "

@@ -54,6 +54,8 @@ def format_line(name: str, record: dict, total: int, elapsed: float, start_step:
         parts.append(f"D acc {record['d_acc_real']:.0%}/{record['d_acc_fake']:.0%}")
     if "reg_d" in record:
         parts.append(f"reg_d {record['reg_d']:.3g}")
+    if "lr_g" in record:  # a schedule changes them as the run goes (optim.{g,d}.schedule)
+        parts.append(f"lr {record['lr_g']:.3g}" + (f"/{record['lr_d']:.3g}" if "lr_d" in record else ""))
     if "images_per_s" in record:
         parts.append(f"{record['images_per_s']:.0f} img/s")
     if "data_wait_s" in record:  # how long the window's steps waited for data (the slowest rank's)

@@ -194,8 +194,10 @@ def train(cfg: Config, name: Optional[str] = None, address: Optional[str] = None
         startup["ray_ready"] = time.time()
         use_gpu = resolve_use_gpu(cfg)
         warn_if_data_starves(cfg)
-        if cfg.deepspeed.precision == "fp16" and not use_gpu:
-            raise ConfigError("deepspeed.precision: fp16 needs GPUs and the cluster has none; use fp32 or bf16")
+        for net in ("g", "d"):
+            if cfg.deepspeed.precision_of(net) == "fp16" and not use_gpu:
+                raise ConfigError(f"{cfg.deepspeed.precision_key(net)}: fp16 needs GPUs and the cluster has none; "
+                                  f"use fp32 or bf16")
         # Only now, with every check passed: a refused resume must leave config.yaml as it was.
         run = rundir.create(plan, cfg)
         printer = ProgressPrinter(run.name, cfg.train.steps) if progress else None

@@ -20,7 +20,9 @@ resume already does.
 
 The other per-rank parts of the training state are the caller's: the data position is converted by
 the sampler (``ShardedBatches.load_state_dict``), and the RNG streams start afresh from the seed, rank
-and step (``worker.Trainer.restore``). A resharded run is a correct continuation, not a bit-exact one:
+and step (``worker.Trainer.restore``). The learning rates need nothing: each is a function of the step
+(``distgan.runtime.lr_schedule``), set on the engines after any restore, so whatever lr the universal
+checkpoint's param groups carry is overwritten. A resharded run is a correct continuation, not a bit-exact one:
 another worker count is another global batch.
 """
 

@@ -19,16 +19,19 @@ import torch.distributed as dist
 from torch import nn
 
 from distgan.config import Config
+from distgan.runtime import lr_schedule
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def optimizer_hyperparameters(cfg: Config, net: str) -> dict:
-    """lr, betas, eps and weight decay of network ``net``'s optimizer, as its engine must hold them."""
+def optimizer_hyperparameters(cfg: Config, net: str, step: int = 0) -> dict:
+    """lr, betas, eps and weight decay of network ``net``'s optimizer, as its engine must hold them for the
+    optimizer steps of run step ``step`` (0-based: the steps done before them); the lr follows
+    ``optim.NET.schedule`` (``distgan.runtime.lr_schedule``)."""
     opt = getattr(cfg.optim, net)
-    lr, betas = opt.lr, list(opt.betas)
+    lr, betas = lr_schedule.build(cfg, net)(step), list(opt.betas)
     reg = cfg.loss.d_reg
     if net == "d" and reg.type != "none" and reg.interval > 1:
         # Lazy regularization (StyleGAN2, appendix B): D now takes interval + 1 optimizer
@@ -38,19 +41,28 @@ def optimizer_hyperparameters(cfg: Config, net: str) -> dict:
     return {"lr": lr, "betas": betas, "eps": opt.eps, "weight_decay": opt.weight_decay}
 
 
-def apply_optimizer_hyperparameters(engine, cfg: Config, net: str) -> None:
-    """Set the config's optimizer hyperparameters on a restored engine.
+def apply_optimizer_hyperparameters(engine, cfg: Config, net: str, step: int) -> None:
+    """Set the config's optimizer hyperparameters on an engine restored at run step ``step``.
 
     A checkpoint restores the optimizer's param groups with the values it was
     saved with; a run resumed with other ones (a PBT exploit that mutated the
-    learning rates, or a user who changed them) must train with the new ones.
+    learning rates, or a user who changed them or the schedule) must train with
+    the new ones, the lr where the schedule has it at ``step``.
     """
-    wanted = optimizer_hyperparameters(cfg, net)
+    wanted = optimizer_hyperparameters(cfg, net, step)
     for group in engine.optimizer.param_groups:
         group["lr"] = wanted["lr"]
         group["betas"] = tuple(wanted["betas"])
         group["eps"] = wanted["eps"]
         group["weight_decay"] = wanted["weight_decay"]
+
+
+def set_learning_rate(engine, cfg: Config, net: str, step: int) -> None:
+    """The scheduled lr of ``net`` for the optimizer steps of run step ``step`` (0-based), on every param
+    group. Called before every step: the lr is a function of the step, so nothing else need be kept."""
+    lr = optimizer_hyperparameters(cfg, net, step)["lr"]
+    for group in engine.optimizer.param_groups:
+        group["lr"] = lr
 
 
 def deepspeed_config(cfg: Config, net: str, world_size: int, use_gpu: bool,
@@ -70,7 +82,7 @@ def deepspeed_config(cfg: Config, net: str, world_size: int, use_gpu: bool,
     micro = cfg.train.batch_size
     gas = engine.gradient_accumulation_steps
     stage = cfg.deepspeed.stage(net)
-    precision = cfg.deepspeed.precision
+    precision = cfg.deepspeed.precision_of(net)  # each engine its own: a fp32 D beside a bf16 G is common
     hyper = optimizer_hyperparameters(cfg, net)
     return {
         "train_micro_batch_size_per_gpu": micro,
@@ -139,8 +151,9 @@ def bound_deepspeed_world_group(timeout_s: float) -> None:
                                              timeout=timedelta(seconds=timeout_s))
 
 
-def compute_dtype(cfg: Config) -> torch.dtype:
-    return DTYPES[cfg.deepspeed.precision]
+def compute_dtype(cfg: Config, net: str) -> torch.dtype:
+    """The dtype network ``net``'s engine holds its parameters and takes its inputs in."""
+    return DTYPES[cfg.deepspeed.precision_of(net)]
 
 
 def compile_modules(cfg: Config, engine_g, engine_d) -> None:

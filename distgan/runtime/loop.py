@@ -29,7 +29,7 @@ from distgan.persist import checkpoint
 from distgan.persist.checkpoint import TrainState
 from distgan.persist.export import META as GENERATOR_META, find_generator, read_weights, save_generator
 from distgan.persist.storage import StoreDir
-from distgan.runtime import engines
+from distgan.runtime import engines, lr_schedule
 from distgan.runtime.rng import latent_generator, reseed, restore_rng, rng_state
 from distgan.runtime.schedule import Schedule
 from distgan.runtime.task import Task
@@ -137,6 +137,7 @@ class Trainer:
         clock = time.perf_counter()
         images_at_clock = self.state.images_seen
         while self.state.step < due.steps:
+            self.set_learning_rates()
             self.gan.measure_grad_norms = due.logs(self.state.step + 1)
             self.gan.step(self.task.next_batch, self.cfg.train.batch_size)
             if self.startup.first_step_done(self.info.run_dir if self.rank == 0 else None):
@@ -180,6 +181,12 @@ class Trainer:
         if self.info.remote is not None and path.exists():
             self.info.remote.upload(path, path.relative_to(self.info.run_dir).as_posix())
 
+    def set_learning_rates(self) -> None:
+        """Each engine's scheduled lr for the step about to run (a function of the steps done)."""
+        for net, engine in (("g", self.engine_g), ("d", self.engine_d)):
+            if engine is not None:
+                engines.set_learning_rate(engine, self.cfg, net, self.state.step)
+
     def average_buffers(self) -> None:
         """Make G's and D's buffers (BatchNorm statistics) the mean over the ranks.
 
@@ -217,10 +224,15 @@ class Trainer:
                             "saved is the first after step %d", "\n".join(f"  - {why}" for _, why in restored.refused),
                             restored.directory, state.step, self.checkpoint_floor)
         self.state = state
-        # The config's optimizer settings win over the checkpoint's (they differ after a PBT exploit).
-        engines.apply_optimizer_hyperparameters(self.engine_g, self.cfg, "g")
-        if self.engine_d is not None:
-            engines.apply_optimizer_hyperparameters(self.engine_d, self.cfg, "d")
+        # The config's optimizer settings win over the checkpoint's (they differ after a PBT exploit), the
+        # schedule's too: the lr is a function of the restored step (distgan.runtime.lr_schedule).
+        changed = lr_schedule.changes(state.lr_schedule, lr_schedule.describe(self.cfg))
+        if changed and self.rank == 0:
+            log.warning("the learning-rate schedule differs from the checkpoint's; from step %d on it follows this "
+                        "config:\n%s", state.step, "\n".join(f"  - {c}" for c in changed))
+        for net, engine in (("g", self.engine_g), ("d", self.engine_d)):
+            if engine is not None:
+                engines.apply_optimizer_hyperparameters(engine, self.cfg, net, state.step)
         self.gan.steps_done = state.step
         self.task.load_data_state(state.data)
         if rng is None:  # resharded from another worker count
@@ -328,6 +340,7 @@ class Trainer:
             self.session.report(metrics)
             return
         self.state.data = self.task.data_state()
+        self.state.lr_schedule = lr_schedule.describe(self.cfg)
         with tempfile.TemporaryDirectory(prefix="distgan-ckpt-") as tmp:
             with self.generator_snapshot() as g:
                 export = (g, self.export_metadata()) if self.rank == 0 else None

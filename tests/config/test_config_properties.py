@@ -78,6 +78,8 @@ def of_type(tp: Any, default: Any) -> st.SearchStrategy:
     if origin is tuple:
         items = [of_type(a, None) for a in typing.get_args(tp)]
         return st.one_of(st.tuples(*items).map(list), st.lists(items[0], max_size=4))
+    if origin is list:  # any length, including empty and out of order (milestones, periods)
+        return st.lists(of_type(typing.get_args(tp)[0], None), max_size=4)
     if origin is dict:
         return st.one_of(st.just({}), st.dictionaries(short_text, json_like, max_size=3))
     if tp is bool:

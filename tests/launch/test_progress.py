@@ -18,3 +18,11 @@ def test_super_resolution_line_shows_content_loss_and_psnr_against_bicubic():
     gan_stage = format_line("sr", {"step": 10, "loss_d": 1.3, "loss_g": 0.00061, "d_real": 0.1, "d_fake": -0.1,
                                    "loss_pixel": 0.055}, total=20, elapsed=5.0, start_step=0)
     assert "loss_g 0.00061" in gan_stage and "pixel 0.055" in gan_stage
+
+
+def test_the_line_shows_each_engines_learning_rate():
+    both = format_line("run", {"step": 5, "loss_d": 1.0, "loss_g": 1.0, "d_real": 0.0, "d_fake": 0.0, "lr_g": 1e-4,
+                               "lr_d": 5e-5}, total=10, elapsed=1.0, start_step=0)
+    assert "lr 0.0001/5e-05" in both
+    assert "| lr 0.0002 |" in format_line("sr", {"step": 5, "loss_g": 0.05, "lr_g": 2e-4}, total=10, elapsed=1.0,
+                                          start_step=0)

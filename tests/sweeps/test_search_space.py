@@ -99,3 +99,19 @@ def test_the_best_trial_is_a_finished_one_in_the_metrics_direction():
     table = format_rows(cfg, rows).splitlines()
     assert table[0].split() == ["trial", "optim.g.lr", "fid", "step", "status"]
     assert table[3].split()[:4] == ["c", "0.0003", "1", "500"] and table[4].endswith("error")
+
+
+def test_a_sweep_searches_the_learning_rate_schedule():
+    cfg = sweep("optim.g.schedule.type=multistep", "optim.g.schedule.milestones=[500, 1000]",
+                "tune.space={optim.g.schedule.gamma: {uniform: [0.3, 0.7]}, optim.g.schedule.milestones: "
+                "{choice: [[500, 1000], [750, 1250]]}, optim.d.schedule.warmup_steps: {randint: [0, 100]}}")
+    space = search_space.parse_space(cfg.tune.space)
+    assert space["optim.g.schedule.milestones"].values == ([500, 1000], [750, 1250])
+    assert to_tune_domain(space["optim.g.schedule.milestones"]).categories == [[500, 1000], [750, 1250]]
+    raw = search_space.apply(cfg.to_dict(), {"optim.g.schedule.milestones": [750, 1250]})
+    assert raw["optim"]["g"]["schedule"]["milestones"] == [750, 1250]
+    # Every option is checked at load time, against the rest of the config, by name.
+    with pytest.raises(ConfigError, match=r"tune\.space\.optim\.g\.schedule\.milestones = \[1000, 500\]: "
+                                          r"optim\.g\.schedule\.milestones: must be strictly increasing"):
+        sweep("optim.g.schedule.type=multistep", "optim.g.schedule.milestones=[500, 1000]",
+              "tune.space={optim.g.schedule.milestones: {choice: [[500, 1000], [1000, 500]]}}")

@@ -6,6 +6,11 @@ engines line up. The DeepSpeed rules of ``distgan.runtime.algorithm`` hold:
 fakes for D are made under ``no_grad`` through G's bare module, and G's phase
 runs a frozen D's bare module.
 
+G and D may compute in different dtypes (``deepspeed.{g,d}.precision``): latents
+are drawn in G's, reals in D's, and G's fakes are cast to D's dtype on their way
+in (``for_d``); the cast is differentiable, so G's gradient comes back in G's
+dtype. D's logits reach the losses, which compute in fp32.
+
 A regularizer with ``interval`` 1 joins every Dmain loss (StyleGAN's Dboth);
 with a larger interval it runs as its own optimizer step every ``interval``
 steps, its loss multiplied by the interval so its average strength is
@@ -18,7 +23,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from distgan.config import Config, TrainConfig
+from distgan.config import Config, TrainConfig, reuses_fakes
 from distgan.gan.augment import build_augment
 from distgan.gan.losses import AdversarialLoss, build_loss
 from distgan.gan.regularizers import Regularizer, build_regularizer
@@ -45,7 +50,8 @@ class AlternatingGAN(GANAlgorithm):
                  regularizer: Optional[Regularizer] = None, reg_weight: float = 0.0, reg_interval: int = 1,
                  augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, num_classes: int = 0,
                  adversarial_weight: float = 1.0, max_consecutive_skips: int = TrainConfig.max_consecutive_skips,
-                 reuse_fakes: bool = False, layout: torch.memory_format = torch.contiguous_format):
+                 reuse_fakes: bool = False, layout: torch.memory_format = torch.contiguous_format,
+                 dtype_d: Optional[torch.dtype] = None):
         super().__init__(engine_g, engine_d, device, max_consecutive_skips)
         self.layout = layout
         """Memory format of real image batches (``train.channels_last``)."""
@@ -53,6 +59,9 @@ class AlternatingGAN(GANAlgorithm):
         self.latent_dim = latent_dim
         self.n_critic = n_critic
         self.dtype = dtype
+        """G's compute dtype: its latents'."""
+        self.dtype_d = dtype if dtype_d is None else dtype_d
+        """D's compute dtype: reals', and fakes' once cast (``for_d``)."""
         self.z_generator = z_generator
         self.regularizer = regularizer
         self.reg_weight = reg_weight
@@ -75,13 +84,13 @@ class AlternatingGAN(GANAlgorithm):
         """The algorithm ``cfg`` describes: loss, regularizer, augmentation, n_critic, precision."""
         reg = cfg.loss.d_reg
         return cls(engine_g, engine_d, build_loss(cfg.loss.type), cfg.model.latent_dim, cfg.train.n_critic,
-                   engines.compute_dtype(cfg), device, z_generator,
+                   engines.compute_dtype(cfg, "g"), device, z_generator,
                    regularizer=build_regularizer(reg.type) if reg.type != "none" else None,
                    reg_weight=reg.weight, reg_interval=reg.interval,
                    augment=build_augment(cfg.augment.policy) if cfg.augment.policy else None,
                    num_classes=num_classes, adversarial_weight=cfg.loss.adversarial_weight,
-                   max_consecutive_skips=cfg.train.max_consecutive_skips, reuse_fakes=cfg.train.reuse_fakes,
-                   layout=engines.memory_format(cfg))
+                   max_consecutive_skips=cfg.train.max_consecutive_skips, reuse_fakes=reuses_fakes(cfg),
+                   layout=engines.memory_format(cfg), dtype_d=engines.compute_dtype(cfg, "d"))
 
     # -- inputs -------------------------------------------------------------
     def latents(self, n: int) -> torch.Tensor:
@@ -96,13 +105,19 @@ class AlternatingGAN(GANAlgorithm):
         return torch.randint(self.num_classes, (n,), generator=self.z_generator).to(self.device)
 
     def real_batch(self, next_real: RealSource) -> Batch:
+        """Reals go only to D: in D's dtype."""
         x, labels = next_real()
-        x = engines.to_compute(x, self.device, self.dtype, self.layout)
+        x = engines.to_compute(x, self.device, self.dtype_d, self.layout)
         return x, None if labels is None else labels.to(self.device)
 
+    def for_d(self, x: torch.Tensor) -> torch.Tensor:
+        """G's output in D's dtype (the same tensor when they agree); gradients flow back through the cast."""
+        return x.to(self.dtype_d)
+
     def fakes_without_graph(self, labels: Optional[torch.Tensor], n: int) -> torch.Tensor:
+        """Fakes for a D phase, in D's dtype."""
         with torch.no_grad():
-            return _call(self.engine_g.module, self.latents(n), labels)
+            return self.for_d(_call(self.engine_g.module, self.latents(n), labels))
 
     def d_for_penalty(self, labels: Optional[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
         """D's bare module behind the augmentation, for the reals' labels: what penalties differentiate."""
@@ -125,7 +140,7 @@ class AlternatingGAN(GANAlgorithm):
                 # With G's graph, kept for G's step; D's backward still ends at the detached copy.
                 kept = _call(self.engine_g, self.latents(real.shape[0]), fake_labels)
                 self._kept_fake = (kept, fake_labels)
-                fake = kept.detach()
+                fake = self.for_d(kept.detach())
             else:
                 fake = self.fakes_without_graph(fake_labels, real.shape[0])
             real_logits = _call(self.engine_d, self.augment(real), real_labels)
@@ -164,7 +179,7 @@ class AlternatingGAN(GANAlgorithm):
                 else:
                     labels = self.fake_labels(batch_size)
                     fake = _call(self.engine_g, self.latents(batch_size), labels)
-                loss = self.loss.g_loss(_call(d_module, self.augment(fake), labels), real_logits)
+                loss = self.loss.g_loss(_call(d_module, self.augment(self.for_d(fake)), labels), real_logits)
                 self.backward("g", self.adversarial_weight * loss)
                 self.optimizer_step("g")
                 self.add_stat("loss_g", loss)

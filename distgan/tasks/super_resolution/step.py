@@ -11,6 +11,11 @@ The DeepSpeed rules of ``distgan.runtime.algorithm`` hold here too: in Gmain D i
 frozen and run through ``engine_d.module``, never the engine; in Dmain the
 fakes are detached, so D's backward ends at them.
 
+G and D may compute in different dtypes (``deepspeed.{g,d}.precision``): the
+low-resolution input and the target for G's content losses are in G's dtype;
+what D sees (the target, G's output) is cast to D's (``for_d``), the cast of
+G's output differentiable so G's adversarial gradient returns in G's dtype.
+
 With ``loss.adversarial_weight`` 0 there is no D at all: the PSNR-oriented
 stage trains G on its content losses alone, and the GAN stage then starts
 from its generator (``train.init_from``).
@@ -47,7 +52,7 @@ class SuperResolutionGAN(GANAlgorithm):
                  pixel: str, pixel_weight: float, perceptual: Optional[nn.Module], perceptual_weight: float,
                  dtype: torch.dtype, device: torch.device,
                  max_consecutive_skips: int = TrainConfig.max_consecutive_skips,
-                 layout: torch.memory_format = torch.contiguous_format):
+                 layout: torch.memory_format = torch.contiguous_format, dtype_d: Optional[torch.dtype] = None):
         if (engine_d is None) != (loss is None):
             raise ValueError("a discriminator engine and an adversarial loss come together")
         super().__init__(engine_g, engine_d, device, max_consecutive_skips)
@@ -56,6 +61,9 @@ class SuperResolutionGAN(GANAlgorithm):
         self.pixel, self.pixel_weight = PIXEL_LOSSES[pixel], pixel_weight
         self.perceptual, self.perceptual_weight = perceptual, perceptual_weight
         self.dtype = dtype
+        """G's compute dtype: its input's and the target's for the content losses."""
+        self.dtype_d = dtype if dtype_d is None else dtype_d
+        """D's compute dtype: what D sees is cast to it (``for_d``)."""
         self.layout = layout
         """Memory format of the LR/HR batches (``train.channels_last``)."""
 
@@ -64,35 +72,41 @@ class SuperResolutionGAN(GANAlgorithm):
                     perceptual: Optional[nn.Module] = None) -> "SuperResolutionGAN":
         loss = build_loss(cfg.loss.type) if engine_d is not None else None
         return cls(engine_g, engine_d, loss, cfg.loss.adversarial_weight, cfg.loss.pixel.type,
-                   cfg.loss.pixel.weight, perceptual, cfg.loss.perceptual.weight, engines.compute_dtype(cfg),
-                   device, cfg.train.max_consecutive_skips, engines.memory_format(cfg))
+                   cfg.loss.pixel.weight, perceptual, cfg.loss.perceptual.weight, engines.compute_dtype(cfg, "g"),
+                   device, cfg.train.max_consecutive_skips, engines.memory_format(cfg), engines.compute_dtype(cfg, "d"))
 
     def batch(self, next_pair: PairSource) -> tuple[torch.Tensor, torch.Tensor]:
         lr, hr = next_pair()
         return (engines.to_compute(lr, self.device, self.dtype, self.layout),
                 engines.to_compute(hr, self.device, self.dtype, self.layout))
 
+    def for_d(self, x: torch.Tensor) -> torch.Tensor:
+        """A tensor in D's dtype (the same tensor when G's is D's); gradients flow back through the cast."""
+        return x.to(self.dtype_d)
+
     # -- phases -------------------------------------------------------------
     def g_phase(self, next_pair: PairSource) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Gmain: one optimizer step of G; returns each micro-batch's (target, detached output) for D."""
+        """Gmain: one optimizer step of G; returns each micro-batch's (target, detached output) for D, in D's
+        dtype."""
         pairs = []
         with self.frozen_discriminator() as d_module:
             for _ in range(self.engine_g.gradient_accumulation_steps()):
                 lr, hr = self.batch(next_pair)
                 fake = self.engine_g(lr)
                 loss = self.content_loss(fake, hr)
+                hr_d = self.for_d(hr)
                 if d_module is not None:
                     real_logits = None
                     if self.loss.g_needs_real:
                         with torch.no_grad():  # D is frozen and the target does not depend on G
-                            real_logits = d_module(hr)
-                    adversarial = self.loss.g_loss(d_module(fake), real_logits)
+                            real_logits = d_module(hr_d)
+                    adversarial = self.loss.g_loss(d_module(self.for_d(fake)), real_logits)
                     self.add_stat("loss_g_adv", adversarial)
                     loss = loss + self.adversarial_weight * adversarial
                 self.backward("g", loss)
                 self.optimizer_step("g")
                 self.add_stat("loss_g", loss)
-                pairs.append((hr, fake.detach()))
+                pairs.append((hr_d, self.for_d(fake.detach())))
         return pairs
 
     def content_loss(self, fake: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:

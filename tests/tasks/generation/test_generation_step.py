@@ -188,6 +188,21 @@ def test_reused_fakes_need_one_critic_step():
         load_config(None, ("train.reuse_fakes=true", "train.n_critic=2"))
 
 
+@pytest.mark.parametrize("overrides, reused", [
+    ((), True),  # the default: auto, with one D step per G step
+    (("train.n_critic=5",), False),  # WGAN-GP's critic steps: nothing to reuse, and no error
+    (("deepspeed.g.gradient_accumulation_steps=2",), False),
+    (("deepspeed.d.gradient_accumulation_steps=2",), False),
+    (("train.reuse_fakes=false",), False),
+    (("train.reuse_fakes=true",), True),
+])
+def test_auto_reuses_fakes_exactly_where_it_can(overrides, reused):
+    from distgan import load_config
+    from distgan.config import reuses_fakes
+
+    assert reuses_fakes(load_config(None, overrides)) is reused
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_one_worker_at_zero_0_skips_the_gradient_all_reduce_and_trains_the_same(process_group, monkeypatch,
                                                                                precision):
