@@ -34,8 +34,8 @@ class TrainConfig:
     reuse_fakes: Union[bool, Literal["auto"]] = "auto"
     """G's step trains on the fakes D just saw instead of new ones: one G forward per step instead of two
     (as PyTorch's DCGAN example and Ray's PBT-DCGAN do), +20-24% steps/s on the shipped DCGAN. ``true`` needs
-    n_critic 1 and no gradient accumulation; ``auto`` reuses exactly when those hold (the shipped digits and
-    ring8 configs: quality measured equal, docs/performance.md); ``false`` draws fresh fakes for G."""
+    n_critic 1 and no gradient accumulation; ``auto`` reuses exactly when those hold (the shipped digits
+    configs: quality measured equal, docs/performance.md); ``false`` draws fresh fakes for G."""
     channels_last: bool = False
     """Keep image batches and convolution weights in NHWC order (``torch.channels_last``), which convolution
     kernels prefer on GPUs with tensor cores (bf16/fp16) and on oneDNN CPUs (docs/performance.md has the
