@@ -1,9 +1,10 @@
 """Streamed image folders: worker memory and start-up that do not grow with the data set, and throughput
 against the same images held in memory.
 
-For each folder size (``--sizes``; 128 px JPEGs of noise with a gradient, made once under ``--cache``) and each
-mode (``tasks`` and ``ray_data``: streamed, ``data.streamer`` set so; ``memory``: ``data.stream=false``; the
-same with ``sr-`` for super-resolution with degradations, ``SR_OVERRIDES``), one ``distgan.train`` run on an
+For each folder size (``--sizes``; JPEGs of noise with a gradient, 128 px or ``--source-px``, made once
+under ``--cache``) and each mode (``tasks`` and ``ray_data``: streamed, ``data.streamer`` set so;
+``memory``: ``data.stream=false``; the same with ``sr-`` for super-resolution with degradations,
+``SR_OVERRIDES``), one ``distgan.train`` run on an
 embedded Ray with 2 CPU workers (DCGAN at 64 px; or SRResNet), evaluation and W&B off. Measured per run:
 
   peak RSS    the largest resident set of any training worker (``ray::RayTrainWorker`` processes, sampled
@@ -18,7 +19,7 @@ embedded Ray with 2 CPU workers (DCGAN at 64 px; or SRResNet), evaluation and W&
               GPUs train stays under the node's spare cores
 
     python benchmarks/streaming.py [--sizes 1000,16000] [--modes tasks,ray_data,memory,sr-tasks,sr-memory]
-                                   [--steps 80] [--cache DIR]
+                                   [--steps 80] [--source-px 128] [--cache DIR]
     python benchmarks/streaming.py --decode-only [--sizes 1000]     # the streamers alone, no training
 
 Prints a table and, last, one JSON line with every number. Asserts nothing.
@@ -50,16 +51,16 @@ LR input blurred, noised and JPEG-compressed (Real-ESRGAN's first-order degradat
 or on the training thread."""
 
 
-def make_folder(root: Path, n: int) -> Path:
-    """``n`` 128 px RGB JPEGs (made once; reused while the count matches)."""
-    folder = root / f"jpeg128-{n}"
+def make_folder(root: Path, n: int, side: int = 128) -> Path:
+    """``n`` RGB JPEGs of ``side`` px (made once; reused while the count matches)."""
+    folder = root / f"jpeg{side}-{n}"
     if folder.is_dir() and len(list(folder.iterdir())) == n:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(n)
-    ramp = np.linspace(0, 255, 128, dtype=np.float32)[None, :, None]
+    ramp = np.linspace(0, 255, side, dtype=np.float32)[None, :, None]
     for i in range(n):
-        noise = rng.normal(0, 40, (128, 128, 3)).astype(np.float32)
+        noise = rng.normal(0, 40, (side, side, 3)).astype(np.float32)
         pixels = np.clip(ramp * (i % 7 + 1) / 7 + noise, 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(folder / f"{i:06d}.jpg", quality=90)
     return folder
@@ -219,13 +220,15 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="1000,16000")
     parser.add_argument("--modes", default="tasks,ray_data,memory")
     parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--source-px", type=int, default=128,
+                        help="side of the folder's JPEGs; larger than 128 takes the decoder's reduced-scale path")
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "distgan-bench-folders"))
     parser.add_argument("--decode-only", action="store_true",
                         help="compare the streamers alone (a thread, the task window, Ray Data) on --sizes' first folder")
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")
     if args.decode_only:
-        rows = decode_only(make_folder(Path(args.cache), int(args.sizes.split(",")[0])))
+        rows = decode_only(make_folder(Path(args.cache), int(args.sizes.split(",")[0]), args.source_px))
         print(f"\n{'engine':<9}{'images/s':>10}{'CPU ms/image':>14}")
         for r in rows:
             print(f"{r['engine']:<9}{r['images_per_s']:>10.0f}{r['cpu_ms_per_image']:>14.2f}")
@@ -233,7 +236,7 @@ def main(argv=None) -> int:
         return 0
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
-        folder = make_folder(Path(args.cache), n)
+        folder = make_folder(Path(args.cache), n, args.source_px)
         for mode in args.modes.split(","):
             rows.append(run_once(folder, mode, args.steps))
             print(rows[-1], file=sys.stderr, flush=True)

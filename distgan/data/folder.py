@@ -19,11 +19,11 @@ from typing import BinaryIO, Union
 
 import numpy as np
 import torch
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from distgan.config import ConfigError, DataConfig
 from distgan.data.source import Dataset, Source
-from distgan.data.images import open_upright, to_8bit
+from distgan.data.images import fit_square
 
 log = logging.getLogger(__name__)
 
@@ -130,17 +130,6 @@ def check(cfg: DataConfig) -> None:
     screen(image_files(cfg), "data.path", cfg.path, cfg.skip_corrupt)
 
 
-def _read(path: Path, cfg: DataConfig) -> np.ndarray:
-    """One image as uint8 [C, R, R]: upright, 8-bit grey or RGB (16-bit scaled, alpha on black: see
-    ``distgan.data.images``), shorter side resized to R, centre-cropped."""
-    size = cfg.resolution
-    img = to_8bit(open_upright(path), cfg.channels)
-    # Crops the centre to a square, then resamples with Lanczos, which antialiases when shrinking.
-    img = ImageOps.fit(img, (size, size), method=Image.Resampling.LANCZOS)
-    array = np.asarray(img, dtype=np.uint8)
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-
-
 def load(cfg: DataConfig) -> Dataset:
     files = image_files(cfg)
     failed = screen(files, "data.path", cfg.path, cfg.skip_corrupt)
@@ -149,7 +138,7 @@ def load(cfg: DataConfig) -> Dataset:
         if path in failed:
             continue
         try:
-            arrays.append(_read(path, cfg))
+            arrays.append(fit_square(path, cfg.resolution, cfg.channels))
         except READ_ERRORS as exc:
             if not cfg.skip_corrupt:
                 raise unreadable("data.path", cfg.path, path, str(exc) or type(exc).__name__) from None

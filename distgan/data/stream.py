@@ -32,12 +32,11 @@ from typing import Callable, Iterator, Optional, Protocol
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from distgan.config import ConfigError, DataConfig
 from distgan.data.catalog import Catalog
 from distgan.data.folder import READ_ERRORS, unreadable
-from distgan.data.images import open_upright, to_8bit
+from distgan.data.images import fit_square
 from distgan.data.sampler import ShardedBatches
 
 log = logging.getLogger(__name__)
@@ -104,15 +103,6 @@ class ThreadStreamer:
                     ready.get(timeout=0.05)
 
 
-def decode_image(data: bytes, resolution: int, channels: int) -> np.ndarray:
-    """Encoded bytes as uint8 [C, R, R]: upright, 8-bit (``distgan.data.images``), shorter side resized
-    to R with Lanczos (which antialiases when shrinking), centre-cropped; as ``distgan.data.folder``."""
-    img = to_8bit(open_upright(io.BytesIO(data)), channels)
-    img = ImageOps.fit(img, (resolution, resolution), method=Image.Resampling.LANCZOS)
-    array = np.asarray(img, dtype=np.uint8)
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-
-
 @dataclass(frozen=True)
 class DecodeImages:
     """The decoding task: rows ``{"index"}`` -> ``{"index", "image" uint8 [n, C, R, R], "label", "bad", "error"}``.
@@ -148,7 +138,7 @@ class DecodeImages:
         for attempt in range(MAX_SUBSTITUTES + 1):
             j = (i + attempt) % n
             try:
-                out[...] = decode_image(self.catalog.reader.read(j), self.resolution, self.channels)
+                out[...] = fit_square(io.BytesIO(self.catalog.reader.read(j)), self.resolution, self.channels)
                 return j, (i if attempt else -1), ""
             except READ_ERRORS as exc:
                 if not self.skip_corrupt:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from distgan import data
 from distgan.config import ConfigError, DataConfig
@@ -109,3 +109,29 @@ def test_data_appended_after_a_whole_jpeg_is_no_alarm(tmp_path):
     (tmp_path / "motion.jpg").write_bytes(raw + bytes(range(256)) * 64)
     cfg = load_config(None, (f"data.path={tmp_path}", f"data.resolution={SIDE}"))
     assert data.load_dataset(cfg.data).x.shape == (1, 1, SIDE, SIDE)
+
+
+def smooth_photo(side: int) -> Image.Image:
+    """A smooth colour image with detail at every scale a reduced decode could drop: rings and a ramp."""
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    rings = 0.5 + 0.5 * np.sin(40 * np.hypot(yy - 0.4, xx - 0.6))
+    rgb = np.stack([rings, xx, 1 - yy], axis=-1)
+    return Image.fromarray((rgb * 255).round().astype(np.uint8))
+
+
+def test_a_large_jpeg_is_decoded_reduced_but_not_below_twice_the_size(tmp_path):
+    from distgan.data.images import REDUCING_GAP, fit_square, open_upright
+
+    smooth_photo(512).save(tmp_path / "big.jpg", quality=95)
+    smooth_photo(512).save(tmp_path / "big.png")
+    # 32 px wanted: the decoder scales the DCT by 1/8 (64 = 2 * 32 on both sides), a PNG has no such path.
+    assert open_upright(tmp_path / "big.jpg", at_least=REDUCING_GAP * 32).size == (64, 64)
+    assert open_upright(tmp_path / "big.png", at_least=REDUCING_GAP * 32).size == (512, 512)
+    # 200 px wanted: no reduction keeps 400 px, so the JPEG is decoded in full.
+    assert open_upright(tmp_path / "big.jpg", at_least=REDUCING_GAP * 200).size == (512, 512)
+    # Lanczos does the last reduction: within a level or two of the full decode's result, on average far less.
+    reduced = fit_square(tmp_path / "big.jpg", 32, 3).astype(int)
+    with Image.open(tmp_path / "big.jpg") as img:
+        full = np.asarray(ImageOps.fit(img.convert("RGB"), (32, 32), method=Image.Resampling.LANCZOS))
+    diff = np.abs(reduced - full.transpose(2, 0, 1).astype(int))
+    assert diff.mean() < 1.0 and diff.max() <= 6, (diff.mean(), diff.max())
