@@ -28,7 +28,7 @@ model state (part 1) + activations fit a memory budget. The true peak also holds
 of activations in flight, conv workspaces, the loss); where CUDA is available, one forward+backward at the
 computed crop is measured with ``torch.cuda.max_memory_allocated`` and printed beside the estimate.
 
-    python benchmarks/memory.py [--models dcgan,rrdb] [--stages 0,1,2,3] [--workers 1,2] [--budget-gib 24]
+    python benchmarks/memory.py [--models dcgan,rrdb] [--stages 0,1,2,3] [--workers 1,2|1:2,2] [--budget-gib 24]
                                 [--precisions fp32,bf16] [--persistence-threshold N] [--quick] [--verbose]
 
 Prints tables and, last, one JSON line with every number. Asserts nothing.
@@ -370,7 +370,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="dcgan,rrdb", help="comma-separated: dcgan, rrdb")
     parser.add_argument("--stages", default="0,1,2,3", help="ZeRO stages")
-    parser.add_argument("--workers", default="1,2", help="world sizes")
+    parser.add_argument("--workers", default="1,2",
+                        help="world sizes; W:S+S measures world W at those stages only (e.g. 1:2,2)")
     parser.add_argument("--precisions", default="fp32,bf16",
                         help="engine precisions of part 1 (DCGAN is measured in the first only)")
     parser.add_argument("--budget-gib", type=float, default=24.0, help="memory per worker (24: an A10/RTX 3090)")
@@ -385,23 +386,25 @@ def parse_args(argv):
     if unknown:
         parser.error(f"--models: unknown {sorted(unknown)}; choose from dcgan, rrdb")
     args.stages = [int(s) for s in args.stages.split(",")]
-    args.workers = [int(w) for w in args.workers.split(",")]
+    # world -> its stages: W alone takes every --stages entry, W:S+S only those.
+    args.workers = {int(w.split(":")[0]): ([int(s) for s in w.split(":")[1].split("+")] if ":" in w else args.stages)
+                    for w in args.workers.split(",")}
     args.precisions = [p for p in args.precisions.split(",") if p]
     return args
 
 
-def jobs_for(args) -> list[Job]:
+def jobs_for(args, stages: list[int]) -> list[Job]:
     nets = {"dcgan": [("g", args.precisions[:1]), ("d", args.precisions[:1])], "rrdb": [("g", args.precisions)]}
     return [Job(model, net, stage, precision) for model in args.models for net, precisions in nets[model]
-            for precision in precisions for stage in args.stages]
+            for precision in precisions for stage in stages]
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     rows = []
-    for world in args.workers:
-        rows += measure_world(world, jobs_for(args), args.quick, args.verbose, args.persistence_threshold)
+    for world, stages in args.workers.items():
+        rows += measure_world(world, jobs_for(args, stages), args.quick, args.verbose, args.persistence_threshold)
     rows.sort(key=lambda r: (r["model"], r["net"] != "g", r["precision"] != "fp32", r["stage"], r["workers"]))
     print_state_table(rows, args.persistence_threshold)
     if args.verbose:

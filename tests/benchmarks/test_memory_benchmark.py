@@ -36,12 +36,12 @@ def test_zero_stages_partition_state_per_worker(tmp_path):
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run([sys.executable, str(BENCHMARK), "--quick", "--models", "dcgan", "--stages", "0,2,3",
-                           "--workers", "1,2", "--persistence-threshold", "0"],
+                           "--workers", "1:2,2", "--persistence-threshold", "0"],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = {(r["net"], r["stage"], r["workers"]): r for r in result["rows"]}
-    assert len(rows) == 2 * 3 * 2
+    assert len(rows) == 2 * (3 + 1)  # one worker at ZeRO-2 only: what it is compared with below
     for net in ("g", "d"):
         zero0 = rows[(net, 0, 2)]
         # Adam, fp32: exp_avg and exp_avg_sq, 4 bytes each per parameter (plus a 4-byte step per tensor).
