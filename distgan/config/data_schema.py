@@ -108,8 +108,8 @@ class RealESRGANConfig:
     every random resize and the resize back, summing to 1 (published: a uniform choice)."""
     sharpen_gt: bool = False
     """Unsharp-mask the HR crop first: the LR is made from the sharpened crop and it is the training target
-    (published ``gt_usm: true``; Real-ESRGAN then keeps the unsharpened target for the adversarial loss,
-    which this option does not: every loss sees the sharpened one). Validation targets stay unsharpened."""
+    of the pixel and perceptual losses (published ``gt_usm: true``); D's real images stay the plain crops, as
+    Real-ESRGAN's ``gan_gt_usm: false``. Validation targets stay unsharpened."""
     usm_weight: float = 0.5
     """Unsharp mask: sharpened = x + weight (x - blur(x)) (published 0.5); 0..10."""
     usm_radius: int = 50
@@ -136,6 +136,12 @@ class DegradationConfig:
     disables it."""
     realesrgan: RealESRGANConfig = field(default_factory=RealESRGANConfig)
     """``realesrgan``: the ranges and chances of Real-ESRGAN's pipeline, published defaults."""
+    device: Literal["data", "trainer"] = "data"
+    """Where training inputs are degraded. ``data``: one crop at a time where the crops are cut (the streamer's
+    tasks, or the training thread for data held in memory). ``trainer``: the data path sends the plain HR
+    crops and each sample's generator state, and the training worker degrades the whole batch just before
+    the step, on its own device (the GPU when it has one; float32 whatever the engines compute in). Both give
+    the same inputs (float tolerance). Paired low-resolution images (``data.lr_path``) are not degraded."""
 
 
 @dataclass

@@ -14,8 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
 from distgan.config.errors import ConfigError, positive
+from distgan.config.augment_schema import AugmentConfig, check_augment
 from distgan.config.data_schema import DataConfig, DegradationConfig
 from distgan.config.optim_schema import OptimConfig, check_optim
+from distgan.config.regularizer_schema import GRegConfig, check_g_reg
+from distgan.config.scaling_schema import ScalingConfig, check_scaling
+from distgan.config.stylegan_schema import StyleGAN2Config
 from distgan.config.typed import build_section, plain
 
 # --------------------------------------------------------------------------
@@ -80,26 +84,6 @@ class TrainConfig:
 
 
 @dataclass
-class ScalingConfig:
-    num_workers: int = 2
-    """Ray Train workers, each holding a replica of G and D."""
-    use_gpu: Union[bool, Literal["auto"]] = "auto"
-    """One GPU per worker; ``auto`` uses GPUs when the cluster has them."""
-    cpus_per_worker: int = 1
-    """Logical CPUs reserved per worker (also its torch thread count on CPU)."""
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
-    """How Ray places the workers on nodes: ``PACK`` fills nodes (fast collectives), ``SPREAD`` puts them on
-    as many nodes as it can (each node's spare CPUs then decode streamed data for its own worker); ``STRICT_*``
-    refuse to start otherwise."""
-    tune_malloc: bool = True
-    """CPU workers keep freed memory in glibc's heap between steps instead of returning it to the kernel
-    (``distgan.runtime.malloc``): faster steps, the peak stays resident."""
-    start_timeout_s: float = 900.0
-    """Seconds each start of the workers (the first, every restart) may wait for room in the cluster, taken as soon as
-    it frees up, before the run stops saying what it waited for; 15 min lets an autoscaler add nodes. At most a day."""
-
-
-@dataclass
 class EngineConfig:
     zero_stage: Optional[int] = None
     """ZeRO stage for this engine; ``null`` inherits ``deepspeed.zero_stage``."""
@@ -145,8 +129,8 @@ class DeepSpeedConfig:
 @dataclass
 class ModelConfig:
     family: str = "dcgan"
-    """Model family from the model registry: ``dcgan``, ``mlp`` (generation from z) or ``srresnet``, ``rrdb``
-    (super-resolution: G maps a low-resolution image to one ``scale`` times larger)."""
+    """Model family from the model registry: ``dcgan``, ``mlp``, ``stylegan2`` (generation from z) or ``srresnet``,
+    ``rrdb`` (super-resolution: G maps a low-resolution image to one ``scale`` times larger)."""
     latent_dim: int = 64
     """Size of the latent vector z."""
     g_width: int = 32
@@ -181,6 +165,8 @@ class ModelConfig:
     ``unet`` (Real-ESRGAN's U-Net with spectral norm, one logit per pixel)."""
     checkpointing: bool = False
     """Activation checkpointing of G's blocks: recompute them in the backward pass to save memory."""
+    stylegan2: StyleGAN2Config = field(default_factory=StyleGAN2Config)
+    """Architecture of ``family: stylegan2`` (mapping network, channels, minibatch std, style mixing, noise)."""
 
 
 @dataclass
@@ -221,6 +207,8 @@ class LossConfig:
     """Adversarial loss from the loss registry: ``nonsaturating``, ``hinge``, ``wgan``, ``lsgan``, ``ragan``."""
     d_reg: RegularizerConfig = field(default_factory=RegularizerConfig)
     """Regularizer of the discriminator."""
+    g_reg: GRegConfig = field(default_factory=GRegConfig)
+    """Regularizer of the generator (StyleGAN2's path length)."""
     adversarial_weight: float = 1.0
     """Weight of the adversarial term in G's loss. Super-resolution: 0 trains G on the pixel and perceptual
     losses alone, without D (the PSNR-oriented stage)."""
@@ -228,13 +216,6 @@ class LossConfig:
     """Super-resolution: distance between G's output and the high-resolution target."""
     perceptual: PerceptualLossConfig = field(default_factory=PerceptualLossConfig)
     """Super-resolution: distance between VGG19 features of G's output and of the target."""
-
-
-@dataclass
-class AugmentConfig:
-    policy: str = ""
-    """Differentiable augmentations of D's inputs, comma-separated (``color``, ``translation``, ``cutout``);
-    empty for none. Meant for small image data sets; reals and fakes get the same treatment."""
 
 
 @dataclass
@@ -397,13 +378,14 @@ PATH_KEYS = ("data.path", "data.lr_path", "data.val_path", "train.init_from", "t
 
 def check_ranges(cfg: Config) -> None:
     _check_train(cfg)
-    positive("scaling.num_workers", cfg.scaling.num_workers)
-    positive("scaling.cpus_per_worker", cfg.scaling.cpus_per_worker)
+    check_scaling(cfg.scaling, cfg.train.batch_size)
     if not 0 < cfg.scaling.start_timeout_s <= MAX_COLLECTIVE_TIMEOUT_S:  # never forever: that is the hang it ends
         raise ConfigError(f"scaling.start_timeout_s: must be > 0 and at most {MAX_COLLECTIVE_TIMEOUT_S:.0f} (a day), "
                           f"got {cfg.scaling.start_timeout_s!r}")
     _check_paths_not_empty(cfg)
     _check_deepspeed(cfg)
+    check_augment(cfg.augment)
+    check_g_reg(cfg.loss.g_reg, cfg.deepspeed.stage("g"))
 
     m = cfg.model
     for name in ("latent_dim", "g_width", "d_width"):
