@@ -13,9 +13,11 @@ import torch
 
 from distgan.config import ConfigError, DegradationConfig
 from distgan.config.data_schema import RealESRGANConfig, RealESRGANFirstConfig, RealESRGANSecondConfig
-from distgan.data.degradations import DEGRADATIONS, check_degradation, degrade, make_lr, quantize
+from distgan.data.degradations import (DEGRADATIONS, check_degradation, degrade, degrade_batch, draw, make_lr,
+                                      quantize)
 from distgan.data.degradations.base import filter2d
 from distgan.data.degradations.kernels import (generalized_gaussian, gaussian, plateau, random_kernel, sinc)
+from distgan.data.degradations.ragged import filter_each
 from distgan.data.degradations.realesrgan import (add_gaussian_noise, add_poisson_noise, unsharp_mask, usm_taps)
 from distgan.data.resize import imresize
 
@@ -203,6 +205,61 @@ def test_published_defaults():
         (0.05, 3.0), (0.05, 2.5), 0.8, 0.8)
     assert (top.sinc_cutoff, top.usm_weight, top.usm_radius, top.usm_threshold) == ((0.2, 1.0), 0.5, 50, 10.0)
     assert DegradationConfig().type == "classic" and DEGRADATIONS.names() == ["classic", "realesrgan"]
+
+
+# -- the batched path ------------------------------------------------------------------------------------------
+
+
+def test_grouped_filter_is_each_kernel_with_its_own_reflect_padding():
+    x = torch.rand(3, 2, 12, 10, generator=gen(1))
+    kernels = [torch.rand(k, k, generator=gen(k), dtype=torch.float64) for k in (3, 9, 21)]
+    out = filter_each(x, kernels)
+    for i, k in enumerate(kernels):
+        # 21 taps reach 10 px past a 10-px-wide image: that one repeats its edges instead, as filter2d does.
+        assert torch.allclose(out[i:i + 1], filter2d(x[i:i + 1], k), atol=1e-6)
+    assert not torch.allclose(out[1], out[2], atol=1e-3)
+
+
+SAMPLES = 6
+
+
+@pytest.mark.parametrize("name, deg, channels, side", [
+    ("published", realesrgan(), 3, 128),
+    ("sharpened", realesrgan(sharpen_gt=True), 3, 128),
+    ("grey, small, every kind of noise and end", realesrgan(
+        first=RealESRGANFirstConfig(kernel_size=(7, 15), gaussian_noise_prob=0.3),
+        second=RealESRGANSecondConfig(kernel_size=(7, 15), blur_prob=0.5, gaussian_noise_prob=0.3),
+        final_kernel_size=(7, 15)), 1, 32),
+    ("classic", DegradationConfig(blur_sigma=(0.2, 3.0), noise_sigma=(1.0, 25.0), jpeg_quality=(30, 95)), 3, 64),
+])
+def test_a_batch_degrades_each_sample_as_it_alone_would(photo, name, deg, channels, side):
+    """The key property of the batched path: sample i of ``degrade_batch`` is ``degrade`` of crop i with the same
+    generator, whatever else is in the batch; LR exactly (it is on the 8-bit grid), targets to float tolerance."""
+    crops = torch.stack([photo[:channels, :side, :side], photo[:channels, -side:, -side:].flip(-1),
+                         photo[:channels, :side, -side:].transpose(1, 2)] * 2)
+    alone = [degrade(crop, 4, deg, gen(50 + i)) for i, crop in enumerate(crops)]
+    draws = [draw(tuple(crop.shape), 4, deg, gen(50 + i)) for i, crop in enumerate(crops)]
+    lr, target = degrade_batch(crops, 4, deg, draws)
+    assert lr.shape == (SAMPLES, channels, side // 4, side // 4) and target.shape == crops.shape
+    assert torch.equal(lr, torch.stack([a[0] for a in alone]))
+    assert torch.allclose(target, torch.stack([a[1] for a in alone]), atol=1e-5, rtol=0)
+    assert len({float(x.sum()) for x in lr}) == SAMPLES  # every sample its own draws
+    # A sample's result does not depend on its neighbours: the last half alone gives the same.
+    assert torch.equal(degrade_batch(crops[3:], 4, deg, draws[3:])[0], lr[3:])
+
+
+def test_the_draws_are_per_sample_and_come_in_the_pipelines_order(photo):
+    deg = realesrgan(first=RealESRGANFirstConfig(gaussian_noise_prob=0.5))
+    kinds = set()
+    for seed in range(16):
+        d = draw(tuple(photo.shape), 4, deg, gen(seed))
+        kinds.add((d.first.noise.gaussian, d.second.noise.gaussian, d.resize_first, d.final_kernel is None))
+        noise = d.first.noise
+        # A Gaussian field is drawn at the size the first resize gives; a Poisson draw carries its own seed.
+        assert (noise.field.shape[-2:] == d.first.size) if noise.gaussian else noise.field is None
+        assert d.first.kernel is not None and abs(float(d.first.kernel.sum()) - 1) < 1e-12  # blur_prob 1
+        assert 30 <= d.first_quality <= 95 and d.first.mode in ("area", "bilinear", "bicubic")
+    assert len(kinds) > 6  # the choices vary from sample to sample, not once per batch
 
 
 # -- config checks -----------------------------------------------------------------------------------------

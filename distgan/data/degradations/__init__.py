@@ -2,12 +2,17 @@
 
 Pipelines are registered by ``data.degradation.type``: ``classic`` (``.classic``: one pass of blur, bicubic
 downsampling, noise, 8-bit rounding and JPEG; the default) and ``realesrgan`` (``.realesrgan``: Real-ESRGAN's
-second-order degradation, its kernels in ``.kernels``). Each draws everything random from the sample's own
-``torch.Generator``: the result is a function of the HR crop and the generator's state alone, so a sample is
-the same on any number of workers. A new pipeline is a new module registering itself, imported below.
+second-order degradation, its kernels in ``.kernels``, its batched steps in ``.ragged``). Each draws everything
+random from the sample's own ``torch.Generator``: the result is a function of the HR crop and the generator's
+state alone, so a sample is the same on any number of workers. ``degrade`` makes one sample; ``draw`` and
+``degrade_batch`` split that in two, so that the choices are taken wherever the sample's generator is and a
+whole batch is degraded at once where it is used (``data.degradation.device``). A new pipeline is a new module
+registering itself, imported below.
 """
 
 from __future__ import annotations
+
+from typing import Any, Sequence
 
 import torch
 
@@ -17,7 +22,8 @@ from distgan.data.degradations.base import DEGRADATIONS, Degradation, from_uint8
 from distgan.data.degradations.classic import add_noise, gaussian_blur, gaussian_kernel
 
 __all__ = ["DEGRADATIONS", "Degradation", "add_noise", "blur_reach", "check_degradation", "degrade",
-           "from_uint8", "gaussian_blur", "gaussian_kernel", "jpeg", "make_lr", "quantize", "to_uint8"]
+           "degrade_batch", "draw", "from_uint8", "gaussian_blur", "gaussian_kernel", "jpeg", "make_lr", "quantize",
+           "to_uint8"]
 
 TYPE_KEY = "data.degradation.type"
 
@@ -46,3 +52,16 @@ def degrade(hr: torch.Tensor, scale: int, deg: DegradationConfig,
 def make_lr(hr: torch.Tensor, scale: int, deg: DegradationConfig, gen: torch.Generator) -> torch.Tensor:
     """The LR input alone (``degrade``'s first part): what validation and inference inputs are made with."""
     return degrade(hr, scale, deg, gen)[0]
+
+
+def draw(shape: tuple[int, int, int], scale: int, deg: DegradationConfig, gen: torch.Generator) -> Any:
+    """Every random choice ``degrade`` takes for an HR crop of ``shape`` [C, H, W], from ``gen``, in its order."""
+    return pipeline(deg).draw(shape, scale, deg, gen)
+
+
+def degrade_batch(hr: torch.Tensor, scale: int, deg: DegradationConfig,
+                  draws: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(LR [N, C, H/scale, W/scale], targets [N, C, H, W]) of the HR crops [N, C, H, W] in [-1, 1], on their
+    device, sample i with ``draws[i]``: what ``degrade`` makes of each alone (float tolerance), with the same
+    generator. The targets are ``hr`` itself when the pipeline leaves them unchanged."""
+    return pipeline(deg).apply(hr, scale, deg, draws)

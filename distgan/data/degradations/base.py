@@ -2,8 +2,9 @@
 contract, and the pixel helpers (8-bit grid, JPEG round trip, filtering, range checks).
 
 A pipeline is a ``Degradation``: ``check`` refuses a bad config before anything starts, ``reach`` says how
-far its blur reaches (the validation crops must be larger), and calling it turns one HR crop into its LR
-input and the training target, drawing everything random from the sample's own ``torch.Generator``. A new
+far its blur reaches (the validation crops must be larger), ``draw`` takes every random choice of one sample
+from the sample's own ``torch.Generator``, ``apply`` turns a batch of HR crops into their LR inputs and
+training targets with those choices (on the batch's device), and calling it does both for one HR crop. A new
 pipeline is a new module that registers itself (and one import line in ``__init__``).
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from distgan.core.registry import Registry
 from distgan.metrics.image_quality import to_uint8
 
 __all__ = ["DEGRADATIONS", "Degradation", "check_probabilities", "check_range", "filter2d", "from_uint8", "jpeg",
-           "quantize", "refuse_unused", "separable_filter", "to_uint8"]
+           "quantize", "reflect_pad", "refuse_unused", "separable_filter", "to_uint8"]
 
 
 class Degradation(Protocol):
@@ -34,10 +35,20 @@ class Degradation(Protocol):
     def reach(self, deg: DegradationConfig) -> int:
         """How many HR pixels the blur reaches: a validation image must be larger than this."""
 
+    def draw(self, shape: tuple[int, int, int], scale: int, deg: DegradationConfig, gen: torch.Generator) -> Any:
+        """Every random choice of one sample whose HR crop is ``shape`` [C, H, W], from ``gen`` alone (on the
+        CPU: the same choices on any device)."""
+
+    def apply(self, hr: torch.Tensor, scale: int, deg: DegradationConfig,
+              draws: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(LR [N, C, H/scale, W/scale] on the 8-bit grid, training target [N, C, H, W]), both in [-1, 1], on
+        ``hr``'s device, from the HR crops [N, C, H, W] in [-1, 1] and each sample's ``draw``; the target is
+        ``hr`` itself when the pipeline leaves it as it is. Sample i is what ``apply`` makes of it alone."""
+
     def __call__(self, hr: torch.Tensor, scale: int, deg: DegradationConfig,
                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(LR [C, H/scale, W/scale] on the 8-bit grid, training target [C, H, W]), both in [-1, 1], on
-        ``hr``'s device, from the HR crop [C, H, W] in [-1, 1] and the draws of ``gen`` alone."""
+        """``apply`` of ``draw`` to one HR crop [C, H, W]: (LR [C, H/scale, W/scale], target [C, H, W], ``hr``
+        itself when unchanged)."""
 
 
 DEGRADATIONS: Registry[Degradation] = Registry("degradation")
@@ -72,7 +83,8 @@ def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     return from_uint8(torch.from_numpy(array.copy())).to(device=x.device, dtype=x.dtype)
 
 
-def _pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+def reflect_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """``F.pad`` by reflection where the pad fits inside the image, by repeating the edge otherwise."""
     # Reflect (mirror about the edge pixel, as OpenCV's default border and BasicSR's filter2D) needs the pad
     # to stay inside the image; the second round can shrink an image below a kernel's radius, so small
     # images repeat their edge pixels instead.
@@ -86,7 +98,7 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     k = kernel.shape[-1]
     channels = x.shape[1]
     weight = kernel.to(device=x.device, dtype=x.dtype).expand(channels, 1, k, k)
-    return F.conv2d(_pad(x, (k // 2,) * 4), weight, groups=channels)
+    return F.conv2d(reflect_pad(x, (k // 2,) * 4), weight, groups=channels)
 
 
 def separable_filter(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
@@ -95,8 +107,9 @@ def separable_filter(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     k = taps.numel()
     channels = x.shape[1]
     taps = taps.to(device=x.device, dtype=x.dtype)
-    y = F.conv2d(_pad(x, (0, 0, k // 2, k // 2)), taps.view(1, 1, k, 1).expand(channels, 1, k, 1), groups=channels)
-    return F.conv2d(_pad(y, (k // 2, k // 2, 0, 0)), taps.view(1, 1, 1, k).expand(channels, 1, 1, k),
+    y = F.conv2d(reflect_pad(x, (0, 0, k // 2, k // 2)), taps.view(1, 1, k, 1).expand(channels, 1, k, 1),
+                 groups=channels)
+    return F.conv2d(reflect_pad(y, (k // 2, k // 2, 0, 0)), taps.view(1, 1, 1, k).expand(channels, 1, 1, k),
                     groups=channels)
 
 

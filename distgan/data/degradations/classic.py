@@ -19,6 +19,8 @@ Each parameter is drawn per image, uniformly from its configured [min, max], wit
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +29,8 @@ from distgan.config import ConfigError, DegradationConfig
 from distgan.data.degradations.base import DEGRADATIONS, check_range, jpeg, quantize, refuse_unused
 from distgan.data.resize import imresize
 
-__all__ = ["Classic", "add_noise", "check_classic", "classic_lr", "gaussian_blur", "gaussian_kernel"]
+__all__ = ["Classic", "ClassicDraw", "add_noise", "check_classic", "classic_apply", "classic_draw", "classic_lr",
+           "gaussian_blur", "gaussian_kernel"]
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:
@@ -45,7 +48,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """
     if sigma <= 0:
         return x
-    taps = gaussian_kernel(sigma)
+    taps = gaussian_kernel(sigma).to(x.device)
     radius = taps.numel() // 2
     if radius >= min(x.shape[-2:]):
         raise ValueError(f"blur sigma {sigma} needs a kernel of radius {radius}, larger than the "
@@ -87,6 +90,44 @@ def _uniform(bounds: tuple[float, float], u: float) -> float:
     return low + (high - low) * u
 
 
+@dataclass
+class ClassicDraw:
+    blur_sigma: float
+    noise_sigma: float
+    quality: int
+    """JPEG quality; 0: no JPEG."""
+    noise: Optional[torch.Tensor]
+    """The unit noise field [C, H/scale, W/scale] (float64, CPU), or None when ``noise_sigma`` is 0."""
+
+
+def classic_draw(shape: tuple[int, int, int], scale: int, degradation: DegradationConfig,
+                 gen: torch.Generator) -> ClassicDraw:
+    """The random choices for an HR image of ``shape`` [C, H, W] (H and W multiples of ``scale``)."""
+    channels, height, width = shape
+    if height % scale or width % scale:
+        raise ValueError(f"make_lr: image {height}x{width} is not a multiple of scale {scale}")
+    # Three draws every time, whatever is enabled, so the stream after them does not depend on the config.
+    u_blur, u_noise, u_jpeg = torch.rand(3, generator=gen, dtype=torch.float64).tolist()
+    noise_sigma = _uniform(degradation.noise_sigma, u_noise)
+    noise = None
+    if noise_sigma > 0:  # the generator is a CPU one: the field is drawn there, whatever the image's device
+        noise = torch.randn((channels, height // scale, width // scale), generator=gen, dtype=torch.float64)
+    q_low, q_high = degradation.jpeg_quality
+    # An integer uniformly from q_low..q_high inclusive.
+    quality = min(q_low + math.floor(u_jpeg * (q_high - q_low + 1)), q_high) if q_high > 0 else 0
+    return ClassicDraw(_uniform(degradation.blur_sigma, u_blur), noise_sigma, quality, noise)
+
+
+def classic_apply(hr: torch.Tensor, scale: int, draw: ClassicDraw) -> torch.Tensor:
+    """The LR input of one HR image [C, H, W] in [-1, 1] with its ``draw``."""
+    x = gaussian_blur(hr, draw.blur_sigma)
+    x = imresize(x, 1.0 / scale, size=(hr.shape[-2] // scale, hr.shape[-1] // scale))
+    if draw.noise is not None:
+        x = (x.to(torch.float64) + draw.noise.to(x.device) * (draw.noise_sigma / 127.5)).to(x.dtype)
+    x = quantize(x)
+    return jpeg(x, draw.quality) if draw.quality else x
+
+
 def classic_lr(hr: torch.Tensor, scale: int, degradation: DegradationConfig, gen: torch.Generator) -> torch.Tensor:
     """The LR input [C, H/scale, W/scale] in [-1, 1] (on the 8-bit grid) for the HR image [C, H, W] in [-1, 1].
 
@@ -95,19 +136,7 @@ def classic_lr(hr: torch.Tensor, scale: int, degradation: DegradationConfig, gen
     """
     if hr.dim() != 3:
         raise ValueError(f"make_lr needs one image [C, H, W], got shape {tuple(hr.shape)}")
-    if hr.shape[-2] % scale or hr.shape[-1] % scale:
-        raise ValueError(f"make_lr: image {hr.shape[-2]}x{hr.shape[-1]} is not a multiple of scale {scale}")
-    # Three draws every time, whatever is enabled, so the stream after them does not depend on the config.
-    u_blur, u_noise, u_jpeg = torch.rand(3, generator=gen, dtype=torch.float64).tolist()
-    x = gaussian_blur(hr, _uniform(degradation.blur_sigma, u_blur))
-    x = imresize(x, 1.0 / scale, size=(hr.shape[-2] // scale, hr.shape[-1] // scale))
-    x = add_noise(x, _uniform(degradation.noise_sigma, u_noise), gen)
-    x = quantize(x)
-    q_low, q_high = degradation.jpeg_quality
-    if q_high > 0:
-        # An integer uniformly from q_low..q_high inclusive.
-        x = jpeg(x, min(q_low + math.floor(u_jpeg * (q_high - q_low + 1)), q_high))
-    return x
+    return classic_apply(hr, scale, classic_draw(tuple(hr.shape), scale, degradation, gen))
 
 
 class Classic:
@@ -119,6 +148,16 @@ class Classic:
 
     def reach(self, deg: DegradationConfig) -> int:
         return math.ceil(3 * deg.blur_sigma[1])
+
+    def draw(self, shape: tuple[int, int, int], scale: int, deg: DegradationConfig,
+             gen: torch.Generator) -> ClassicDraw:
+        return classic_draw(shape, scale, deg, gen)
+
+    def apply(self, hr: torch.Tensor, scale: int, deg: DegradationConfig,
+              draws: Sequence[ClassicDraw]) -> tuple[torch.Tensor, torch.Tensor]:
+        # One sample at a time: a single blur and resize per image is cheap, and a batch would give every
+        # sample's blur its own kernel size anyway.
+        return torch.stack([classic_apply(x, scale, d) for x, d in zip(hr, draws, strict=True)]), hr
 
     def __call__(self, hr: torch.Tensor, scale: int, deg: DegradationConfig,
                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

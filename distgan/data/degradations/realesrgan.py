@@ -13,29 +13,40 @@ each with its own ranges (``data.degradation.realesrgan``, published defaults):
 4. the end, in a random order: [resize back to H/scale x W/scale with a random mode, then the final sinc
    filter with its chance] and JPEG; then rounding to the 8-bit grid.
 
+Two steps, as the published code splits them between its data set (kernels) and its model (the rest, per
+GPU batch): ``draw`` takes every random choice of one sample from its generator, in the pipeline's order
+(kernels, factors, modes, noise types and levels, the Gaussian noise field itself, a seed for the Poisson
+noise, qualities, the order of the end), and ``apply`` runs a batch of HR crops through the pipeline with
+those choices on the batch's device: the unsharp mask, the first blur and the final sinc as one grouped
+convolution each; the resizes once per group of samples that share sizes and mode (``ragged``); noise,
+shot-noise sampling and JPEG per sample.
+
 Differences from the published code, knowingly: every draw is per sample (Real-ESRGAN draws the resize
 direction, resize mode and noise type once per GPU batch), so a sample depends on the seed and its
-position alone, on any number of workers; JPEG is PIL's encoder on the CPU at an integer quality (theirs is
-a differentiable JPEG on the GPU at a real-valued quality); sizes are ``floor(side * factor)``, at least
-one pixel; an image smaller than a kernel's radius is padded by repeating its edge, not by reflection.
-Everything else is torch on ``hr``'s device, one sample at a time: the random resizes give every sample its
-own sizes, so a batch would not stay a tensor.
+position alone, on any number of workers, and a batch is ragged between the first resize and the resize
+back; JPEG is PIL's encoder on the CPU at an integer quality (theirs is a differentiable JPEG on the GPU at
+a real-valued quality); Poisson noise is sampled on the CPU from its own generator, seeded by the draw,
+since how many numbers ``torch.poisson`` takes depends on the image; sizes are ``floor(side * factor)``, at
+least one pixel; an image smaller than a kernel's radius is padded by repeating its edge, not by reflection.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from distgan.config import ConfigError, DegradationConfig
 from distgan.config.data_schema import RealESRGANConfig
-from distgan.data.degradations.base import (DEGRADATIONS, check_probabilities, check_range, filter2d, jpeg,
-                                            quantize, refuse_unused, separable_filter)
+from distgan.data.degradations.base import (DEGRADATIONS, check_probabilities, check_range, jpeg, quantize,
+                                            refuse_unused, separable_filter)
 from distgan.data.degradations.kernels import KERNEL_SHAPES, Round, pick, random_kernel, random_odd, sinc, uniform
+from distgan.data.degradations.ragged import Images, filter_each, grouped, resize, resize_each
 
-__all__ = ["RealESRGAN", "add_gaussian_noise", "add_poisson_noise", "degrade", "resize", "unsharp_mask"]
+__all__ = ["Draw", "RealESRGAN", "add_gaussian_noise", "add_poisson_noise", "apply", "degrade", "draw", "resize",
+           "unsharp_mask"]
 
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 """The order of ``resize_mode_prob``."""
@@ -54,23 +65,24 @@ MAX_USM_WEIGHT = 10.0
 MIN_CUTOFF = 0.01
 """Lowest sinc cutoff accepted, in units of pi: below it a kernel of at most 255 taps holds no passband."""
 
+SEED_BOUND = 2 ** 62
+"""Poisson-noise seeds are drawn from [0, SEED_BOUND)."""
 
-# -- the steps, on [1, C, H, W] images in [0, 1] ----------------------------------------------------------
 
-
-def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    """torch's ``interpolate`` to ``size`` (no antialiasing, half-pixel centres), as the published pipeline."""
-    size = (max(1, size[0]), max(1, size[1]))
-    if mode == "area":
-        return F.interpolate(x, size=size, mode="area")
-    return F.interpolate(x, size=size, mode=mode, align_corners=False)
+# -- the steps, on [N, C, H, W] images in [0, 1] ----------------------------------------------------------
 
 
 def add_gaussian_noise(x: torch.Tensor, sigma: float, grey: bool, gen: torch.Generator) -> torch.Tensor:
     """White Gaussian noise of ``sigma`` grey levels (0..255), one field for every channel when ``grey``."""
-    shape = (1, 1 if grey else x.shape[1]) + tuple(x.shape[-2:])
-    noise = torch.randn(shape, generator=gen, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
-    return (x + noise * (sigma / 255.0)).clamp_(0.0, 1.0)
+    return _add_field(x, _gaussian_field(x.shape[1], tuple(x.shape[-2:]), grey, gen), sigma)
+
+
+def _gaussian_field(channels: int, size: tuple[int, int], grey: bool, gen: torch.Generator) -> torch.Tensor:
+    return torch.randn((1, 1 if grey else channels) + size, generator=gen, dtype=torch.float32)
+
+
+def _add_field(x: torch.Tensor, field: torch.Tensor, sigma: float) -> torch.Tensor:
+    return (x + field.to(device=x.device, dtype=x.dtype) * (sigma / 255.0)).clamp_(0.0, 1.0)
 
 
 def _shot_noise(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -78,7 +90,8 @@ def _shot_noise(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     up to a power of two): noise std ``sqrt(value / levels)``."""
     x = (x * 255.0).round().clamp(0, 255) / 255.0
     levels = 2.0 ** math.ceil(math.log2(max(1, torch.unique(x).numel())))
-    counts = torch.poisson((x * levels).to("cpu", torch.float64), generator=gen)  # the generator is a CPU one
+    # On the CPU, whatever the image's device: the generator is a CPU one, so the noise is the same anywhere.
+    counts = torch.poisson((x * levels).to("cpu", torch.float64), generator=gen)
     return counts.to(device=x.device, dtype=x.dtype) / levels - x
 
 
@@ -93,6 +106,8 @@ def add_poisson_noise(x: torch.Tensor, scale: float, grey: bool, gen: torch.Gene
 
 
 def _jpeg01(x: torch.Tensor, quality: int) -> torch.Tensor:
+    # PIL on the CPU, one image at a time, even when the batch is on a GPU: no JPEG codec ships with torch
+    # here (torchvision is not a dependency), and a differentiable JPEG would round differently per device.
     return (jpeg(x[0].clamp(0.0, 1.0) * 2.0 - 1.0, quality)[None] + 1.0) / 2.0
 
 
@@ -115,15 +130,56 @@ def unsharp_mask(x: torch.Tensor, weight: float, radius: int, threshold: float) 
     return mask * sharp + (1.0 - mask) * x
 
 
-# -- the pipeline -------------------------------------------------------------------------------------------
+# -- one sample's draws --------------------------------------------------------------------------------------
 
 
-def _noise(x: torch.Tensor, rnd: Round, gen: torch.Generator) -> torch.Tensor:
+@dataclass
+class Noise:
+    gaussian: bool
+    """Gaussian noise; otherwise Poisson."""
+    grey: bool
+    """One noise field for every channel."""
+    level: float
+    """Gaussian: sigma in grey levels; Poisson: the scale of the shot noise."""
+    field: Optional[torch.Tensor] = None
+    """Gaussian: the unit noise field [1, 1 or C, h, w], float32 on the CPU."""
+    seed: int = 0
+    """Poisson: seeds the generator the shot noise is sampled with."""
+
+
+@dataclass
+class RoundDraw:
+    kernel: Optional[torch.Tensor]
+    """The blur kernel [k, k] (float64), or None: no blur."""
+    size: tuple[int, int]
+    """(h, w) after the resize."""
+    mode: str
+    noise: Noise
+
+
+@dataclass
+class Draw:
+    """Every random choice of one sample, in the order they are drawn."""
+
+    first: RoundDraw
+    first_quality: int
+    second: RoundDraw
+    final_kernel: Optional[torch.Tensor]
+    """The final sinc filter [k, k] (float64), or None."""
+    resize_first: bool
+    """The end is [resize back + sinc] then JPEG; otherwise JPEG first."""
+    final_mode: str
+    final_quality: int
+
+
+def _draw_noise(rnd: Round, channels: int, size: tuple[int, int], gen: torch.Generator) -> Noise:
     gaussian = uniform((0.0, 1.0), gen) < rnd.gaussian_noise_prob
     grey = uniform((0.0, 1.0), gen) < rnd.gray_noise_prob
     if gaussian:
-        return add_gaussian_noise(x, uniform(rnd.noise_range, gen), grey, gen)
-    return add_poisson_noise(x, uniform(rnd.poisson_scale_range, gen), grey, gen)
+        sigma = uniform(rnd.noise_range, gen)
+        return Noise(True, grey, sigma, field=_gaussian_field(channels, size, grey, gen))
+    scale = uniform(rnd.poisson_scale_range, gen)
+    return Noise(False, grey, scale, seed=int(torch.randint(SEED_BOUND, (1,), generator=gen)))
 
 
 def _factor(rnd: Round, gen: torch.Generator) -> float:
@@ -139,54 +195,95 @@ def _quality(bounds: tuple[int, int], gen: torch.Generator) -> int:
     return bounds[0] + int(torch.randint(bounds[1] - bounds[0] + 1, (1,), generator=gen))
 
 
-def _round(x: torch.Tensor, rnd: Round, cfg: RealESRGANConfig, base: tuple[int, int],
-           gen: torch.Generator) -> torch.Tensor:
+def _draw_round(rnd: Round, cfg: RealESRGANConfig, channels: int, base: tuple[int, int],
+                gen: torch.Generator) -> RoundDraw:
     """Blur (with its chance), resize by a random factor of ``base`` (H, W), noise."""
+    kernel = None
     if uniform((0.0, 1.0), gen) < rnd.blur_prob:
-        x = filter2d(x, random_kernel(rnd, cfg.sinc_cutoff, cfg.sinc_cutoff_small, gen))
+        kernel = random_kernel(rnd, cfg.sinc_cutoff, cfg.sinc_cutoff_small, gen)
     factor = _factor(rnd, gen)
     mode = RESIZE_MODES[pick(cfg.resize_mode_prob, gen)]
-    x = resize(x, (math.floor(base[0] * factor), math.floor(base[1] * factor)), mode)
-    return _noise(x, rnd, gen)
+    size = (max(1, math.floor(base[0] * factor)), max(1, math.floor(base[1] * factor)))
+    return RoundDraw(kernel, size, mode, _draw_noise(rnd, channels, size, gen))
 
 
-def degrade(hr: torch.Tensor, scale: int, deg: DegradationConfig,
-            gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(LR on the 8-bit grid, target) in [-1, 1] for the HR crop [C, H, W] in [-1, 1] (the module docstring)."""
-    if hr.dim() != 3:
-        raise ValueError(f"the realesrgan degradation needs one image [C, H, W], got shape {tuple(hr.shape)}")
-    if hr.shape[-2] % scale or hr.shape[-1] % scale:
-        raise ValueError(f"realesrgan: image {hr.shape[-2]}x{hr.shape[-1]} is not a multiple of scale {scale}")
+def draw(shape: tuple[int, int, int], scale: int, deg: DegradationConfig, gen: torch.Generator) -> Draw:
+    """Every random choice for an HR crop of ``shape`` [C, H, W] (the module docstring), from ``gen``."""
+    channels, height, width = shape
+    if height % scale or width % scale:
+        raise ValueError(f"realesrgan: image {height}x{width} is not a multiple of scale {scale}")
     cfg = deg.realesrgan
-    x = (hr[None].to(torch.float32) + 1.0) / 2.0
-    target = hr
-    if cfg.sharpen_gt:
-        x = unsharp_mask(x, cfg.usm_weight, cfg.usm_radius, cfg.usm_threshold)
-        target = (x[0] * 2.0 - 1.0).to(hr.dtype)
-    lr_size = (hr.shape[-2] // scale, hr.shape[-1] // scale)
-
     # The first round resizes relative to the HR crop, the second relative to the LR size.
-    x = _round(x, cfg.first, cfg, tuple(x.shape[-2:]), gen)
-    x = _jpeg01(x, _quality(cfg.first.jpeg_range, gen))
-    x = _round(x, cfg.second, cfg, lr_size, gen)
-
-    # The end: a sinc filter after the resize back (with its chance) and the last JPEG, in a random order,
-    # since ringing from sharpening and compression come in either order in real images.
+    first = _draw_round(cfg.first, cfg, channels, (height, width), gen)
+    first_quality = _quality(cfg.first.jpeg_range, gen)
+    second = _draw_round(cfg.second, cfg, channels, (height // scale, width // scale), gen)
     final = None
     if uniform((0.0, 1.0), gen) < cfg.final_sinc_prob:
         final = sinc(random_odd(cfg.final_kernel_size, gen), uniform(cfg.final_sinc_cutoff, gen) * math.pi)
     resize_first = uniform((0.0, 1.0), gen) < cfg.resize_back_first_prob
     mode = RESIZE_MODES[pick(cfg.resize_mode_prob, gen)]
-    quality = _quality(cfg.second.jpeg_range, gen)
-    if not resize_first:
-        x = _jpeg01(x, quality)
-    x = resize(x, lr_size, mode)
-    if final is not None:
-        x = filter2d(x, final)
-    if resize_first:
-        x = _jpeg01(x, quality)
-    lr = quantize(x[0].clamp(0.0, 1.0) * 2.0 - 1.0)
+    return Draw(first, first_quality, second, final, resize_first, mode, _quality(cfg.second.jpeg_range, gen))
+
+
+# -- a batch's application -----------------------------------------------------------------------------------
+
+
+def _blur_each(xs: Images, kernels: Sequence[Optional[torch.Tensor]]) -> Images:
+    return grouped(xs, [None if k is None else True for k in kernels],
+                   lambda x, members: filter_each(x, [kernels[i] for i in members]))
+
+
+def _noise(x: torch.Tensor, noise: Noise) -> torch.Tensor:
+    if noise.gaussian:
+        return _add_field(x, noise.field, noise.level)
+    return add_poisson_noise(x, noise.level, noise.grey, torch.Generator().manual_seed(noise.seed))
+
+
+def _round(xs: Images, rounds: Sequence[RoundDraw]) -> Images:
+    xs = _blur_each(xs, [r.kernel for r in rounds])
+    xs = resize_each(xs, [r.size for r in rounds], [r.mode for r in rounds])
+    return [_noise(x, r.noise) for x, r in zip(xs, rounds, strict=True)]
+
+
+def apply(hr: torch.Tensor, scale: int, deg: DegradationConfig,
+          draws: Sequence[Draw]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(LR on the 8-bit grid, target) in [-1, 1] for the HR crops [N, C, H, W] in [-1, 1], sample i with
+    ``draws[i]`` (the module docstring); float32 throughout, whatever ``hr``'s dtype."""
+    if hr.dim() != 4 or len(draws) != hr.shape[0]:
+        raise ValueError(f"realesrgan: need HR crops [N, C, H, W] and one draw each, got shape {tuple(hr.shape)} "
+                         f"and {len(draws)} draws")
+    if hr.shape[-2] % scale or hr.shape[-1] % scale:
+        raise ValueError(f"realesrgan: image {hr.shape[-2]}x{hr.shape[-1]} is not a multiple of scale {scale}")
+    cfg = deg.realesrgan
+    x = (hr.to(torch.float32) + 1.0) / 2.0
+    target = hr
+    if cfg.sharpen_gt:
+        x = unsharp_mask(x, cfg.usm_weight, cfg.usm_radius, cfg.usm_threshold)
+        target = (x * 2.0 - 1.0).to(hr.dtype)
+    lr_size = (hr.shape[-2] // scale, hr.shape[-1] // scale)
+
+    xs = _round(list(x.split(1)), [d.first for d in draws])
+    xs = [_jpeg01(x, d.first_quality) for x, d in zip(xs, draws)]
+    xs = _round(xs, [d.second for d in draws])
+
+    # The end: a sinc filter after the resize back (with its chance) and the last JPEG, in a random order,
+    # since ringing from sharpening and compression come in either order in real images.
+    xs = [x if d.resize_first else _jpeg01(x, d.final_quality) for x, d in zip(xs, draws)]
+    x = torch.cat(resize_each(xs, [lr_size] * len(draws), [d.final_mode for d in draws]))
+    x = torch.cat(_blur_each(list(x.split(1)), [d.final_kernel for d in draws]))
+    xs = [_jpeg01(x[i:i + 1], d.final_quality) if d.resize_first else x[i:i + 1] for i, d in enumerate(draws)]
+    lr = quantize(torch.cat(xs).clamp(0.0, 1.0) * 2.0 - 1.0)
     return lr.to(hr.dtype), target
+
+
+def degrade(hr: torch.Tensor, scale: int, deg: DegradationConfig,
+            gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(LR on the 8-bit grid, target) in [-1, 1] for the HR crop [C, H, W] in [-1, 1]: ``apply`` of ``draw`` on
+    a batch of one; the target is ``hr`` itself unless ``sharpen_gt``."""
+    if hr.dim() != 3:
+        raise ValueError(f"the realesrgan degradation needs one image [C, H, W], got shape {tuple(hr.shape)}")
+    lr, target = apply(hr[None], scale, deg, [draw(tuple(hr.shape), scale, deg, gen)])
+    return lr[0], (target[0] if deg.realesrgan.sharpen_gt else hr)
 
 
 # -- config checks --------------------------------------------------------------------------------------------
@@ -255,6 +352,13 @@ class RealESRGAN:
 
     def reach(self, deg: DegradationConfig) -> int:
         return 0  # small images pad by repeating edges: no size is too small to blur
+
+    def draw(self, shape: tuple[int, int, int], scale: int, deg: DegradationConfig, gen: torch.Generator) -> Draw:
+        return draw(shape, scale, deg, gen)
+
+    def apply(self, hr: torch.Tensor, scale: int, deg: DegradationConfig,
+              draws: Sequence[Draw]) -> tuple[torch.Tensor, torch.Tensor]:
+        return apply(hr, scale, deg, draws)
 
     def __call__(self, hr: torch.Tensor, scale: int, deg: DegradationConfig,
                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,8 +13,13 @@ fakes are detached, so D's backward ends at them.
 
 G and D may compute in different dtypes (``deepspeed.{g,d}.precision``): the
 low-resolution input and the target for G's content losses are in G's dtype;
-what D sees (the target, G's output) is cast to D's (``for_d``), the cast of
-G's output differentiable so G's adversarial gradient returns in G's dtype.
+what D sees (the real images, G's output) is cast to D's (``for_d``), the cast
+of G's output differentiable so G's adversarial gradient returns in G's dtype.
+
+D's real images are the plain HR crops: the same tensor as the content target,
+except under ``data.degradation.realesrgan.sharpen_gt``, where the content
+losses aim at the sharpened crop and D still sees the plain one (Real-ESRGAN's
+``l1_gt_usm``/``percep_gt_usm`` true, ``gan_gt_usm`` false).
 
 With ``loss.adversarial_weight`` 0 there is no D at all: the PSNR-oriented
 stage trains G on its content losses alone, and the GAN stage then starts
@@ -38,8 +43,9 @@ from distgan.runtime.algorithm import D_HEALTH, GANAlgorithm
 STAT_NAMES = ("loss_g", "loss_pixel", "loss_perceptual", "loss_g_adv", "loss_d") + D_HEALTH
 """``loss_g`` is G's weighted total; ``loss_g_adv`` its adversarial term before weighting."""
 
-PairSource = Callable[[], tuple[torch.Tensor, torch.Tensor]]
-"""Returns this rank's next (low-resolution, high-resolution) batch."""
+PairSource = Callable[[], tuple[torch.Tensor, ...]]
+"""Returns this rank's next (low-resolution, target) batch, or (low-resolution, target, D's real images)
+(``batches.SRBatch``); with two, D's real images are the targets."""
 
 PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": F.l1_loss, "l2": F.mse_loss}
@@ -75,10 +81,13 @@ class SuperResolutionGAN(GANAlgorithm):
                    cfg.loss.pixel.weight, perceptual, cfg.loss.perceptual.weight, engines.compute_dtype(cfg, "g"),
                    device, cfg.train.max_consecutive_skips, engines.memory_format(cfg), engines.compute_dtype(cfg, "d"))
 
-    def batch(self, next_pair: PairSource) -> tuple[torch.Tensor, torch.Tensor]:
-        lr, hr = next_pair()
-        return (engines.to_compute(lr, self.device, self.dtype, self.layout),
-                engines.to_compute(hr, self.device, self.dtype, self.layout))
+    def batch(self, next_pair: PairSource) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(G's input, the content target, D's real images), on the device in G's dtype."""
+        lr, target, *real = next_pair()
+        lr, target_c = (engines.to_compute(x, self.device, self.dtype, self.layout) for x in (lr, target))
+        if not real or real[0] is target:
+            return lr, target_c, target_c
+        return lr, target_c, engines.to_compute(real[0], self.device, self.dtype, self.layout)
 
     def for_d(self, x: torch.Tensor) -> torch.Tensor:
         """A tensor in D's dtype (the same tensor when G's is D's); gradients flow back through the cast."""
@@ -86,27 +95,29 @@ class SuperResolutionGAN(GANAlgorithm):
 
     # -- phases -------------------------------------------------------------
     def g_phase(self, next_pair: PairSource) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Gmain: one optimizer step of G; returns each micro-batch's (target, detached output) for D, in D's
-        dtype."""
+        """Gmain: one optimizer step of G; returns each micro-batch's (D's real images, detached output) for D,
+        in D's dtype."""
         pairs = []
         with self.frozen_discriminator() as d_module:
             for _ in range(self.engine_g.gradient_accumulation_steps()):
-                lr, hr = self.batch(next_pair)
+                lr, target, real = self.batch(next_pair)
                 fake = self.engine_g(lr)
-                loss = self.content_loss(fake, hr)
-                hr_d = self.for_d(hr)
+                loss = self.content_loss(fake, target)
+                # D judges the plain HR crops, not a sharpened target (Real-ESRGAN's gan_gt_usm: false): a
+                # sharpened real would teach G to over-sharpen through the adversarial term as well.
+                real_d = self.for_d(real)
                 if d_module is not None:
                     real_logits = None
                     if self.loss.g_needs_real:
-                        with torch.no_grad():  # D is frozen and the target does not depend on G
-                            real_logits = d_module(hr_d)
+                        with torch.no_grad():  # D is frozen and the real images do not depend on G
+                            real_logits = d_module(real_d)
                     adversarial = self.loss.g_loss(d_module(self.for_d(fake)), real_logits)
                     self.add_stat("loss_g_adv", adversarial)
                     loss = loss + self.adversarial_weight * adversarial
                 self.backward("g", loss)
                 self.optimizer_step("g")
                 self.add_stat("loss_g", loss)
-                pairs.append((hr_d, self.for_d(fake.detach())))
+                pairs.append((real_d, self.for_d(fake.detach())))
         return pairs
 
     def content_loss(self, fake: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
@@ -123,9 +134,9 @@ class SuperResolutionGAN(GANAlgorithm):
         return loss
 
     def d_phase(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Dmain: one optimizer step of D on the targets and G's outputs of this step's micro-batches."""
-        for hr, fake in pairs:
-            real_logits = self.engine_d(hr)
+        """Dmain: one optimizer step of D on the real images and G's outputs of this step's micro-batches."""
+        for real, fake in pairs:
+            real_logits = self.engine_d(real)
             fake_logits = self.engine_d(fake)
             loss = self.loss.d_loss(real_logits, fake_logits)
             self.backward("d", loss)
@@ -165,3 +176,9 @@ def check_config(cfg: Config) -> None:
     if cfg.augment.policy:
         raise ConfigError(f"augment.policy: {cfg.augment.policy!r} is for generation; super-resolution "
                           f"augments its crops with data.flip and data.rot90")
+    if cfg.augment.ada.enabled:
+        raise ConfigError("augment.ada.enabled: adaptive augmentation of D's inputs is for generation; "
+                          "super-resolution augments its crops with data.flip and data.rot90")
+    if cfg.loss.g_reg.type != "none":
+        raise ConfigError(f"loss.g_reg.type: {cfg.loss.g_reg.type} regularizes a generator's style space; "
+                          f"super-resolution generators have none; set loss.g_reg.type=none")

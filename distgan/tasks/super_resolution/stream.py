@@ -6,8 +6,10 @@ the training images' reader (``sources.SRImages``: a local folder, a folder unde
 reads the bytes of the image the sample's generator picks, decodes them as the in-memory path decodes a
 file (``distgan.data.images.decode_bytes``), and cuts, flips, rotates and degrades the crop exactly as
 ``SRBatches`` does from memory: a streamed run sees the same batches as one holding every image in
-memory, and resumes exactly from k. Decoded images are kept in a small cache per task process
-(``CACHED_IMAGES``), since consecutive samples often come from the same large image when there are few.
+memory, and resumes exactly from k (under ``data.degradation.device: trainer`` it stops before the
+degradation and sends the crop and its generator's state, as ``SRBatches`` does). Decoded images are kept in
+a small cache per task process (``CACHED_IMAGES``), since consecutive samples often come from the same large
+image when there are few.
 
 No training image is read before the first step, so what the in-memory path checks up front is checked
 here, when an image's turn comes: one that cannot be decoded, one smaller than the crop, or an HR/LR pair
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -28,7 +30,8 @@ from distgan.config import DataConfig
 from distgan.data.folder import READ_ERRORS, unreadable
 from distgan.data.images import decode_bytes
 from distgan.data.stream import MAX_SUBSTITUTES, Batch, BatchStream, Streamer, chunk_batches
-from distgan.tasks.super_resolution.batches import crop_pair, pick_image, sample_generator
+from distgan.tasks.super_resolution.batches import (HRBatch, Sample, SRBatch, collate, crop_pair,
+                                                    degrades_on_trainer, pick_image, sample_generator)
 from distgan.tasks.super_resolution.data import mismatched_pair, small_image
 from distgan.tasks.super_resolution.sources import SRImages
 
@@ -56,8 +59,11 @@ def _image(where: str, read, channels: int) -> torch.Tensor:
 @dataclass(frozen=True)
 class SRCrops:
     """The crop-making task: rows ``{"index", "k", "j"}`` -> ``{"index", "lr", "hr", "bad", "error"}`` (float32
-    in [-1, 1]); ``bad``/``error`` as in ``distgan.data.stream.DecodeImages``. A training image that cannot be
-    used (see the module docstring) is named, or under ``data.skip_corrupt`` replaced by the next usable one."""
+    in [-1, 1]; ``hr`` the targets), with ``real`` too when D's real images are not the targets (a sharpened
+    target); under ``data.degradation.device: trainer`` ``{"index", "hr", "state", "bad", "error"}`` instead
+    (the plain crops and each sample's generator state, ``batches.HRBatch``). ``bad``/``error`` as in
+    ``distgan.data.stream.DecodeImages``. A training image that cannot be used (see the module docstring) is
+    named, or under ``data.skip_corrupt`` replaced by the next usable one."""
 
     images: SRImages
     cfg: DataConfig
@@ -65,17 +71,23 @@ class SRCrops:
     seed: int
 
     def __call__(self, rows: Batch) -> Batch:
-        lrs, hrs, bad, errors = [], [], [], []
+        samples, bad, errors = [], [], []
         for k, j in zip(rows["k"].tolist(), rows["j"].tolist()):
-            lr, hr, skipped, error = self._sample(k, j)
-            lrs.append(lr)
-            hrs.append(hr)
+            sample, skipped, error = self._sample(k, j)
+            samples.append(sample)
             bad.append(skipped)
             errors.append(error)
-        return {"index": np.asarray(rows["index"]), "lr": torch.stack(lrs).numpy(), "hr": torch.stack(hrs).numpy(),
-                "bad": np.array(bad, dtype=np.int64), "error": np.array(errors, dtype=str)}
+        out = {"index": np.asarray(rows["index"]), "bad": np.array(bad, dtype=np.int64),
+               "error": np.array(errors, dtype=str)}
+        batch = collate(samples)
+        if isinstance(batch, HRBatch):
+            return {**out, "hr": batch.hr.numpy(), "state": batch.states.numpy()}
+        out.update(lr=batch.lr.numpy(), hr=batch.target.numpy())
+        if batch.real is not batch.target:
+            out["real"] = batch.real.numpy()
+        return out
 
-    def _sample(self, k: int, j: int) -> tuple[torch.Tensor, torch.Tensor, int, str]:
+    def _sample(self, k: int, j: int) -> tuple[Sample, int, str]:
         gen = sample_generator(self.seed, k, j)
         n = len(self.images)
         i = pick_image(n, gen)
@@ -84,15 +96,14 @@ class SRCrops:
             hr, lr, problem = self._load((i + attempt) % n)
             if problem:
                 if not self.cfg.skip_corrupt:
-                    return self._blank() + (i, problem)
+                    return self._blank(), i, problem
                 continue
             # The draws after the image's come from the same generator whichever image was used.
-            lr_crop, hr_crop = crop_pair(hr, lr, self.cfg, self.scale, gen)
-            return lr_crop, hr_crop, (i if attempt else -1), ""
+            return crop_pair(hr, lr, self.cfg, self.scale, gen), (i if attempt else -1), ""
         what = (f"none of the {n} training images" if tries == n else
                 f"{tries} training images in a row from {self.images.describe(i)!r}")
-        return self._blank() + (i, f"data.path {self.images.location!r}: {what} can be used (unreadable, smaller "
-                                    f"than the crop, or not matching their low-resolution image)")
+        return self._blank(), i, (f"data.path {self.images.location!r}: {what} can be used (unreadable, smaller "
+                                  f"than the crop, or not matching their low-resolution image)")
 
     def _load(self, i: int) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], str]:
         """Training image ``i`` (and its paired LR image), or why it cannot be used."""
@@ -114,9 +125,13 @@ class SRCrops:
                                                tuple(lr.shape[-2:]), self.scale) + SKIP_HINT
         return hr, lr, ""
 
-    def _blank(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _blank(self) -> Sample:
+        """A stand-in for a sample that cannot be made (its row's ``error`` stops the run)."""
         r, c = self.cfg.resolution, self.cfg.channels
-        return torch.zeros(c, r // self.scale, r // self.scale), torch.zeros(c, r, r)
+        hr = torch.zeros(c, r, r)
+        if degrades_on_trainer(self.cfg):
+            return hr, torch.Generator().get_state()
+        return torch.zeros(c, r // self.scale, r // self.scale), hr, hr
 
 
 class SRStream(BatchStream):
@@ -145,8 +160,12 @@ class SRStream(BatchStream):
         self._consumed += 1
         return k * self.global_batch + j
 
-    def _tensors(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.to_device(batch["lr"]), self.to_device(batch["hr"])
+    def _tensors(self, batch: Batch) -> Union[SRBatch, HRBatch]:
+        if "state" in batch:  # generator states stay on the CPU, where generators are
+            return HRBatch(self.to_device(batch["hr"]), torch.from_numpy(np.array(batch["state"])))
+        target = self.to_device(batch["hr"])
+        real = self.to_device(batch["real"]) if "real" in batch else target
+        return SRBatch(self.to_device(batch["lr"]), target, real)
 
     def state_dict(self) -> dict[str, int]:
         return {"batch": self._consumed}

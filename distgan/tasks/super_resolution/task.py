@@ -12,6 +12,7 @@ samples.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -23,7 +24,7 @@ from distgan.config import Config
 from distgan.gan.perceptual import PerceptualLoss
 from distgan.runtime.task import Task
 from distgan.tasks.super_resolution import step, validation
-from distgan.tasks.super_resolution.batches import SRBatches
+from distgan.tasks.super_resolution.batches import HRBatch, SRBatch, SRBatches, degrade_on
 from distgan.tasks.super_resolution.data import check_sr, load_sr
 from distgan.tasks.super_resolution.stream import SRCrops, SRStream
 from distgan.tracking.images import image_grid, to_unit
@@ -57,15 +58,23 @@ class SuperResolutionTask(Task):
         else:
             self.sampler = SRBatches(self.sr_data, cfg.data, cfg.model.scale, cfg.train.batch_size, self.rank,
                                      self.world, data.data_seed(cfg.data, cfg.train.seed))
+        self._degrade_s = 0.0
         self.data_shape = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
         self._picture_validator: Optional[validation.SRValidator] = None
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's next (low-resolution, high-resolution) batch."""
-        return self.sampler.next_batch()
+    def next_batch(self) -> SRBatch:
+        """This rank's next batch (G's input, the target, D's real images); degraded here, on this worker's
+        device, when ``data.degradation.device`` is ``trainer``."""
+        batch = self.sampler.next_batch()
+        if isinstance(batch, HRBatch):
+            started = time.perf_counter()
+            batch = degrade_on(batch, self.cfg.model.scale, self.cfg.data.degradation, self.device)
+            self._degrade_s += time.perf_counter() - started  # the step waits for it as for the data
+        return batch
 
     def data_metrics(self) -> dict[str, float]:
-        return {"data_wait_s": self.sampler.pop_wait(), "data_skipped": float(len(self.sampler.skipped))}
+        wait, self._degrade_s = self.sampler.pop_wait() + self._degrade_s, 0.0
+        return {"data_wait_s": wait, "data_skipped": float(len(self.sampler.skipped))}
 
     def data_state(self) -> dict:
         return self.sampler.state_dict()

@@ -22,6 +22,8 @@ def test_the_sr_defaults_load():
     (("train.n_critic=2",), "train.n_critic: super-resolution trains D once per G step"),
     (("deepspeed.d.gradient_accumulation_steps=2",), "deepspeed.d.gradient_accumulation_steps: D trains on G's"),
     (("augment.policy=color",), "augment.policy: 'color' is for generation"),
+    (("augment.ada.enabled=true",), "augment.ada.enabled: adaptive augmentation of D's inputs is for generation"),
+    (("loss.g_reg.type=path_length",), "loss.g_reg.type: path_length regularizes a generator's style space"),
     (("loss.adversarial_weight=0", "loss.pixel.weight=0"), "loss: every term of G's loss has weight 0"),
     (("loss.adversarial_weight=-1",), "loss.adversarial_weight: must be >= 0"),
     (("loss.perceptual.weight=1", "loss.perceptual.vgg_weights=/nowhere/vgg19.pth"),
@@ -42,6 +44,11 @@ def test_impossible_super_resolution_settings_are_refused(overrides, message):
 def test_generation_needs_its_adversarial_loss():
     with pytest.raises(ConfigError, match="loss.adversarial_weight: a generative model learns only from D"):
         load_config(None, ("loss.adversarial_weight=0",))
+
+
+def test_path_length_needs_a_style_based_generator():
+    with pytest.raises(ConfigError, match="loss.g_reg.type: path_length .* model.family='dcgan' does not have"):
+        load_config(None, ("model.family=dcgan", "loss.g_reg.type=path_length"))
 
 
 def test_photos_is_refused_for_generation():

@@ -297,7 +297,7 @@ def test_batches_shapes_determinism_and_ranks(small_photos):
     sr, cfg = small_photos
     a, b = SRBatches(sr, cfg, 4, 3, 0, 2, seed=5), SRBatches(sr, cfg, 4, 3, 0, 2, seed=5)
     other_rank, other_seed = SRBatches(sr, cfg, 4, 3, 1, 2, seed=5), SRBatches(sr, cfg, 4, 3, 0, 2, seed=6)
-    lr, hr = a.next_batch()
+    lr, hr, _ = a.next_batch()
     assert lr.shape == (3, 3, 8, 8) and hr.shape == (3, 3, 32, 32) and lr.dtype == hr.dtype == torch.float32
     assert hr.min() >= -1 and hr.max() <= 1 and lr.min() >= -1 and lr.max() <= 1
     assert torch.equal(b.next_batch()[1], hr)
@@ -311,7 +311,7 @@ def test_global_batches_do_not_depend_on_the_worker_count(small_photos):
     one = SRBatches(sr, cfg, 4, 4, 0, 1, seed=2)
     two = [SRBatches(sr, cfg, 4, 2, r, 2, seed=2) for r in range(2)]
     for _ in range(3):
-        lr, hr = one.next_batch()
+        lr, hr, _ = one.next_batch()
         halves = [b.next_batch() for b in two]
         assert torch.equal(lr, torch.cat([h[0] for h in halves])) and torch.equal(hr, torch.cat([h[1] for h in halves]))
 
@@ -331,7 +331,7 @@ def test_batches_resume_exactly(small_photos):
 
 def test_batch_lr_is_imresize_of_the_hr_crop(small_photos):
     sr, cfg = small_photos
-    lr, hr = SRBatches(sr, cfg, 4, 8, 0, 1, seed=1).next_batch()
+    lr, hr, _ = SRBatches(sr, cfg, 4, 8, 0, 1, seed=1).next_batch()
     assert torch.equal(lr, quantize(imresize(hr, 0.25)))  # no degradation: exactly bicubic, on the 8-bit grid
 
 
@@ -340,7 +340,7 @@ def test_paired_crops_align_under_flips_and_rotations(tmp_path):
     cfg = DataConfig(path=str(hr), lr_path=str(lr), resolution=8, channels=3, val_fraction=0.3)
     sr = load_sr(cfg, 2)
     batches = SRBatches(sr, cfg, 2, 64, 0, 1, seed=3)
-    lr_b, hr_b = batches.next_batch()
+    lr_b, hr_b, _ = batches.next_batch()
     # Aligned crops and the same flip/rotation on both: every HR 2x2 block equals its LR pixel.
     assert torch.equal(lr_b, hr_b[..., ::2, ::2]) and torch.equal(lr_b, hr_b[..., 1::2, 1::2])
     # Augmentations are used: some crops are transposed relative to the unflipped, unrotated ones.
@@ -360,7 +360,7 @@ def test_paired_crops_match_imresize_of_the_hr_crop(tmp_path):
     cfg = DataConfig(path=str(tmp_path / "hr"), lr_path=str(tmp_path / "lr"), resolution=32, channels=3,
                      val_fraction=0.4)
     sr = load_sr(cfg, 2)
-    lr_b, hr_b = SRBatches(sr, cfg, 2, 6, 0, 1, seed=0).next_batch()
+    lr_b, hr_b, _ = SRBatches(sr, cfg, 2, 6, 0, 1, seed=0).next_batch()
     inner = (..., slice(4, -4), slice(4, -4))
     assert (lr_b - imresize(hr_b, 0.5))[inner].abs().max() <= 0.5 / 127.5 + 1e-6
 

@@ -45,7 +45,7 @@ def test_global_batches_do_not_depend_on_the_worker_count(small_photos):
     one = SRBatches(sr, cfg, SCALE, 4, 0, 1, seed=2)
     two = [SRBatches(sr, cfg, SCALE, 2, r, 2, seed=2) for r in range(2)]
     for _ in range(2):
-        lr, hr = one.next_batch()
+        lr, hr, _ = one.next_batch()
         halves = [b.next_batch() for b in two]
         assert lr.shape == (4, 3, 8, 8) and hr.shape == (4, 3, 32, 32)
         assert torch.equal(lr, torch.cat([h[0] for h in halves])) and torch.equal(hr, torch.cat([h[1] for h in halves]))

@@ -83,7 +83,7 @@ def in_memory(cfg: DataConfig, batch: int = 4) -> SRBatches:
 
 
 def take(source, steps: int = STEPS) -> tuple[torch.Tensor, torch.Tensor]:
-    lrs, hrs = zip(*(source.next_batch() for _ in range(steps)))
+    lrs, hrs, _ = zip(*(source.next_batch() for _ in range(steps)))
     return torch.cat(lrs), torch.cat(hrs)
 
 

@@ -47,7 +47,7 @@ def streamed(cfg: DataConfig, batch: int = 3, rank: int = 0, world: int = 1, cro
 
 
 def take(source, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    lrs, hrs = zip(*(source.next_batch() for _ in range(steps)))
+    lrs, hrs, _ = zip(*(source.next_batch() for _ in range(steps)))
     return torch.cat(lrs), torch.cat(hrs)
 
 
