@@ -11,7 +11,8 @@ from __future__ import annotations
 from torch import nn
 
 from distgan.config import Config, ModelConfig
-from distgan.models import dcgan, mlp, rrdb, srresnet  # noqa: F401  (the families register themselves on import)
+# The families register themselves on import.
+from distgan.models import dcgan, mlp, rrdb, srresnet, stylegan2  # noqa: F401
 from distgan.models.conditional import ConcatDiscriminator, ConditionalGenerator, ProjectionDiscriminator
 from distgan.models.family import MODELS, Family, Shape, init_weights
 
@@ -28,6 +29,8 @@ def build_generator(cfg: ModelConfig, data_shape: Shape, num_classes: int = 0) -
     build = family(cfg).build_generator
     if not cfg.conditional:
         return build(cfg, tuple(data_shape))
+    if getattr(build, "conditions_itself", False):  # stylegan2: the label joins z inside its mapping network
+        return build(cfg, tuple(data_shape), num_classes)
     return ConditionalGenerator(build, cfg, tuple(data_shape), num_classes)
 
 

@@ -6,7 +6,8 @@ merges the ranks' directories in storage):
     G/, D/                       DeepSpeed checkpoints of each engine (tag "state"); no D/ for a run
                                  without a discriminator (the PSNR stage of super-resolution)
     generator.safetensors/.json  G_ema (or G) weights in fp32, also a usable export
-    train_state.json             step, images seen, data position, world size, lr schedules (rank 0)
+    train_state.json             step, images seen, data position, world size, lr schedules, the GAN
+                                 algorithm's state (rank 0)
     rng_rank{r}.safetensors      each rank's torch and latent RNG states
     manifest_rank{r}.json        the files rank r wrote, with their sizes
 
@@ -79,6 +80,9 @@ class TrainState:
     lr_schedule: dict = field(default_factory=dict)
     """The learning-rate schedules trained with (``distgan.runtime.lr_schedule.describe``); their state is
     ``step``, the lr being a function of it. Empty in checkpoints from before schedules (constant lr)."""
+    algorithm: dict = field(default_factory=dict)
+    """The GAN algorithm's own state (``GANAlgorithm.state_dict``, e.g. ADA's p); global, so it survives a
+    resharded resume. Empty when the algorithm keeps none, and in checkpoints from before it was saved."""
 
 
 def write_json_atomic(path: Path, obj) -> None:

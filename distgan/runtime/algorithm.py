@@ -68,6 +68,15 @@ class GANAlgorithm:
         """Real samples this rank draws per ``step`` (for ``images_seen``)."""
         raise NotImplementedError
 
+    def state_dict(self) -> dict:
+        """Training state of the algorithm itself beyond the engines, RNGs and ``steps_done`` (e.g. ADA's p), as
+        plain JSON values, the same on every rank; the checkpoint keeps rank 0's. Every rank calls it: it may
+        hold a collective."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state_dict``'s output (``{}`` from a checkpoint of an algorithm that kept none)."""
+
     # -- shared by the phases ---------------------------------------------------
     @contextlib.contextmanager
     def frozen_discriminator(self) -> Iterator[Optional[nn.Module]]:

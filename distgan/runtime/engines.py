@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from datetime import timedelta
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -26,19 +26,32 @@ log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def lazy_ratio(cfg: Config, net: str) -> float:
+    """interval / (interval + 1) for a network under lazy regularization (D: ``loss.d_reg``, G:
+    ``loss.g_reg``), 1 otherwise.
+
+    Lazy regularization (StyleGAN2, appendix B): the network then takes interval + 1 optimizer steps per
+    interval, so its lr and betas are rescaled by this ratio (lr * ratio, beta ** ratio) to keep its per-step
+    dynamics."""
+    reg = cfg.loss.d_reg if net == "d" else cfg.loss.g_reg
+    return reg.interval / (reg.interval + 1) if reg.type != "none" and reg.interval > 1 else 1.0
+
+
+def scheduled_lr(cfg: Config, net: str) -> Callable[[int], float]:
+    """Network ``net``'s lr for the optimizer steps of run step ``step`` (0-based: the steps done before
+    them): ``optim.NET.schedule`` (``distgan.runtime.lr_schedule``), lazy-regularization ratio applied. Built
+    once per engine; the loop calls it every step."""
+    schedule, ratio = lr_schedule.build(cfg, net), lazy_ratio(cfg, net)
+    return lambda step: schedule(step) * ratio
+
+
 def optimizer_hyperparameters(cfg: Config, net: str, step: int = 0) -> dict:
     """lr, betas, eps and weight decay of network ``net``'s optimizer, as its engine must hold them for the
-    optimizer steps of run step ``step`` (0-based: the steps done before them); the lr follows
-    ``optim.NET.schedule`` (``distgan.runtime.lr_schedule``)."""
+    optimizer steps of run step ``step`` (``scheduled_lr``)."""
     opt = getattr(cfg.optim, net)
-    lr, betas = lr_schedule.build(cfg, net)(step), list(opt.betas)
-    reg = cfg.loss.d_reg
-    if net == "d" and reg.type != "none" and reg.interval > 1:
-        # Lazy regularization (StyleGAN2, appendix B): D now takes interval + 1 optimizer
-        # steps per interval, so lr and the betas are rescaled to keep its per-step dynamics.
-        ratio = reg.interval / (reg.interval + 1)
-        lr, betas = lr * ratio, [b ** ratio for b in betas]
-    return {"lr": lr, "betas": betas, "eps": opt.eps, "weight_decay": opt.weight_decay}
+    ratio = lazy_ratio(cfg, net)
+    return {"lr": scheduled_lr(cfg, net)(step), "betas": [b ** ratio for b in opt.betas], "eps": opt.eps,
+            "weight_decay": opt.weight_decay}
 
 
 def apply_optimizer_hyperparameters(engine, cfg: Config, net: str, step: int) -> None:
@@ -57,10 +70,8 @@ def apply_optimizer_hyperparameters(engine, cfg: Config, net: str, step: int) ->
         group["weight_decay"] = wanted["weight_decay"]
 
 
-def set_learning_rate(engine, cfg: Config, net: str, step: int) -> None:
-    """The scheduled lr of ``net`` for the optimizer steps of run step ``step`` (0-based), on every param
-    group. Called before every step: the lr is a function of the step, so nothing else need be kept."""
-    lr = optimizer_hyperparameters(cfg, net, step)["lr"]
+def set_learning_rate(engine, lr: float) -> None:
+    """``lr`` on every param group of the engine's optimizer (the loop sets each step's scheduled lr)."""
     for group in engine.optimizer.param_groups:
         group["lr"] = lr
 

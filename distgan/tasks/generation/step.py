@@ -1,4 +1,4 @@
-"""The generation step (unconditional and conditional GANs) as named phases: Dmain, Dreg, Gmain.
+"""The generation step (unconditional and conditional GANs) as named phases: Dmain, Dreg, Gmain, Greg.
 
 One ``step`` is ``n_critic`` D phases, a lazy Dreg phase on the steps it is
 due, then one G phase, identical on every rank, so the collectives inside the
@@ -14,7 +14,9 @@ dtype. D's logits reach the losses, which compute in fp32.
 A regularizer with ``interval`` 1 joins every Dmain loss (StyleGAN's Dboth);
 with a larger interval it runs as its own optimizer step every ``interval``
 steps, its loss multiplied by the interval so its average strength is
-unchanged (the optimizer correction lives in ``distgan.runtime.engines``)."""
+unchanged (the optimizer correction lives in ``distgan.runtime.engines``). G's regularizer (StyleGAN2's
+path length, ``loss.g_reg``) is scheduled the same way, as the Greg phase; it and style mixing, for the
+generators that can take them, live in ``phases_stylegan``."""
 
 from __future__ import annotations
 
@@ -24,11 +26,12 @@ import torch
 from torch import nn
 
 from distgan.config import Config, TrainConfig, reuses_fakes
-from distgan.gan.augment import build_augment
+from distgan.gan.ada import AdaptiveAugment, build_d_augment
 from distgan.gan.losses import AdversarialLoss, build_loss
 from distgan.gan.regularizers import Regularizer, build_regularizer
 from distgan.runtime import engines
 from distgan.runtime.algorithm import D_HEALTH, GANAlgorithm
+from distgan.tasks.generation.phases_stylegan import PathLengthRegularizer, StyleMixing, mixes_styles
 
 STAT_NAMES = ("loss_d", "loss_g", "reg_d") + D_HEALTH
 
@@ -51,7 +54,11 @@ class AlternatingGAN(GANAlgorithm):
                  augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, num_classes: int = 0,
                  adversarial_weight: float = 1.0, max_consecutive_skips: int = TrainConfig.max_consecutive_skips,
                  reuse_fakes: bool = False, layout: torch.memory_format = torch.contiguous_format,
-                 dtype_d: Optional[torch.dtype] = None):
+                 dtype_d: Optional[torch.dtype] = None, style_mixing_prob: float = 0.0,
+                 g_reg: Optional[PathLengthRegularizer] = None):
+        # Set before the base sizes the statistics: ADA's p (mean over the window), G's penalty and pl_mean.
+        self.stat_names = (STAT_NAMES + (("ada_p",) if isinstance(augment, AdaptiveAugment) else ())
+                           + (("reg_g", "pl_mean") if g_reg is not None else ()))
         super().__init__(engine_g, engine_d, device, max_consecutive_skips)
         self.layout = layout
         """Memory format of real image batches (``train.channels_last``)."""
@@ -68,6 +75,8 @@ class AlternatingGAN(GANAlgorithm):
         self.reg_interval = reg_interval
         self.augment = augment or (lambda x: x)
         """Applied to every input of D, real or fake, in every phase (differentiable)."""
+        self.ada = augment if isinstance(augment, AdaptiveAugment) else None
+        """The augmentation when it is ADA's: fed D's logits on the reals, its p logged (``ada_p``) and saved."""
         self.reuse_fakes = reuse_fakes
         """G's step trains on the fakes of the D step just before it (made with G's graph) instead of
         drawing new ones: one forward of G per step instead of two. Needs n_critic 1 and no accumulation."""
@@ -77,6 +86,12 @@ class AlternatingGAN(GANAlgorithm):
         self.num_classes = num_classes
         """0 for an unconditional GAN; else fakes get uniformly drawn labels of this many classes."""
         self._last_reals: list[Batch] = []
+        module = engine_g.module
+        self.mixing = (StyleMixing(style_mixing_prob, module.num_ws, z_generator)
+                       if style_mixing_prob > 0 and mixes_styles(module) else None)
+        """Style mixing of every batch of fakes, for D and G alike (None: G cannot, or the probability is 0)."""
+        self.g_reg = g_reg
+        """Path-length regularization of G (``loss.g_reg``), or None."""
 
     @classmethod
     def from_config(cls, cfg: Config, engine_g, engine_d, device: torch.device, z_generator: torch.Generator,
@@ -87,10 +102,12 @@ class AlternatingGAN(GANAlgorithm):
                    engines.compute_dtype(cfg, "g"), device, z_generator,
                    regularizer=build_regularizer(reg.type) if reg.type != "none" else None,
                    reg_weight=reg.weight, reg_interval=reg.interval,
-                   augment=build_augment(cfg.augment.policy) if cfg.augment.policy else None,
+                   augment=build_d_augment(cfg.augment),
                    num_classes=num_classes, adversarial_weight=cfg.loss.adversarial_weight,
                    max_consecutive_skips=cfg.train.max_consecutive_skips, reuse_fakes=reuses_fakes(cfg),
-                   layout=engines.memory_format(cfg), dtype_d=engines.compute_dtype(cfg, "d"))
+                   layout=engines.memory_format(cfg), dtype_d=engines.compute_dtype(cfg, "d"),
+                   style_mixing_prob=cfg.model.stylegan2.style_mixing_prob,
+                   g_reg=PathLengthRegularizer.from_config(cfg.loss.g_reg, engine_g.module, device))
 
     # -- inputs -------------------------------------------------------------
     def latents(self, n: int) -> torch.Tensor:
@@ -103,6 +120,12 @@ class AlternatingGAN(GANAlgorithm):
         if not self.num_classes:
             return None
         return torch.randint(self.num_classes, (n,), generator=self.z_generator).to(self.device)
+
+    def generate(self, net: Callable, labels: Optional[torch.Tensor], n: int) -> torch.Tensor:
+        """``n`` fakes from G's engine or module on fresh latents, style-mixed when G mixes styles."""
+        z = self.latents(n)
+        mixing = self.mixing.draw(self.latents, n) if self.mixing is not None else {}
+        return net(z, **mixing) if labels is None else net(z, labels, **mixing)
 
     def real_batch(self, next_real: RealSource) -> Batch:
         """Reals go only to D: in D's dtype."""
@@ -117,7 +140,7 @@ class AlternatingGAN(GANAlgorithm):
     def fakes_without_graph(self, labels: Optional[torch.Tensor], n: int) -> torch.Tensor:
         """Fakes for a D phase, in D's dtype."""
         with torch.no_grad():
-            return self.for_d(_call(self.engine_g.module, self.latents(n), labels))
+            return self.for_d(self.generate(self.engine_g.module, labels, n))
 
     def d_for_penalty(self, labels: Optional[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
         """D's bare module behind the augmentation, for the reals' labels: what penalties differentiate."""
@@ -138,7 +161,7 @@ class AlternatingGAN(GANAlgorithm):
             fake_labels = self.fake_labels(real.shape[0])
             if self.reuse_fakes:
                 # With G's graph, kept for G's step; D's backward still ends at the detached copy.
-                kept = _call(self.engine_g, self.latents(real.shape[0]), fake_labels)
+                kept = self.generate(self.engine_g, fake_labels, real.shape[0])
                 self._kept_fake = (kept, fake_labels)
                 fake = self.for_d(kept.detach())
             else:
@@ -147,6 +170,8 @@ class AlternatingGAN(GANAlgorithm):
             fake_logits = _call(self.engine_d, self.augment(fake), fake_labels)
             loss = self.loss.d_loss(real_logits, fake_logits)
             self.add_stat("loss_d", loss)
+            if self.ada is not None:
+                self.ada.observe(real_logits)
             if self.reg_every_step:
                 penalty = self.regularizer.penalty(self.d_for_penalty(real_labels), real, fake)
                 self.add_stat("reg_d", penalty)
@@ -154,6 +179,9 @@ class AlternatingGAN(GANAlgorithm):
             self.backward("d", loss)
             self.optimizer_step("d")
             self.add_d_health(self.loss, real_logits.detach(), fake_logits.detach())
+        if self.ada is not None:
+            self.ada.end_d_step()  # every ada.interval D steps a collective, on every rank alike
+            self.add_stat("ada_p", torch.tensor(self.ada.p))
 
     def dreg_phase(self) -> None:
         """Dreg: the lazy regularizer as its own D step, on the reals of the last Dmain."""
@@ -178,11 +206,33 @@ class AlternatingGAN(GANAlgorithm):
                     (fake, labels), self._kept_fake = self._kept_fake, None
                 else:
                     labels = self.fake_labels(batch_size)
-                    fake = _call(self.engine_g, self.latents(batch_size), labels)
+                    fake = self.generate(self.engine_g, labels, batch_size)
                 loss = self.loss.g_loss(_call(d_module, self.augment(self.for_d(fake)), labels), real_logits)
-                self.backward("g", self.adversarial_weight * loss)
-                self.optimizer_step("g")
                 self.add_stat("loss_g", loss)
+                loss = self.adversarial_weight * loss
+                if self.g_reg is not None and self.g_reg.every_step:
+                    loss = loss + self.g_reg.weight * self.path_length(batch_size)
+                self.backward("g", loss)
+                self.optimizer_step("g")
+
+    def greg_phase(self, batch_size: int) -> None:
+        """Greg: the lazy path-length penalty as its own G step, scaled by its interval (StyleGAN2 app. B)."""
+        for _ in range(self.engine_g.gradient_accumulation_steps()):
+            penalty = self.path_length(batch_size)
+            self.backward("g", self.g_reg.weight * self.g_reg.interval * penalty)
+            self.optimizer_step("g", measure=False)
+
+    def path_length(self, batch_size: int) -> torch.Tensor:
+        """The path-length penalty on a fresh batch (``batch_shrink`` times smaller), logged as ``reg_g``.
+
+        G's halves run through its bare module, the backward through its engine (the caller's)."""
+        n = self.g_reg.batch(batch_size)
+        labels = self.fake_labels(n)
+        z = self.latents(n)
+        mixing = self.mixing.draw(self.latents, n) if self.mixing is not None else {}
+        penalty = self.g_reg.penalty(self.engine_g.module, z, labels, mixing, self.z_generator)
+        self.add_stat("reg_g", penalty)
+        return penalty
 
     def step(self, next_real: RealSource, batch_size: int) -> None:
         for _ in range(self.n_critic):
@@ -190,7 +240,23 @@ class AlternatingGAN(GANAlgorithm):
         if self.regularizer is not None and self.reg_interval > 1 and (self.steps_done + 1) % self.reg_interval == 0:
             self.dreg_phase()
         self.g_phase(batch_size, next_real)
+        if self.g_reg is not None:
+            if self.g_reg.due(self.steps_done):
+                self.greg_phase(batch_size)
+            self.add_stat("pl_mean", self.g_reg.pl_mean)  # every step: the logged value is never missing
         self.steps_done += 1
+
+    def state_dict(self) -> dict:
+        state = {"ada": self.ada.state_dict()} if self.ada is not None else {}
+        if self.g_reg is not None:
+            state["g_reg"] = self.g_reg.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.ada is not None and "ada" in state:
+            self.ada.load_state_dict(state["ada"])
+        if self.g_reg is not None and "g_reg" in state:
+            self.g_reg.load_state_dict(state["g_reg"])
 
     def samples_per_step(self, batch_size: int) -> int:
         """D's micro-batches of every critic step, and G's when its loss compares with reals."""

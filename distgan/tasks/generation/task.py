@@ -139,4 +139,12 @@ def check_config(cfg: Config) -> None:
     if names and len(shape) != 3:
         raise ConfigError(f"augment.policy: {cfg.augment.policy!r} transforms images, but the data set "
                           f"{cfg.data.name!r} holds points; leave augment.policy empty")
+    if cfg.augment.ada.enabled and len(shape) != 3:
+        raise ConfigError(f"augment.ada.enabled: ADA transforms images, but the data set {cfg.data.name!r} holds "
+                          f"points; set augment.ada.enabled=false")
+    if cfg.loss.g_reg.type != "none" and cfg.model.family != "stylegan2":
+        # The step checks the built generator too; this refuses before any worker starts.
+        raise ConfigError(f"loss.g_reg.type: {cfg.loss.g_reg.type} differentiates the image with respect to the "
+                          f"styles w, which model.family={cfg.model.family!r} does not have; use "
+                          f"model.family=stylegan2 or loss.g_reg.type=none")
     evaluation.check_config(cfg, shape)
