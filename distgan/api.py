@@ -13,6 +13,8 @@ from distgan.config import Config, ConfigError
 from distgan.config import load_config as _load_raw
 
 if TYPE_CHECKING:
+    from distgan.deploy.export import ExportResult
+    from distgan.persist.catalog import Entry
     from distgan.launch.sweep_results import SweepResult
     from distgan.launch.train import TrainResult
 
@@ -78,6 +80,21 @@ def load_generator(path: Union[str, Path]):
     return _load(path)
 
 
+def export(source: Union[str, Path], format: str = "onnx", out: Union[str, Path, None] = None,
+           tolerance: Optional[float] = None) -> "ExportResult":
+    """A run, checkpoint or generator (or its URI) as an ``onnx`` or ``torchscript`` file with a dynamic batch
+    (and image size, for super-resolution), written only once its output matches PyTorch's within
+    ``tolerance`` (default ``distgan.deploy.TOLERANCE``, 1e-4) at two batch sizes; a JSON description goes
+    beside it. ``out`` defaults to the weights' name beside them. Needs the ``export`` extra for ONNX.
+
+    Returns the paths, the measured max abs difference and the description; raises
+    ``distgan.deploy.ExportCheckFailed`` (leaving no file) when the check fails.
+    """
+    from distgan.deploy.export import export_generator
+
+    return export_generator(source, format=format, out=out, tolerance=tolerance)
+
+
 def evaluate_generator(source: Union[str, Path], overrides: Sequence[str] = ()) -> tuple[dict, dict]:
     """Scores of a run, checkpoint or generator file in this process: FID/KID/precision-recall (and class
     accuracy) for generation, PSNR/SSIM for super-resolution.
@@ -87,3 +104,17 @@ def evaluate_generator(source: Union[str, Path], overrides: Sequence[str] = ()) 
     from distgan.evaluate import evaluate_generator as _evaluate
 
     return _evaluate(source, overrides)
+
+
+def list_runs(storage: Union[str, Path, None] = None) -> list["Entry"]:
+    """``distgan ls``: the runs and sweeps under ``storage`` (default ``./runs``, as ``train`` uses), each with its
+    task and family, status (running, finished, failed, stopped), step, best evaluation score, newest
+    checkpoint and wall time, read from the run directories alone (no Ray). A run or sweep directory lists
+    itself or its trials."""
+    # The tasks register the evaluation metrics, and with them the direction each score improves in.
+    import distgan.tasks  # noqa: F401
+    from distgan.metrics.registry import objectives
+    from distgan.persist.catalog import DEFAULT_STORAGE, list_storage
+
+    directions = {score: direction for score, (_, direction) in objectives().items()}
+    return list_storage(str(storage or DEFAULT_STORAGE), directions)

@@ -1,5 +1,5 @@
-"""Command line: ``distgan train | tune | submit | jobs | sample | evaluate | upscale | import-weights | config |
-data``.
+"""Command line: ``distgan train | tune | submit | jobs | sample | evaluate | upscale | export | import-weights |
+config | data | ls | doctor``.
 
 A thin face over the Python API (``distgan.api``) and the launchers (``distgan.launch``), taking the same
 typed config. Its start imports neither torch nor Ray, so ``--help``, ``distgan config keys`` and a config
@@ -8,7 +8,7 @@ check (``distgan.checks.validate``, and ``check_sweep`` for a sweep), Ray only w
 ``--dry-run`` on train, tune and submit makes every check and prints the plan (``distgan.launch.plan``)
 without starting Ray or writing anything. ``distgan config`` shows a resolved config, every key
 (``distgan.config.reference``, which also writes docs/config.md) and a JSON Schema for editors. The
-commands that use or make a generator (sample, evaluate, upscale, import-weights) parse here and run in
+commands that use or make a generator (sample, evaluate, upscale, export, import-weights) parse here and run in
 ``distgan.generator_commands``, imported when one of them runs.
 """
 
@@ -199,6 +199,36 @@ def cmd_data(args: argparse.Namespace) -> int:
     return commands.check_command(args.path, args.json)
 
 
+def cmd_ls(args: argparse.Namespace) -> int:
+    from distgan.api import list_runs
+    from distgan.persist.catalog import format_table
+
+    entries = list_runs(args.storage)
+    if args.json:
+        import json
+
+        print(json.dumps([e.as_dict() for e in entries], indent=2))
+    elif entries:
+        print(format_table(entries))
+    else:
+        print(f"no runs or sweeps in {args.storage or 'runs'}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    config_path, overrides = split_config_args(args.items)
+    cfg = load_config(config_path, tuple(overrides)) if args.items else None
+    try:
+        from distgan.launch import doctor
+    except ImportError as exc:  # doctor needs torch itself: a broken install is the finding
+        print(f"fail  {exc.name or 'import'}  cannot be imported ({exc})\n"
+              f"      -> install the project's dependencies: `make setup` (or pip install -e .)")
+        return 1
+    checks = doctor.run_checks(address=args.address, storage=args.storage, cfg=cfg)
+    print(doctor.render(checks))
+    return 1 if any(c.status == doctor.FAIL for c in checks) else 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from distgan.config import reference
 
@@ -321,6 +351,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zoom", type=int, default=1, help="enlarge a .png grid this many times (nearest pixel)")
     p.add_argument("--labels", help="conditional generators: 'all' (default, equal shares) or classes, "
                                     "e.g. 0,1,2 or class names; .npz output then holds 'labels'")
+    p.add_argument("--truncation", type=float, metavar="PSI",
+                   help="style-based generators: pull w toward its tracked mean, w_avg + PSI (w - w_avg); "
+                        "1 leaves it, 0 gives the average image, 0.5-0.7 trades variety for quality")
+    p.add_argument("--mix", nargs="?", const="4x4", metavar="ROWSxCOLS",
+                   help="style-based generators: a style-mixing grid (default 4x4, .png): each cell takes the "
+                        "coarse styles of its row's latent and the rest of its column's; --n is not used")
+    p.add_argument("--crossover", type=int, metavar="K",
+                   help="--mix: the first style taken from the columns (default: 4, the 4x4 and 8x8 styles, "
+                        "at most half the styles)")
+    p.add_argument("--noise-mode", choices=["const", "random", "none"],
+                   help="style-based generators' per-pixel noise (default const: the same seed, the same images)")
     p.set_defaults(func=generator_command("sample"))
 
     p = sub.add_parser("evaluate", help="score a generator: FID, KID, precision/recall (and class accuracy); for "
@@ -373,6 +414,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where G runs (auto: the GPU when there is one)")
     p.set_defaults(func=generator_command("upscale"))
 
+    p = sub.add_parser("export", help="a generator as an ONNX or TorchScript file (dynamic batch, and image size "
+                                      "for super-resolution), checked against PyTorch before it is written")
+    p.add_argument("source", metavar="RUN_DIR_OR_GENERATOR", help=SOURCE_HELP)
+    # No argparse choices: the formats' registry (distgan.deploy.formats) names them, and torch loads late.
+    p.add_argument("--format", required=True, metavar="onnx|torchscript",
+                   help="onnx (ONNX Runtime and most deploy targets; needs the export extra) or torchscript "
+                        "(torch.jit.load, LibTorch)")
+    p.add_argument("--out", metavar="F", help="the file to write (default: beside the weights, generator.onnx or "
+                                              "generator.torchscript.pt); its description goes to F.json")
+    p.add_argument("--tolerance", type=float, help="largest max abs difference from PyTorch accepted "
+                                                   "(default 1e-4)")
+    p.set_defaults(func=generator_command("export"))
+
     p = sub.add_parser("data", help="pack an image folder into verified tar shards; check a folder or shard set")
     actions = p.add_subparsers(dest="action", required=True)
     q = actions.add_parser("pack", help="write SRC's images as WebDataset-style tar shards + index.json at DEST")
@@ -386,6 +440,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("path", metavar="PATH", help="an image folder or a shard set: a directory, or a URI")
     q.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("ls", help="runs and sweeps under a storage: task, status, step, best score, checkpoint, "
+                                  "wall time (read from the run directories; no Ray)")
+    p.add_argument("storage", nargs="?", metavar="STORAGE",
+                   help="a directory or URI holding runs (default ./runs, as train uses); a run or sweep "
+                        "directory lists itself or its trials")
+    p.add_argument("--json", action="store_true", help="print a JSON list of objects with the same fields")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("doctor", help="check this machine for a run: versions, GPUs, DeepSpeed ops, weights, "
+                                      "W&B, Ray, storage; exit 1 when a default run cannot start")
+    p.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE]",
+                   help="optionally a config whose weights paths, W&B setting and storage to check")
+    p.add_argument("--address", help="a Ray cluster to probe (HOST:6379, ray://HEAD:10001, http://HEAD:8265 "
+                                     "or auto); default: the embedded Ray a run starts")
+    p.add_argument("--storage", help="where runs will be kept, probed with a file written and removed "
+                                     "(default: the config's train.storage, else ./runs)")
+    p.set_defaults(func=cmd_doctor)
     return parser
 
 

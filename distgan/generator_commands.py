@@ -1,4 +1,5 @@
-"""The commands that use or make an exported generator: ``sample``, ``evaluate``, ``upscale``, ``import-weights``.
+"""The commands that use or make an exported generator: ``sample``, ``evaluate``, ``upscale``, ``export``,
+``import-weights``.
 
 ``distgan.cli`` parses their arguments without importing torch and hands the
 parsed arguments here, where torch and the layers below are imported at the
@@ -20,13 +21,15 @@ import torch
 from PIL import Image
 
 from distgan.config import ConfigError
+from distgan.deploy import ExportCheckFailed, export_generator
 from distgan.evaluate import evaluate_generator, format_table
 from distgan.persist.export import generate, load_generator
 from distgan.persist.import_weights import import_weights
 from distgan.tasks import task_of
+from distgan.tasks.generation import sampling
 from distgan.tasks.super_resolution import benchmark
 from distgan.tasks.super_resolution.upscale import upscale_path
-from distgan.tracking.images import render_samples, save_image, to_unit
+from distgan.tracking.images import image_grid, render_samples, save_image, to_unit
 
 
 def sample(args: argparse.Namespace) -> int:
@@ -42,8 +45,19 @@ def sample(args: argparse.Namespace) -> int:
     if "sample" not in task.commands:
         raise ConfigError(f"{args.source} is a {task.name.replace('_', '-')} generator: distgan sample draws from "
                           f"generation models; use distgan {task.commands[0]} {args.source} INPUT")
+    if args.mix is not None:
+        return _sample_mix(args, module, meta, out)
+    if args.crossover is not None:
+        raise ConfigError("--crossover: sets where --mix's grid switches from row to column styles; give --mix")
     labels = sample_labels(args.labels, meta, args.n)
-    samples = generate(module, args.n, args.seed, labels=labels)
+    if args.truncation is not None or (args.noise_mode is not None) or sampling.is_style_based(module):
+        for flag, given in (("--truncation", args.truncation), ("--noise-mode", args.noise_mode)):
+            if given is not None:
+                sampling.require_style_based(module, flag)
+        psi = 1.0 if args.truncation is None else args.truncation
+        samples = sampling.generate_styled(module, args.n, args.seed, labels, psi, args.noise_mode or "const")
+    else:
+        samples = generate(module, args.n, args.seed, labels=labels)
     if out.suffix == ".png":
         img = render_samples(samples)
         if args.zoom > 1:  # pixel-exact enlargement, for looking at 16 px samples
@@ -57,6 +71,28 @@ def sample(args: argparse.Namespace) -> int:
             arrays["labels"] = labels.numpy().astype(np.int64)
         np.savez(out, **arrays)
     print(f"wrote {args.n} samples (step {meta.get('step')}) to {out}")
+    return 0
+
+
+def _sample_mix(args: argparse.Namespace, module, meta: dict, out: Path) -> int:
+    """``--mix RxC``: a style-mixing grid (``distgan.tasks.generation.sampling.mixing_grid``)."""
+    sampling.require_style_based(module, "--mix")
+    try:
+        rows, cols = (int(v) for v in args.mix.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--mix {args.mix!r}: give ROWSxCOLS, e.g. 4x6") from None
+    if rows < 1 or cols < 1:
+        raise ConfigError(f"--mix {args.mix!r}: rows and columns must be >= 1")
+    if out.suffix != ".png":
+        raise ConfigError(f"--mix: writes a .png grid; --out {args.out!r} must end in .png")
+    psi = 1.0 if args.truncation is None else args.truncation
+    images = sampling.mixing_grid(module, rows, cols, args.seed, args.crossover, psi, args.noise_mode or "const",
+                                  sample_labels(args.labels, meta, rows), sample_labels(args.labels, meta, cols))
+    img = image_grid(to_unit(images), nrow=cols + 1)
+    if args.zoom > 1:
+        img = img.resize((img.width * args.zoom, img.height * args.zoom), Image.NEAREST)
+    save_image(img, out)
+    print(f"wrote a {rows}x{cols} style-mixing grid (step {meta.get('step')}) to {out}")
     return 0
 
 
@@ -179,6 +215,17 @@ def upscale(args: argparse.Namespace) -> int:
                            scale=args.scale, device=args.device,
                            progress=lambda src, dst: print(f"{src} -> {dst}", flush=True))
     print(f"wrote {len(written)} image{'s' if len(written) != 1 else ''}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    try:
+        done = export_generator(args.source, args.format, args.out, args.tolerance)
+    except ExportCheckFailed as exc:  # the export ran but computes something else: not a usage error
+        print(f"distgan: error: {exc}", file=sys.stderr)
+        return 1
+    print(done.summary())
+    print(f"wrote {done.path} (described in {done.metadata_path.name})")
     return 0
 
 

@@ -1,0 +1,60 @@
+"""``history.jsonl``: one row per start, restart, resize, preemption and finish of a run, saying why.
+
+metrics.jsonl says how training went; this file says what happened to the run around it: when each attempt
+of the worker group started, from which step, at which width, and what ended the one before. Ray Train
+restarts a group without telling the new one why, so the reason of a restart is read from what is known
+at its start: the width the checkpoint was written by, and whether the last attempt recorded a preemption.
+Rank 0 appends; a row is one JSON object with ``time`` (epoch seconds), ``event``, ``step``,
+``world_size``, ``why`` and ``launch`` (when the ``distgan train`` that made it began: the attempts of one
+command share it, so a new command is told from a restart).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+FILE = "history.jsonl"
+
+STARTED, RESUMED, RESIZED, PREEMPTED, FINISHED = "started", "resumed", "resized", "preempted", "finished"
+
+
+def read(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append(run_dir: Path, event: str, step: int, world_size: int, why: str, launch: float) -> Path:
+    path = Path(run_dir) / FILE
+    row = {"time": round(time.time(), 3), "event": event, "step": step, "world_size": world_size, "why": why,
+           "launch": launch}
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    return path
+
+
+def attempt_start(run_dir: Path, step: int, world_size: int, written_by: Optional[int],
+                  launch: float) -> tuple[str, str]:
+    """(event, why) of an attempt of the command begun at ``launch``, starting at ``step`` with ``world_size``
+    workers from a checkpoint written by ``written_by`` workers (None: no checkpoint)."""
+    if written_by is None:
+        return STARTED, f"new run on {world_size} workers"
+    rows = read(run_dir)
+    last = rows[-1] if rows else {}
+    if last.get("launch") != launch:
+        cause = "by a new distgan train"
+    elif last.get("event") == PREEMPTED:
+        cause = "after a preemption notice"
+    else:
+        cause = "after a worker failure"
+    if world_size < written_by:
+        return RESIZED, f"shrunk from {written_by} to {world_size} workers {cause}: a worker or node was lost"
+    if world_size > written_by:
+        if cause == "after a worker failure":  # a wider group is Ray Train's own restart, not a failure
+            cause = "by Ray Train's resize"
+        return RESIZED, f"grown from {written_by} to {world_size} workers {cause}: capacity returned"
+    return RESUMED, f"restarted on {world_size} workers {cause}"

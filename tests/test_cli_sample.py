@@ -1,0 +1,92 @@
+"""``distgan sample --truncation`` and ``--mix`` on exported generators made here (no training, no Ray): psi 0
+gives the average image for every latent, the mixing grid has the expected size and takes its styles where
+it says, and misuse is refused naming the flag."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from distgan import models
+from distgan.cli import main as cli_main
+from distgan.config import Config, ModelConfig
+from distgan.config.stylegan_schema import StyleGAN2Config
+from distgan.persist.export import load_generator, save_generator
+from distgan.tasks.generation.sampling import mixing_grid
+
+SHAPE = (1, 16, 16)
+
+
+def export(path, model: ModelConfig):
+    torch.manual_seed(0)
+    g = models.build_generator(model, SHAPE)
+    if hasattr(g, "mapping"):
+        g.train()
+        g.mapping(torch.randn(16, model.latent_dim))  # a non-zero w_avg, as training leaves it
+    save_generator(path, g, {"model": Config(model=model).to_dict()["model"], "data_shape": list(SHAPE),
+                             "num_classes": 0})
+    return path
+
+
+@pytest.fixture(scope="module")
+def stylegan(tmp_path_factory):
+    style = StyleGAN2Config(w_dim=8, mapping_layers=2, channel_base=64, channel_max=8)
+    return export(tmp_path_factory.mktemp("sg2"), ModelConfig(family="stylegan2", latent_dim=8, stylegan2=style))
+
+
+def images(path) -> np.ndarray:
+    return np.load(path)["images"]
+
+
+def test_truncation_zero_gives_the_same_image_for_every_latent(stylegan, tmp_path):
+    assert cli_main(["sample", str(stylegan), "--truncation", "0", "--n", "5", "--out", str(tmp_path / "a.npz")]) == 0
+    same = images(tmp_path / "a.npz")
+    assert same.shape == (5, *SHAPE) and np.array_equal(same, np.broadcast_to(same[:1], same.shape))
+    assert cli_main(["sample", str(stylegan), "--n", "5", "--out", str(tmp_path / "b.npz")]) == 0
+    varied = images(tmp_path / "b.npz")
+    assert not np.allclose(varied[0], varied[1]), "without truncation the latents must differ"
+    assert cli_main(["sample", str(stylegan), "--truncation", "1", "--n", "5", "--out", str(tmp_path / "c.npz")]) == 0
+    assert np.array_equal(images(tmp_path / "c.npz"), varied), "psi 1 leaves w as it is"
+
+
+def test_mix_writes_a_grid_of_the_expected_size(stylegan, tmp_path):
+    out = tmp_path / "mix.png"
+    assert cli_main(["sample", str(stylegan), "--mix", "2x3", "--out", str(out)]) == 0
+    # (rows + 1) x (cols + 1) tiles of 16 px with a 1 px border: the first row and column are the sources.
+    assert Image.open(out).size == (4 * 17 + 1, 3 * 17 + 1)
+
+
+def test_mixing_grid_cells_take_coarse_styles_from_rows_and_fine_from_columns(stylegan):
+    g, _ = load_generator(stylegan)
+    grid = mixing_grid(g, 2, 3, seed=0, crossover=g.num_ws - 1).unflatten(0, (3, 4))
+    assert grid.shape == (3, 4, *SHAPE) and torch.all(grid[0, 0] == -1)
+    # Only the last style (ToRGB at 16 px) comes from the column: each cell is close to its row's source ...
+    assert (grid[1, 1:] - grid[1, :1]).abs().mean() < (grid[1, 1:] - grid[2, :1]).abs().mean()
+    # ... and with crossover 1 (everything but the first style from the column) close to its column's.
+    grid = mixing_grid(g, 2, 3, seed=0, crossover=1).unflatten(0, (3, 4))
+    assert (grid[1:, 1] - grid[:1, 1]).abs().mean() < (grid[1:, 1] - grid[:1, 2]).abs().mean()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--mix", "2by3"], "--mix '2by3': give ROWSxCOLS"),
+    (["--mix", "0x3"], "--mix '0x3': rows and columns must be >= 1"),
+    (["--mix", "--out", "{tmp}/x.npz"], "--mix: writes a .png grid"),
+    (["--crossover", "2"], "--crossover: sets where --mix's grid switches"),
+    (["--mix", "2x2", "--crossover", "6"], "--crossover: must be from 1 to 5"),
+])
+def test_bad_mix_use_names_the_flag(stylegan, tmp_path, capsys, args, needle):
+    argv = [a.format(tmp=tmp_path) for a in args]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "x.png")]
+    assert cli_main(["sample", str(stylegan), *argv]) == 2
+    assert needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", [["--truncation", "0.5"], ["--mix"], ["--noise-mode", "const"]])
+def test_a_generator_without_a_mapping_network_refuses_style_flags(tmp_path, capsys, flag):
+    dcgan = export(tmp_path / "dcgan", ModelConfig(g_width=8, latent_dim=8))
+    assert cli_main(["sample", str(dcgan), *flag, "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag[0]}: needs a generator with a mapping network" in err and "DCGAN" in err.upper()
