@@ -57,9 +57,12 @@ def local_ray():
     here = os.path.dirname(os.path.abspath(__file__))
     paths = [here, os.path.join(here, "e2e"), os.environ.get("PYTHONPATH", "")]
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    # The dashboard serves the state API that Ray Train's placement-group cleaner polls.
+    from distgan.launch import preemption
+
+    # The dashboard serves the state API that Ray Train's placement-group cleaner polls. The runtime env is
+    # the one distgan's own Ray gets: a SIGTERM to a worker is a preemption notice.
     ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
-             logging_level="WARNING", log_to_driver=True)
+             logging_level="WARNING", log_to_driver=True, runtime_env=preemption.runtime_env())
     yield ray
     ray.shutdown()
 

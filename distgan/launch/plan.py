@@ -66,7 +66,9 @@ def gpus_text(cfg: Config) -> str:
 def add_run_rows(plan: Plan, cfg: Config) -> None:
     """Workers, engines and the length of the run: the same for a run and for each trial of a sweep."""
     s, ds = cfg.scaling, cfg.deepspeed
-    plan.add("workers", f"{s.num_workers} ({_plural(s.cpus_per_worker, 'CPU')} each; {gpus_text(cfg)})")
+    width = (f"{s.min_workers} to {s.max_workers}, elastic ({s.elastic.batch.replace('_', ' ')} batch)" if s.is_elastic
+             else f"{s.num_workers}")
+    plan.add("workers", f"{width} ({_plural(s.cpus_per_worker, 'CPU')} each; {gpus_text(cfg)})")
     g, d = ds.precision_of("g"), ds.precision_of("d")
     precision = g if g == d else f"G {g}, D {d}"
     if "fp16" in (g, d) and s.use_gpu == "auto":

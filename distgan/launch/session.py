@@ -110,7 +110,7 @@ def train_fn(loop_config: dict) -> None:
         keep_freed_memory()  # this process is the run's worker: process-wide settings are its own
     info = RunInfo(run_dir, loop_config["name"], loop_config["wandb_id"],
                    loop_config.get("wandb_group"), loop_config.get("wandb_extra") or {},
-                   loop_config.get("startup") or {}, remote)
+                   loop_config.get("startup") or {}, launch=loop_config.get("launch", 0.0), remote=remote)
     session = RaySession(loop_config["use_gpu"], loop_config.get("initial_checkpoint"), checkpoints, run_dir,
                          cfg.data)
     try:

@@ -25,11 +25,13 @@ from distgan.persist import rundir
 from distgan.checks import validate
 from distgan.config import Config, ConfigError, with_absolute_paths
 from distgan.persist.export import META as GENERATOR_META, WEIGHTS as GENERATOR_WEIGHTS
+from distgan.launch import preemption
 from distgan.launch.progress import ProgressPrinter
 from distgan.launch.rendezvous import LoopbackTorchConfig
 from distgan.launch.session import train_fn
 from distgan.launch.startup_wait import startup_timeout_of, watch_start
 from distgan.persist.storage import Storage
+from distgan.tracking import driver_log
 from distgan.tracking.startup import FILE as STARTUP_FILE
 
 log = logging.getLogger(__name__)
@@ -52,19 +54,23 @@ class TrainResult:
 
 @contextlib.contextmanager
 def ray_cluster(address: Optional[str], min_cpus: int) -> Iterator[None]:
-    """Join ``address``, reuse an already-initialised Ray, or start an embedded one sized to the machine."""
+    """Join ``address``, reuse an already-initialised Ray, or start an embedded one sized to the machine.
+
+    The job's runtime env makes a SIGTERM to a worker a preemption notice (``distgan.launch.preemption``); a
+    Ray the caller initialised keeps its own runtime env, and its workers exit on SIGTERM as Ray's do."""
     if ray.is_initialized():
         yield
         return
     if address:
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=logging.WARNING, runtime_env=preemption.runtime_env())
     else:
         # Logical CPUs: at least what the workers ask for, so a 2-worker run
         # also starts on a 1-core laptop (the workers then share the core).
         # The dashboard serves Ray's state API, which Train's placement-group cleaner polls;
         # without it every poll logs a warning. Everything binds to loopback only.
         ray.init(num_cpus=max(os.cpu_count() or 1, min_cpus), include_dashboard=True,
-                 dashboard_host="127.0.0.1", logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
+                 dashboard_host="127.0.0.1", logging_level=logging.WARNING, _node_ip_address="127.0.0.1",
+                 runtime_env=preemption.runtime_env())
     try:
         yield
     finally:
@@ -74,7 +80,7 @@ def ray_cluster(address: Optional[str], min_cpus: int) -> Iterator[None]:
 def cpus_needed(cfg: Config) -> float:
     """Logical CPUs one run holds in Ray: its workers', plus one decoding task's when its data streams (an
     embedded Ray sized for the workers alone would leave the decoding tasks waiting forever for a CPU they hold)."""
-    workers = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
+    workers = cfg.scaling.max_workers * cfg.scaling.cpus_per_worker  # an elastic run: room to grow to max
     return workers + (cfg.data.cpus_per_task if data.streams(cfg.data) else 0)
 
 
@@ -88,7 +94,7 @@ def warn_if_data_starves(cfg: Config) -> None:
         log.warning("data.cpus_per_task: the cluster has %g CPUs and the workers hold %g, so the data's "
                     "decoding tasks (%g CPU each) wait until it grows; add a node (a CPU-only one will do) or "
                     "lower scaling.cpus_per_worker",
-                    have, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker, cfg.data.cpus_per_task)
+                    have, cfg.scaling.max_workers * cfg.scaling.cpus_per_worker, cfg.data.cpus_per_task)
 
 
 def resolve_use_gpu(cfg: Config) -> bool:
@@ -140,7 +146,7 @@ def build_trainer(cfg: Config, run: rundir.RunDir, storage: Union[Path, Storage]
     set_report_barrier_timeout(cfg.train.collective_timeout_s)
     storage = storage if isinstance(storage, Storage) else Storage.parse(storage)
     loop_config = {"config": cfg.to_dict(), "run_dir": str(run.path), "name": run.name,
-                   "wandb_id": run.wandb_id, "use_gpu": use_gpu, **loop_extras}
+                   "wandb_id": run.wandb_id, "use_gpu": use_gpu, "launch": time.time(), **loop_extras}
     if run.files.storage.remote:
         # The run's files are ``remote_storage/name``; Ray Train's checkpoints ``storage/train_name``, the same
         # directory for a run of its own, the trial's attempt directory in a sweep.
@@ -151,7 +157,8 @@ def build_trainer(cfg: Config, run: rundir.RunDir, storage: Union[Path, Storage]
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
-                                     placement_strategy=cfg.scaling.placement_strategy),
+                                     placement_strategy=cfg.scaling.placement_strategy,
+                                     elastic_resize_monitor_interval_s=cfg.scaling.elastic.monitor_interval_s),
         # On loopback when every worker is on this machine (an embedded run): launch/rendezvous.py.
         torch_config=LoopbackTorchConfig(backend="nccl" if use_gpu else "gloo",
                                          timeout_s=cfg.train.collective_timeout_s),
@@ -189,7 +196,8 @@ def train(cfg: Config, name: Optional[str] = None, address: Optional[str] = None
     storage.check_reachable()
     cfg = with_absolute_paths(cfg)
     plan = rundir.check(storage, name, cfg)
-    print(f"{'Resuming' if plan.resumed else 'Starting'} run {plan.name!r} in {plan.files.display()}", flush=True)
+    notice = (time.time(), f"{'Resuming' if plan.resumed else 'Starting'} run {plan.name!r} in {plan.files.display()}")
+    print(notice[1], flush=True)
     with ray_cluster(address, math.ceil(cpus_needed(cfg))):
         startup["ray_ready"] = time.time()
         use_gpu = resolve_use_gpu(cfg)
@@ -200,8 +208,10 @@ def train(cfg: Config, name: Optional[str] = None, address: Optional[str] = None
                                   f"use fp32 or bf16")
         # Only now, with every check passed: a refused resume must leave config.yaml as it was.
         run = rundir.create(plan, cfg)
-        printer = ProgressPrinter(run.name, cfg.train.steps) if progress else None
-        with printer or contextlib.nullcontext():
+        # From here every console line is also kept, stamped, in the run's train.log; the printer is made inside
+        # so that its stream is the kept one.
+        with kept_log(run, notice), (ProgressPrinter(run.name, cfg.train.steps) if progress
+                                     else contextlib.nullcontext()) as printer:
             trainer = build_trainer(cfg, run, storage, use_gpu, [printer.callback] if printer else [], train_loop,
                                     startup=startup)
             try:
@@ -225,3 +235,23 @@ def fetch_outputs(run: rundir.RunDir) -> None:
     for rel in (GENERATOR_WEIGHTS, GENERATOR_META, STARTUP_FILE, "metrics.jsonl"):
         if run.files.is_file(rel):
             run.files.download(rel, run.path / rel)
+
+
+@contextlib.contextmanager
+def kept_log(run: rundir.RunDir, notice: tuple[float, str]) -> Iterator[None]:
+    """The driver's console kept in ``train.log`` of the run (``distgan.tracking.driver_log``), after the start
+    ``notice`` (time, line) printed before the run directory existed. Under a URI the staging copy is written
+    and uploaded at the end, continuing the log the store holds (a resume may run on another machine)."""
+    path = run.path / driver_log.FILE
+    remote = run.files.storage.remote
+    if remote and run.files.is_file(driver_log.FILE):
+        run.files.download(driver_log.FILE, path)
+
+    def upload(local: Path) -> None:
+        try:
+            run.files.upload(local, driver_log.FILE)
+        except OSError as exc:  # the run's own outcome matters more than its log's copy
+            log.warning("could not upload %s to %s: %s", driver_log.FILE, run.files.display(), exc)
+
+    with driver_log.driver_log(path, [notice], upload if remote else None):
+        yield

@@ -145,10 +145,10 @@ def check_resume(run: Union[Path, StoreDir], name: str, cfg: Config) -> None:
     if refused:
         log.warning("run %r: resuming from %s instead (steps after it are trained again)", name, start.name)
     written_by = state.world_size
-    if written_by != cfg.scaling.num_workers:
+    if not cfg.scaling.min_workers <= written_by <= cfg.scaling.max_workers:
         log.warning("run %r: %s was written by %d workers and this run has %d: it is resharded on resume "
                     "(another global batch: a correct continuation, not a bit-exact one)", name, start.name,
-                    written_by, cfg.scaling.num_workers)
+                    written_by, cfg.scaling.max_workers)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -29,12 +29,15 @@ from distgan.persist import checkpoint
 from distgan.persist.checkpoint import TrainState
 from distgan.persist.export import META as GENERATOR_META, find_generator, read_weights, save_generator
 from distgan.persist.storage import StoreDir
-from distgan.runtime import engines, lr_schedule
+from distgan.runtime import elastic, engines, lr_schedule
+from distgan.runtime.preemption import Preempted, Watch
 from distgan.runtime.rng import latent_generator, reseed, restore_rng, rng_state
 from distgan.runtime.schedule import Schedule
 from distgan.runtime.task import Task
+from distgan.tracking import history
 from distgan.tracking.images import save_image
 from distgan.tracking.jsonl import MetricsLog
+from distgan.tracking.memory import worker_memory
 from distgan.tracking.startup import FILE as STARTUP_FILE, StartupClock
 from distgan.tracking.wandb_logger import WandbLogger
 
@@ -69,6 +72,9 @@ class RunInfo:
     """Added to the W&B run config: a trial's sampled hyperparameters."""
     startup: dict = field(default_factory=dict)
     """The driver's start-up marks (``distgan.tracking.startup``), completed by rank 0."""
+    launch: float = 0.0
+    """When the trainer of this attempt was built (epoch seconds): the attempts of one ``fit`` share it, so
+    the run's history tells Ray's restarts from a new command (``distgan.tracking.history``)."""
     remote: Optional[StoreDir] = None
     """The run directory under a URI (``distgan.persist.storage``); ``run_dir`` is then this node's staging copy, and
     rank 0 uploads every file it writes there (``Trainer.publish``)."""
@@ -78,6 +84,9 @@ class Trainer:
     """State of one rank's run; ``run`` is the loop. ``task`` is a ``distgan.runtime.task.Task`` class."""
 
     def __init__(self, cfg: Config, info: RunInfo, session: Session, task: type[Task]):
+        self.configured = cfg
+        """The run's config as written; ``cfg`` is what this attempt trains with at its width (elastic runs)."""
+        cfg = elastic.at_width(cfg, session.world_size)
         self.cfg, self.info, self.session = cfg, info, session
         self.rank, self.world = session.rank, session.world_size
         self.device = session.device
@@ -121,6 +130,10 @@ class Trainer:
         self.z_gen = latent_generator(cfg.train.seed, self.rank)
         self.gan = self.task.build_algorithm(self.engine_g, self.engine_d, self.z_gen)
         self.state = TrainState(world_size=self.world)
+        self.lr_of = {net: engines.scheduled_lr(cfg, net) for net in ("g", "d")}
+        self.preemption = Watch(self.world, cfg.train.collective_timeout_s)  # collective, like the engines
+        self.written_by: Optional[int] = None
+        """The worker count of the checkpoint restored (None: none), before any resharding."""
         # Collective: rank 0 may prepare what evaluation compares with and share it.
         self.evaluator = self.task.build_evaluator() if self.schedule.eval_every > 0 else None
         self.startup.mark("evaluator")
@@ -133,6 +146,8 @@ class Trainer:
         due = self.schedule
         self.restore()
         metrics_log, wandb_run = self.open_trackers()
+        self.record_history(*history.attempt_start(self.info.run_dir, self.state.step, self.world, self.written_by,
+                                                   self.info.launch))
         self.startup.mark("restored")
         clock = time.perf_counter()
         images_at_clock = self.state.images_seen
@@ -169,6 +184,10 @@ class Trainer:
                 self.save_checkpoint(record or {"step": step})
             elif record is not None:
                 self.session.report(record)
+            if self.preemption.poll():
+                self.stop_for_preemption(checkpointed=due.checkpoints(step))
+        self.preemption.close()
+        self.record_history(history.FINISHED, f"reached step {self.state.step} of {due.steps}")
         self.export()
         if wandb_run is not None:
             wandb_run.finish()
@@ -181,11 +200,26 @@ class Trainer:
         if self.info.remote is not None and path.exists():
             self.info.remote.upload(path, path.relative_to(self.info.run_dir).as_posix())
 
+    def record_history(self, event: str, why: str) -> None:
+        if self.rank == 0:
+            self.publish(history.append(self.info.run_dir, event, self.state.step, self.world, why, self.info.launch))
+            log.info("%s at step %d on %d workers: %s", event, self.state.step, self.world, why)
+
+    def stop_for_preemption(self, checkpointed: bool) -> None:
+        """A rank was told to stop (``distgan.runtime.preemption``): checkpoint this step unless that is done,
+        and end the attempt; Ray Train restarts the group from this checkpoint."""
+        step = self.state.step
+        if not checkpointed:
+            self.save_checkpoint({"step": step, "images_seen": self.state.images_seen})
+        self.preemption.close()
+        self.record_history(history.PREEMPTED, f"a worker was told to stop (SIGTERM); checkpointed step {step}")
+        raise Preempted(f"a worker was told to stop (SIGTERM): checkpointed step {step}; the run resumes there")
+
     def set_learning_rates(self) -> None:
         """Each engine's scheduled lr for the step about to run (a function of the steps done)."""
         for net, engine in (("g", self.engine_g), ("d", self.engine_d)):
             if engine is not None:
-                engines.set_learning_rate(engine, self.cfg, net, self.state.step)
+                engines.set_learning_rate(engine, self.lr_of[net](self.state.step))
 
     def average_buffers(self) -> None:
         """Make G's and D's buffers (BatchNorm statistics) the mean over the ranks.
@@ -214,6 +248,7 @@ class Trainer:
             restored = checkpoint.load_newest_complete(directory, self.engine_g, self.engine_d, self.rank,
                                                        self.world, downloads)
         state, rng, generator = restored.state, restored.rng, restored.generator
+        self.written_by = state.world_size
         if restored.refused:
             # Ray still counts the refused checkpoint as the latest. A checkpoint saved under its number again
             # would be registered twice, and deleted from under the new one when the old entry ages out of
@@ -226,7 +261,7 @@ class Trainer:
         self.state = state
         # The config's optimizer settings win over the checkpoint's (they differ after a PBT exploit), the
         # schedule's too: the lr is a function of the restored step (distgan.runtime.lr_schedule).
-        changed = lr_schedule.changes(state.lr_schedule, lr_schedule.describe(self.cfg))
+        changed = lr_schedule.changes(state.lr_schedule, lr_schedule.describe(self.configured))
         if changed and self.rank == 0:
             log.warning("the learning-rate schedule differs from the checkpoint's; from step %d on it follows this "
                         "config:\n%s", state.step, "\n".join(f"  - {c}" for c in changed))
@@ -234,6 +269,7 @@ class Trainer:
             if engine is not None:
                 engines.apply_optimizer_hyperparameters(engine, self.cfg, net, state.step)
         self.gan.steps_done = state.step
+        self.gan.load_state_dict(state.algorithm)
         self.task.load_data_state(state.data)
         if rng is None:  # resharded from another worker count
             reseed(self.cfg.train.seed, self.rank, state.step, self.z_gen)
@@ -260,7 +296,7 @@ class Trainer:
         wandb_run = None
         if self.cfg.tracking.wandb:
             wandb_run = WandbLogger(self.cfg.tracking, self.info.run_dir, self.info.wandb_id, self.info.name,
-                                    {**self.cfg.to_dict(), **self.info.wandb_extra}, self.info.wandb_group)
+                                    {**self.configured.to_dict(), **self.info.wandb_extra}, self.info.wandb_group)
         return metrics_log, wandb_run
 
     def collect_metrics(self, images_per_s: float) -> dict:
@@ -270,7 +306,7 @@ class Trainer:
             dist.all_reduce(stats)
             stats /= self.world
         values = stats.tolist()
-        record = {"step": self.state.step, "images_seen": self.state.images_seen}
+        record = {"step": self.state.step, "images_seen": self.state.images_seen, "world_size": self.world}
         # A statistic no phase produced in this window (reg_d without a regularizer) is left out.
         record.update({name: v for name, v in zip(self.gan.stat_names, values) if not math.isnan(v)})
         record["grad_norm_g"] = self.gan.grad_norms["g"]
@@ -286,9 +322,10 @@ class Trainer:
         return record
 
     def data_metrics(self) -> dict[str, float]:
-        """The task's data statistics, each the maximum over the ranks: the slowest rank's wait holds up every
-        step, and a file skipped on any rank was skipped."""
-        values = self.task.data_metrics()
+        """The task's data statistics and the worker's memory, each the maximum over the ranks: the slowest
+        rank's wait holds up every step, a file skipped on any rank was skipped, and the fullest rank is the
+        one that runs out of memory."""
+        values = {**self.task.data_metrics(), **worker_memory(self.device)}
         if values and self.world > 1:
             stats = torch.tensor(list(values.values()), dtype=torch.float64, device=self.device)
             dist.all_reduce(stats, op=dist.ReduceOp.MAX)
@@ -340,7 +377,8 @@ class Trainer:
             self.session.report(metrics)
             return
         self.state.data = self.task.data_state()
-        self.state.lr_schedule = lr_schedule.describe(self.cfg)
+        self.state.algorithm = self.gan.state_dict()  # collective for some algorithms: every rank is here
+        self.state.lr_schedule = lr_schedule.describe(self.configured)
         with tempfile.TemporaryDirectory(prefix="distgan-ckpt-") as tmp:
             with self.generator_snapshot() as g:
                 export = (g, self.export_metadata()) if self.rank == 0 else None

@@ -35,6 +35,10 @@ def check_sweep(cfg: Config) -> Config:
                           f"(it is {cfg.eval.metrics!r})")
     if cfg.eval.every <= 0:
         raise ConfigError("eval.every: a sweep ranks trials by evaluation, so eval.every must be > 0")
+    if cfg.scaling.is_elastic:
+        # Trials are compared step for step; one that ran narrower for a while would not be comparable.
+        raise ConfigError(f"scaling.num_workers: {list(cfg.scaling.num_workers)} is an elastic width, for distgan "
+                          f"train; the trials of a sweep each have a fixed width (a number)")
     if cfg.train.checkpoint_every % cfg.eval.every:
         raise ConfigError(f"train.checkpoint_every ({cfg.train.checkpoint_every}) must be a multiple of "
                           f"eval.every ({cfg.eval.every}), so every checkpoint a scheduler acts on carries "
