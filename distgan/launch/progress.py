@@ -2,7 +2,9 @@
 
 Ray Train calls ``UserCallback.after_report`` in its controller actor, not in
 the driver, so the callback forwards each rank-0 report through a Ray queue
-and a driver thread prints it.
+and a driver thread prints it. The queue's actor lives on the driver's node:
+anywhere else, losing that node (a spot worker reclaimed under an elastic run)
+would take the console with it, and, before the callback forgave it, the run.
 """
 
 from __future__ import annotations
@@ -11,12 +13,23 @@ import math
 import sys
 import threading
 import time
+import logging
 from typing import Optional
 
+import ray
 from ray.train import UserCallback
 from ray.util.queue import Empty, Queue
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from distgan.tracking.health import HealthMonitor
+
+log = logging.getLogger(__name__)
+
+
+def driver_queue() -> Queue:
+    """A Ray queue whose actor lives on this (the driver's) node and holds no CPU."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
 
 
 class ForwardReports(UserCallback):
@@ -24,10 +37,16 @@ class ForwardReports(UserCallback):
 
     def __init__(self, queue: Queue):
         self.queue = queue
+        self.lost = False
 
     def after_report(self, run_context, metrics, checkpoint):
-        if metrics:
+        if not metrics or self.lost:
+            return
+        try:
             self.queue.put_nowait({**metrics[0], "_checkpoint": checkpoint.path if checkpoint else None})
+        except Exception as exc:  # an error here would be the controller's and end the run: progress is not worth it
+            self.lost = True
+            log.warning("console progress stopped: its queue is gone (%s); the run goes on, see metrics.jsonl", exc)
 
 
 def format_eta(seconds: float) -> str:
@@ -76,7 +95,7 @@ class ProgressPrinter:
     """Prints forwarded reports until ``stop``; lives in a daemon thread of the driver."""
 
     def __init__(self, name: str, total_steps: int, out=None):
-        self.queue = Queue()
+        self.queue = driver_queue()
         self.callback = ForwardReports(self.queue)
         # sys.stdout as it is now, not as it was at import (a test's captured output, a redirected console).
         self.name, self.total, self.out = name, total_steps, out or sys.stdout

@@ -45,7 +45,7 @@ from distgan import data
 from distgan.persist import rundir
 from distgan.checks import validate
 from distgan.config import Config, ConfigError, load_config, with_absolute_paths
-from distgan.launch.progress import ForwardReports
+from distgan.launch.progress import ForwardReports, driver_queue
 from distgan.launch.startup_wait import clear_after_sweep, first_attempt_s, startup_timeout_of
 from distgan.launch.sweep_results import SweepResult, summarize
 from distgan.launch.train import DEFAULT_STORAGE, build_trainer, ray_cluster, resolve_use_gpu
@@ -111,7 +111,7 @@ def trial_driver(trial_config: dict, *, base: dict, sweep_dir: str, use_gpu: boo
     attempts = sweep.child(f"trials/{trial}/attempts")
     attempt = f"attempt_{sum(d.startswith('attempt_') for d in attempts.as_dir().subdirs()):03d}"
     start = tune.get_checkpoint()  # on the sweep's storage (Tune's copy under tune/)
-    queue = Queue(actor_options={"num_cpus": 0})
+    queue = driver_queue()
     trainer = build_trainer(cfg, run, attempts, use_gpu, [ForwardReports(queue)], train_name=attempt,
                             initial_checkpoint=sweep.text_of(start.path) if start is not None else None,
                             wandb_group=sweep_name, wandb_extra={"tune/" + k: v for k, v in values.items()},

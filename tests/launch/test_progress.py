@@ -1,6 +1,8 @@
-"""The driver's console line shows what each kind of run reports."""
+"""The driver's console line shows what each kind of run reports, and losing it never stops a run."""
 
-from distgan.launch.progress import format_line
+import logging
+
+from distgan.launch.progress import ForwardReports, format_line
 
 
 def test_generation_line_shows_both_players_and_scores():
@@ -26,3 +28,25 @@ def test_the_line_shows_each_engines_learning_rate():
     assert "lr 0.0001/5e-05" in both
     assert "| lr 0.0002 |" in format_line("sr", {"step": 5, "loss_g": 0.05, "lr_g": 2e-4}, total=10, elapsed=1.0,
                                           start_step=0)
+
+
+class GoneQueue:
+    """Stands in for a Ray queue whose actor died with its node: every put raises, as Ray's handle does.
+    (The elastic cluster test loses a node for real; this checks the callback alone, in-process.)"""
+
+    def __init__(self):
+        self.puts = 0
+
+    def put_nowait(self, item):
+        self.puts += 1
+        raise RuntimeError("The actor died because its node has died.")
+
+
+def test_a_lost_progress_queue_is_forgiven_once_and_not_tried_again(caplog):
+    queue = GoneQueue()
+    forward = ForwardReports(queue)
+    with caplog.at_level(logging.WARNING, logger="distgan.launch.progress"):
+        for step in (2, 4, 6):
+            forward.after_report(None, [{"step": step}], None)  # raising here would end the run in Ray Train
+    assert queue.puts == 1 and forward.lost
+    assert len(caplog.records) == 1 and "the run goes on" in caplog.records[0].getMessage()
