@@ -71,6 +71,9 @@ class _Session:
         self.samples: list[tuple[int, float, float]] = []
         self.process = psutil.Process()
 
+    def preemption_notice(self):
+        return None  # a benchmark's nodes are not preempted
+
     def latest_checkpoint(self):
         import contextlib
 

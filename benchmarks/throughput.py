@@ -114,6 +114,9 @@ class _Session:
 
     rank, world_size, use_gpu, device, streamer = 0, 1, False, torch.device("cpu"), None
 
+    def preemption_notice(self):
+        return None  # a benchmark's nodes are not preempted
+
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[Optional[Path]]:
         yield None

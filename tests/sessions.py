@@ -28,6 +28,9 @@ class LocalSession:
         self.resume_from = resume_from
         self.reports: list[dict] = []
         self.checkpoints: list[Path] = []
+        self.notice_at: Optional[int] = None
+        """The call of ``preemption_notice`` (1-based) from which on it reports a preempted node."""
+        self.notice_calls = 0
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[Optional[Path]]:
@@ -39,3 +42,9 @@ class LocalSession:
             dest = self.store / name
             shutil.copytree(checkpoint_dir, dest)
             self.checkpoints.append(dest)
+
+    def preemption_notice(self) -> Optional[str]:
+        self.notice_calls += 1
+        if self.notice_at is not None and self.notice_calls >= self.notice_at:
+            return "a node being preempted"
+        return None

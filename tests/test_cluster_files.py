@@ -71,28 +71,63 @@ def test_every_deployment_runs_the_same_image_version():
     assert tags == {distgan.__version__}
 
 
-def test_kuberay_manifests_parse_and_agree():
-    kinds = {doc["kind"]: doc for path in KUBERAY for doc in documents(path)}
-    assert {"RayCluster", "RayJob", "Secret", "PersistentVolumeClaim"} <= set(kinds)
-    ray_version = ray.__version__
-    assert f"ray=={ray_version}" in (ROOT / "constraints.txt").read_text().split()
-    for kind in ("RayCluster", "RayJob"):
-        spec = kinds[kind]["spec"] if kind == "RayCluster" else kinds[kind]["spec"]["rayClusterSpec"]
-        assert spec["rayVersion"] == ray_version
-        for container in containers(kinds[kind]):
-            env = {e["name"]: e for e in container.get("env", [])}
-            assert env["RAY_AUTH_MODE"]["value"] == "token", (kind, container["name"])
-            assert "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"], "the token comes from a secret"
-            assert "WANDB_API_KEY" not in env, "the W&B key is mounted as a file, never a plain value"
+def of_kind(kind: str) -> list[dict]:
+    return [doc for path in KUBERAY for doc in documents(path) if doc["kind"] == kind]
 
-    # The RayJob's entrypoint is a distgan command line whose config loads, paths as the image has them.
-    argv = shlex.split(kinds["RayJob"]["spec"]["entrypoint"])
+
+def entrypoint_config(job: dict):
+    """The parsed command line of a RayJob's entrypoint, and the config it loads (paths as the image has them)."""
+    argv = shlex.split(job["spec"]["entrypoint"])
     assert argv[:3] == ["python", "-m", "distgan"]
     args = build_parser().parse_args(argv[3:])
     config, overrides = split_config_args(args.items)
     assert config.startswith("/home/ray/distgan/")
-    cfg = load_config(ROOT / config.removeprefix("/home/ray/distgan/"), tuple(overrides))
-    assert cfg.scaling.use_gpu is True and args.address == "auto" and args.storage.startswith("/mnt/shared")
+    return args, load_config(ROOT / config.removeprefix("/home/ray/distgan/"), tuple(overrides))
+
+
+def test_kuberay_manifests_parse_and_agree():
+    kinds = {doc["kind"] for path in KUBERAY for doc in documents(path)}
+    assert {"RayCluster", "RayJob", "Secret", "PersistentVolumeClaim"} <= kinds
+    ray_version = ray.__version__
+    assert f"ray=={ray_version}" in (ROOT / "constraints.txt").read_text().split()
+    for kind in ("RayCluster", "RayJob"):
+        for doc in of_kind(kind):
+            spec = doc["spec"] if kind == "RayCluster" else doc["spec"]["rayClusterSpec"]
+            assert spec["rayVersion"] == ray_version
+            for container in containers(doc):
+                env = {e["name"]: e for e in container.get("env", [])}
+                assert env["RAY_AUTH_MODE"]["value"] == "token", (kind, container["name"])
+                assert "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"], "the token comes from a secret"
+                assert "WANDB_API_KEY" not in env, "the W&B key is mounted as a file, never a plain value"
+
+    # Each RayJob's entrypoint is a distgan command line whose config loads.
+    for job in of_kind("RayJob"):
+        args, cfg = entrypoint_config(job)
+        assert cfg.scaling.use_gpu is True and args.address == "auto" and args.storage.startswith("/mnt/shared")
+
+
+def test_the_elastic_rayjob_can_reach_its_widths_and_hands_workers_the_preemption_notice():
+    elastic = [job for job in of_kind("RayJob") if entrypoint_config(job)[1].scaling.is_elastic]
+    assert len(elastic) == 1
+    job = elastic[0]
+    cfg = entrypoint_config(job)[1]
+    spec = job["spec"]["rayClusterSpec"]
+    assert spec["enableInTreeAutoscaling"] is True
+    groups = spec["workerGroupSpecs"]
+    gpus = [int(c["resources"]["limits"]["nvidia.com/gpu"])
+            for g in groups for c in g["template"]["spec"]["containers"]]
+    assert all(n == 1 for n in gpus)  # one GPU worker per pod: pods are workers
+    assert sum(g["minReplicas"] for g in groups) <= cfg.scaling.min_workers
+    assert sum(g["maxReplicas"] for g in groups) >= cfg.scaling.max_workers
+    assert cfg.train.max_failures == -1, "every reclaimed spot node is a failure: no limit"
+    for group in groups:
+        pod = group["template"]["spec"]
+        hook = " ".join(pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"])
+        # The SIGTERM goes to the Ray Train workers (the process names test_preemption.py finds them by).
+        assert "pkill -TERM -f '^ray::RayTrainWorker'" in hook
+        assert pod["terminationGracePeriodSeconds"] >= 30
+    # The head trains nothing and so outlives any GPU node: the driver and Ray Train's controller live there.
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
 
 
 def test_dockerfile_passes_hadolint_and_pins_the_ray_base():
@@ -131,12 +166,13 @@ def test_network_policy_admits_only_the_runs_own_pods():
     must cover every pod the manifests start and admit no one else, but the operator at the dashboard."""
     from ray._private.ray_constants import DEFAULT_DASHBOARD_PORT
 
-    kinds = {doc["kind"]: doc for path in KUBERAY for doc in documents(path)}
-    policy = kinds["NetworkPolicy"]["spec"]
+    (policy,) = (doc["spec"] for doc in of_kind("NetworkPolicy"))
     ours = policy["podSelector"]["matchLabels"]
     assert ours and "Ingress" in policy["policyTypes"]
-    templates = [t for kind in ("RayCluster", "RayJob") for t in pod_templates(kinds[kind])]
-    assert len(templates) == 5  # the RayCluster's head and workers; the RayJob's submitter, head and workers
+    clusters, jobs = of_kind("RayCluster"), of_kind("RayJob")
+    templates = [t for doc in clusters + jobs for t in pod_templates(doc)]
+    # Each RayCluster's head and workers; each RayJob's submitter, head and workers.
+    assert len(templates) == 2 * len(clusters) + 3 * len(jobs) and len(jobs) == 2
     for template in templates:
         labels = template.get("metadata", {}).get("labels", {})
         assert ours.items() <= labels.items(), f"a pod the policy does not cover: {template['spec']['containers']}"

@@ -60,8 +60,15 @@ class TrainConfig:
     """How many of the most recent checkpoints to keep."""
     seed: int = 0
     """Seeds model init (same on every rank), data order and latents (distinct per rank)."""
+    preemption_check_every: int = 10
+    """Every this many steps all ranks ask Ray Train whether a node of the group is being drained for
+    preemption (``ray.train.get_preemption_info``: what a cloud's spot reclaim or KubeRay's scale-down tells
+    Ray, a barrier across the workers); at the first notice every rank checkpoints that step and training goes
+    on until the node goes. 0 never asks. (A SIGTERM to a worker checkpoints and stops at once, whatever this
+    is.)"""
     max_failures: int = 3
-    """Worker-group restarts Ray Train may do before the run fails."""
+    """Worker-group restarts Ray Train may do before the run fails; -1 for no limit (an elastic run on spot
+    capacity, where every reclaimed node and every preemption notice is one)."""
     collective_timeout_s: float = 600.0
     """Seconds a worker waits for the others at a collective (torch's all-reduces and broadcasts, and Ray
     Train's barrier inside every metrics or checkpoint report) before the wait raises: the worker fails, and
@@ -417,7 +424,9 @@ def _check_train(cfg: Config) -> None:
     for name in ("steps", "batch_size", "n_critic", "log_every", "checkpoint_every", "sample_every",
                  "keep_checkpoints"):
         positive(f"train.{name}", getattr(t, name))
-    positive("train.max_failures", t.max_failures, allow_zero=True)
+    positive("train.preemption_check_every", t.preemption_check_every, allow_zero=True)
+    if t.max_failures < -1:
+        raise ConfigError(f"train.max_failures: must be >= 0, or -1 for no limit, got {t.max_failures}")
     positive("train.collective_timeout_s", t.collective_timeout_s)
     if t.collective_timeout_s > MAX_COLLECTIVE_TIMEOUT_S:  # beyond it a hang is a hang; timedelta overflows later
         raise ConfigError(f"train.collective_timeout_s: must be at most {MAX_COLLECTIVE_TIMEOUT_S:.0f} (a day), "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -83,6 +84,17 @@ class RaySession:
     def report(self, metrics: dict, checkpoint_dir: Optional[Path] = None, name: Optional[str] = None) -> None:
         ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
         ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
+
+    def preemption_notice(self) -> Optional[str]:
+        """Ray Train's word on nodes of this group being drained for preemption (a barrier across the
+        workers: each gets the same answer)."""
+        info = ray.train.get_preemption_info()
+        if info is None:
+            return None
+        deadline = (f", {info.deadline_ms / 1000 - time.time():.0f} s before its deadline"
+                    if info.deadline_ms else "")
+        nodes = ", ".join(node[:12] for node in info.preempted_node_ids)
+        return f"Ray reports node {nodes} (ranks {info.preempted_ranks}) being preempted{deadline}"
 
 
 def quiet_ray_reports() -> None:

@@ -58,6 +58,11 @@ class Session(Protocol):
 
     def report(self, metrics: dict, checkpoint_dir: Optional[Path] = None, name: Optional[str] = None) -> None: ...
 
+    def preemption_notice(self) -> Optional[str]:
+        """What the cluster says of a node of this group being preempted, or None; every rank calls it at the
+        same step and gets the same answer."""
+        ...
+
 
 @dataclass
 class RunInfo:
@@ -132,6 +137,8 @@ class Trainer:
         self.state = TrainState(world_size=self.world)
         self.lr_of = {net: engines.scheduled_lr(cfg, net) for net in ("g", "d")}
         self.preemption = Watch(self.world, cfg.train.collective_timeout_s)  # collective, like the engines
+        self.drain_checkpointed = False
+        """Whether this attempt checkpointed for a preempted node (``checkpoint_for_drain``)."""
         self.written_by: Optional[int] = None
         """The worker count of the checkpoint restored (None: none), before any resharding."""
         # Collective: rank 0 may prepare what evaluation compares with and share it.
@@ -186,6 +193,8 @@ class Trainer:
                 self.session.report(record)
             if self.preemption.poll():
                 self.stop_for_preemption(checkpointed=due.checkpoints(step))
+            if due.asks_preemption(step) and not self.drain_checkpointed:
+                self.checkpoint_for_drain(checkpointed=due.checkpoints(step))
         self.preemption.close()
         self.record_history(history.FINISHED, f"reached step {self.state.step} of {due.steps}")
         self.export()
@@ -214,6 +223,18 @@ class Trainer:
         self.preemption.close()
         self.record_history(history.PREEMPTED, f"a worker was told to stop (SIGTERM); checkpointed step {step}")
         raise Preempted(f"a worker was told to stop (SIGTERM): checkpointed step {step}; the run resumes there")
+
+    def checkpoint_for_drain(self, checkpointed: bool) -> None:
+        """Ask whether a node of the group is being preempted; at the first notice checkpoint this step (unless
+        that is done) and train on: when the node goes, Ray Train restarts from here. Once per attempt."""
+        notice = self.session.preemption_notice()
+        if notice is None:
+            return
+        step = self.state.step
+        if not checkpointed:
+            self.save_checkpoint({"step": step, "images_seen": self.state.images_seen})
+        self.drain_checkpointed = True
+        self.record_history(history.PREEMPTED, f"{notice}; checkpointed step {step}, training on until it goes")
 
     def set_learning_rates(self) -> None:
         """Each engine's scheduled lr for the step about to run (a function of the steps done)."""

@@ -57,6 +57,10 @@ def test_required_keys_exist():
     assert cfg.scaling.use_gpu == "auto"
 
 
+def test_max_failures_takes_minus_one_for_no_limit():
+    assert load_config(None, ("train.max_failures=-1",)).train.max_failures == -1
+
+
 @pytest.mark.parametrize("override, needle", [
     ("train.stpes=5", "did you mean 'train.steps'"),
     ("trian.steps=5", "did you mean 'train'"),
@@ -64,6 +68,7 @@ def test_required_keys_exist():
     ("train.steps=1.5", "train.steps: expected an integer"),
     ("train.steps=0", "train.steps: must be > 0, got 0"),
     ("train.batch_size=-4", "train.batch_size: must be > 0"),
+    ("train.max_failures=-2", "train.max_failures: must be >= 0, or -1 for no limit, got -2"),
     ("deepspeed.zero_stage=4", "deepspeed.zero_stage: must be 0, 1, 2 or 3, got 4"),
     ("deepspeed.precision=fp8", "deepspeed.precision: expected one of 'fp32', 'bf16', 'fp16', got 'fp8'"),
     ("optim.g.lr=fast", "optim.g.lr: expected a number, got 'fast'"),
