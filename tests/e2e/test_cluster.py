@@ -55,14 +55,22 @@ def stop_cluster(holder: subprocess.Popen) -> None:
                 inside.append(proc)
         except OSError:  # gone, or not ours to read
             continue
-    for proc in inside:
+    kill_all(inside)
+    holder.kill()
+    holder.wait()
+
+
+def kill_all(procs: list) -> int:
+    """SIGKILL each process (one gone already is fine) and wait for them; returns how many there were."""
+    import psutil
+
+    for proc in procs:
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(inside, timeout=30)
-    holder.kill()
-    holder.wait()
+    psutil.wait_procs(procs, timeout=30)
+    return len(procs)
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +98,27 @@ def cluster(tmp_path_factory):
                         "--dashboard-host=127.0.0.2", f"--dashboard-port={dashboard}", "--num-cpus=2",
                         f"--temp-dir={temp_dir}", "--disable-usage-stats"], env=env, check=True,
                        capture_output=True, timeout=120)
-        subprocess.run([*netns, ray_bin(), "start", f"--address=127.0.0.2:{port}", "--node-ip-address=127.0.0.3",
-                        "--num-cpus=2", "--disable-usage-stats"], env=env, check=True, capture_output=True,
-                       timeout=120)
-        yield {"address": f"http://127.0.0.2:{dashboard}", "env": env, "netns": netns}
+        cluster = {"address": f"http://127.0.0.2:{dashboard}", "env": env, "netns": netns, "port": port}
+        start_second_node(cluster)
+        yield cluster
     finally:
         stop_cluster(holder)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def start_second_node(cluster: dict) -> None:
+    """The node on 127.0.0.3 (2 CPUs) joins the head."""
+    subprocess.run([*cluster["netns"], ray_bin(), "start", f"--address=127.0.0.2:{cluster['port']}",
+                    "--node-ip-address=127.0.0.3", "--num-cpus=2", "--disable-usage-stats"], env=cluster["env"],
+                   check=True, capture_output=True, timeout=120)
+
+
+def kill_second_node() -> int:
+    """Kill every process of the node on 127.0.0.3 (its raylet and workers name the address on their command
+    line), as a machine lost to a failure or a spot reclaim would go. Returns how many were killed."""
+    import psutil
+
+    return kill_all([p for p in psutil.process_iter(["cmdline"]) if "127.0.0.3" in " ".join(p.info["cmdline"] or ())])
 
 
 def distgan_cli(cluster: dict, *args: str, env: Optional[dict] = None, timeout: float = 300):
@@ -272,3 +294,99 @@ def test_wrong_token_and_dead_address_fail_fast_and_clearly(cluster, tmp_path):
     assert bad.returncode == 2 and "did you mean 'train.steps'" in bad.stderr
     assert time.monotonic() - started < 45
     assert not (tmp_path / "x").exists()
+
+
+def wait_for(what: str, condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        time.sleep(1)
+
+
+def second_node_id(cluster: dict) -> str:
+    code = ("import ray; ray.init(address='127.0.0.2:%d', logging_level='ERROR'); "
+            "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and n['NodeManagerAddress'] == '127.0.0.3'][0])"
+            % cluster["port"])
+    return in_cluster_python(cluster, code).strip().splitlines()[-1]
+
+
+def test_an_elastic_run_shrinks_when_a_node_is_preempted_and_grows_when_it_returns(cluster, tmp_path):
+    """``scaling.num_workers: [1, 2]`` with one 2-CPU worker per node. The second node is drained for preemption
+    (what a cloud's spot reclaim tells Ray, with a deadline): every rank checkpoints at once; then the node is
+    killed whole (raylet and every process). The run goes on alone on the head from that checkpoint; the node
+    rejoins, and at Ray Train's next resize check the group grows back to 2; the run ends at its last step with
+    its generator exported. With ``keep_global`` every step takes the same global batch at either width.
+    (Runs last in this module: it takes the second node down and brings it back.)"""
+    from distgan.tracking import history
+
+    steps, every = 100, 10
+    storage = tmp_path / "shared"
+    elastic = (*OVERRIDES, *QUICK, "scaling.num_workers=[1,2]", "scaling.cpus_per_worker=2",
+               "scaling.elastic.monitor_interval_s=2", f"train.steps={steps}", f"train.checkpoint_every={every}",
+               "train.log_every=2", f"train.sample_every={steps}", "train.keep_checkpoints=3",
+               "train.preemption_check_every=2")
+    first = distgan_cli(cluster, "submit", *elastic, "--address", cluster["address"], "--storage", str(storage),
+                        "--name", "elastic")
+    assert first.returncode == 0, first.stderr
+    job_id = first.stdout.split(" as job ")[1].split(";")[0]
+    run = storage / "elastic"
+    seen: dict[int, int] = {}  # the newest step logged at each width, over every read (resumes rewind the file)
+
+    def logged(width: int, after: int = 0) -> bool:
+        path = run / "metrics.jsonl"
+        for r in read_metrics(path) if path.is_file() else []:
+            seen[r["world_size"]] = max(seen.get(r["world_size"], 0), r["step"])
+        return seen.get(width, 0) > after
+
+    def rows(event: str, width: int) -> list[dict]:
+        return [r for r in history.read(run) if r["event"] == event and r["world_size"] == width]
+
+    def job_status() -> str:
+        return distgan_cli(cluster, "jobs", "list", "--address", cluster["address"], timeout=60).stdout
+
+    try:
+        # Past the second checkpoint: Ray Train has registered the first by then.
+        wait_for("two workers past their second checkpoint", lambda: logged(2, after=2 * every), 240)
+        drained = subprocess.run([*cluster["netns"], ray_bin(), "drain-node", "--address",
+                                  f"127.0.0.2:{cluster['port']}", "--node-id", second_node_id(cluster),
+                                  "--reason", "DRAIN_NODE_REASON_PREEMPTION", "--reason-message",
+                                  "spot instance reclaimed", "--deadline-remaining-seconds", "120"],
+                                 env=cluster["env"], capture_output=True, text=True, timeout=60)
+        assert drained.returncode == 0, drained.stderr[-2000:]
+        wait_for("the checkpoint for the preempted node", lambda: rows("preempted", 2), 120)
+        logged(2)
+        before_kill = seen[2]
+        assert kill_second_node() > 0
+        wait_for("the run going on on one worker",
+                 lambda: rows("resized", 1) and logged(1, rows("resized", 1)[0]["step"]), 300)
+        start_second_node(cluster)
+        wait_for("the run growing back to two", lambda: rows("resized", 2), 300)
+        before_grow = seen[1]
+        wait_for("the run to finish", lambda: history.read(run)[-1]["event"] == "finished", 300)
+        wait_for("the job to succeed", lambda: "SUCCEEDED" in job_status(), 120)  # the driver ends after rank 0
+    finally:
+        if "SUCCEEDED" not in job_status():
+            distgan_cli(cluster, "jobs", "stop", job_id, "--address", cluster["address"], timeout=60)
+
+    events = [(r["event"], r["world_size"]) for r in history.read(run)]
+    assert events == [("started", 2), ("preempted", 2), ("resized", 1), ("resized", 2), ("finished", 2)], events
+    notice, shrunk, grown = rows("preempted", 2)[0], rows("resized", 1)[0], rows("resized", 2)[0]
+    assert "being preempted" in notice["why"] and "checkpointed step" in notice["why"], notice
+    assert "shrunk from 2 to 1 workers after a preemption notice" in shrunk["why"], shrunk
+    assert "grown from 1 to 2 workers" in grown["why"], grown
+    # Each restart resumed from a checkpoint at most one interval behind what the run had trained; the shrink
+    # from the notice's own checkpoint (or a later periodic one).
+    assert notice["step"] <= shrunk["step"] and before_kill - shrunk["step"] <= every, (before_kill, shrunk)
+    assert before_grow - grown["step"] <= every and grown["step"] > shrunk["step"], (before_grow, grown)
+    records = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(2, steps + 1, 2)), "rewound on resume: no step twice"
+    widths = [r["world_size"] for r in records]
+    assert widths[0] == 2 and 1 in widths and widths[-1] == 2
+    # keep_global: 16 samples x 2 workers per step at either width.
+    assert {r["images_seen"] / r["step"] for r in records} == {32.0}
+    assert (run / "generator.safetensors").is_file()
+    # The console said so: the driver's log (train.log in the run directory) has each resize.
+    console = (run / "train.log").read_text()
+    assert "shrunk from 2 to 1 workers" in console and "grown from 1 to 2 workers" in console
+    print(f"notice -> training on 1 worker: {shrunk['time'] - notice['time']:.1f} s; "
+          f"grown {grown['time'] - shrunk['time']:.1f} s after the shrink")
