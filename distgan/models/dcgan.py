@@ -17,8 +17,8 @@ import math
 import torch
 from torch import nn
 
-from distgan.config import Config, ConfigError, ModelConfig
-from distgan.models.family import MODELS, Family, Shape, init_weights
+from distgan.config import Config, ModelConfig
+from distgan.models.family import MODELS, Family, Shape, init_weights, power_of_two_images
 
 MAX_MULT = 8
 """Widest layer as a multiple of ``width``: keeps 64 px and up from exploding in channels."""
@@ -95,14 +95,7 @@ class DCGANDiscriminator(nn.Module):
 
 
 def _check(cfg: Config, data_shape: Shape) -> None:
-    source = f"data.path {cfg.data.path!r}" if cfg.data.path else f"data set {cfg.data.name!r}"
-    if len(data_shape) != 3:
-        raise ConfigError(f"model.family: dcgan needs image data, but {source} gives samples of shape "
-                          f"{tuple(data_shape)}; use model.family=mlp")
-    resolution = data_shape[-1]
-    if resolution < 8 or resolution & (resolution - 1):
-        raise ConfigError(f"data.resolution: dcgan needs a power of two >= 8 (8, 16, 32, 64, ...), "
-                          f"got {resolution}")
+    power_of_two_images(cfg, data_shape, "dcgan", 8, 2**31)
 
 
 MODELS.register("dcgan")(Family(DCGANGenerator, DCGANDiscriminator, _check))

@@ -7,7 +7,7 @@ from typing import Callable
 
 from torch import nn
 
-from distgan.config import Config, ModelConfig
+from distgan.config import Config, ConfigError, ModelConfig
 from distgan.core.registry import Registry
 
 Shape = tuple[int, ...]
@@ -40,3 +40,17 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+def power_of_two_images(cfg: Config, data_shape: Shape, family: str, low: int, high: int) -> int:
+    """The resolution of image data for a convolutional family that doubles it per block; refuses points and
+    sizes that are not a power of two in [low, high], naming the key."""
+    source = f"data.path {cfg.data.path!r}" if cfg.data.path else f"data set {cfg.data.name!r}"
+    if len(data_shape) != 3:
+        raise ConfigError(f"model.family: {family} needs image data, but {source} gives samples of shape "
+                          f"{tuple(data_shape)}; use model.family=mlp")
+    resolution = data_shape[-1]
+    if not low <= resolution <= high or resolution & (resolution - 1):
+        upper = f" to {high}" if high < 2**31 else " or more (8, 16, 32, 64, ...)"
+        raise ConfigError(f"data.resolution: {family} needs a power of two from {low}{upper}, got {resolution}")
+    return resolution

@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 
 from distgan.config import Config, ConfigError, ModelConfig, positive
 from distgan.config.stylegan_schema import StyleGAN2Config
-from distgan.models.family import MODELS, Family, Shape
+from distgan.models.family import MODELS, Family, Shape, power_of_two_images
 from distgan.models.stylegan2_layers import (ConstantInput, EqualConv2d, EqualLinear, MinibatchStd,
                                              SynthesisLayer, ToRGB, fir_filter, normalize_2nd_moment, upsample2d)
 
@@ -235,14 +235,7 @@ class StyleGAN2Discriminator(nn.Module):
 
 
 def _check(cfg: Config, data_shape: Shape) -> None:
-    source = f"data.path {cfg.data.path!r}" if cfg.data.path else f"data set {cfg.data.name!r}"
-    if len(data_shape) != 3:
-        raise ConfigError(f"model.family: stylegan2 needs image data, but {source} gives samples of shape "
-                          f"{tuple(data_shape)}; use model.family=mlp")
-    resolution = data_shape[-1]
-    if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION or resolution & (resolution - 1):
-        raise ConfigError(f"data.resolution: stylegan2 needs a power of two from {MIN_RESOLUTION} to "
-                          f"{MAX_RESOLUTION}, got {resolution}")
+    resolution = power_of_two_images(cfg, data_shape, "stylegan2", MIN_RESOLUTION, MAX_RESOLUTION)
     s = cfg.model.stylegan2
     for name in ("w_dim", "mapping_layers", "channel_base", "channel_max", "mbstd_group_size", "mbstd_channels"):
         positive(f"model.stylegan2.{name}", getattr(s, name))
