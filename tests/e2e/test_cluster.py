@@ -1,11 +1,11 @@
 """A real 2-node Ray cluster with token authentication, driven through ``distgan submit``.
 
-The head (127.0.0.2, 1 CPU) and a second node (127.0.0.3, 1 CPU) are started
+The head (127.0.0.2, 2 CPUs) and a second node (127.0.0.3, 2 CPUs) are started
 with ``ray start`` in their own temp dir and in a network namespace of their
 own that has nothing but loopback: in cluster mode Ray's GCS and raylets listen
 on every interface, and the namespace keeps that from reaching beyond this
-machine's loopback. The 2 training workers, 1 CPU each, must land one on each
-node. Every CLI call runs in that namespace in a subprocess with the token in
+machine's loopback. Where a test gives each worker 2 CPUs, its 2 training
+workers must land one on each node. Every CLI call runs in that namespace in a subprocess with the token in
 its environment, as a user's shell would have it. The cluster is stopped at
 the end, pass or fail, by killing every process in its namespace (``ray stop``
 would also stop the test session's own Ray).
@@ -13,6 +13,7 @@ would also stop the test session's own Ray).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -88,7 +89,10 @@ def cluster(tmp_path_factory):
            # The nodes' Python is this one, as a cluster image's would be.
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
            # Jobs and Ray Train's state-API polls must find this cluster, not the session's own Ray.
-           "RAY_ADDRESS": f"127.0.0.2:{port}"}
+           "RAY_ADDRESS": f"127.0.0.2:{port}",
+           # Each try at placing a worker group waits 20 s, not 60: after a node dies, Ray Train's first try
+           # still counts the dead node's CPUs (the GCS marks it dead a few seconds later) and must time out.
+           "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "20"}
     # The test session keeps its embedded Ray out of cluster mode; these nodes must form a cluster.
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
     try:
@@ -201,6 +205,126 @@ def decoding_nodes(cluster: dict) -> list[str]:
     return json.loads(in_cluster_python(cluster, code).strip().splitlines()[-1])
 
 
+def wait_for(what: str, condition, timeout: float, explain=lambda: "") -> None:
+    """Poll ``condition`` each second; past ``timeout`` fail with what ``explain`` says of the state."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s\n{explain()}")
+        time.sleep(1)
+
+
+def cluster_state(cluster: dict, run: Path) -> str:
+    """What a failed wait leaves to go on: the run's history and console tail, Ray's resources and actors."""
+    parts = []
+    for name, tail in (("history.jsonl", 3000), ("train.log", 6000)):
+        path = run / name
+        parts.append(f"--- {name} ---\n" + (path.read_text(errors="replace")[-tail:] if path.is_file() else "(none)"))
+    for args in (("status",), ("list", "actors", "--filter", "state!=DEAD", "--limit", "50")):
+        done = subprocess.run([*cluster["netns"], ray_bin(), *args, "--address", f"127.0.0.2:{cluster['port']}"],
+                              env=cluster["env"], capture_output=True, text=True, timeout=60)
+        parts.append(f"--- ray {' '.join(args)} ---\n{(done.stdout + done.stderr)[-4000:]}")
+    return "\n".join(parts)
+
+
+def second_node_id(cluster: dict) -> str:
+    code = ("import ray; ray.init(address='127.0.0.2:%d', logging_level='ERROR'); "
+            "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and n['NodeManagerAddress'] == '127.0.0.3'][0])"
+            % cluster["port"])
+    return in_cluster_python(cluster, code).strip().splitlines()[-1]
+
+
+def test_an_elastic_run_shrinks_when_a_node_is_preempted_and_grows_when_it_returns(cluster, tmp_path):
+    """``scaling.num_workers: [1, 2]`` with one 2-CPU worker per node. The second node is drained for preemption
+    (what a cloud's spot reclaim tells Ray, with a deadline): every rank checkpoints at once; then the node is
+    killed whole (raylet and every process). The run goes on alone on the head from that checkpoint; the node
+    rejoins, and at Ray Train's next resize check the group grows back to 2; the run ends at its last step with
+    its generator exported. With ``keep_global`` every step takes the same global batch at either width.
+    (First in the module, on a cluster no run has used: a run whose controller is killed rather than shut
+    down, as a stopped job's or a finished Tune trial's is, leaves its resource request with Ray's
+    autoscaling coordinator for up to 3 minutes, and an elastic run started meanwhile sees that much less
+    room. It takes the second node down and brings it back for the tests after it.)"""
+    from distgan.tracking import history
+
+    steps, every = 100, 10
+    storage = tmp_path / "shared"
+    elastic = (*OVERRIDES, *QUICK, "scaling.num_workers=[1,2]", "scaling.cpus_per_worker=2",
+               "scaling.elastic.monitor_interval_s=2", f"train.steps={steps}", f"train.checkpoint_every={every}",
+               "train.log_every=2", f"train.sample_every={steps}", "train.keep_checkpoints=3",
+               "train.preemption_check_every=2")
+    first = distgan_cli(cluster, "submit", *elastic, "--address", cluster["address"], "--storage", str(storage),
+                        "--name", "elastic")
+    assert first.returncode == 0, first.stderr
+    job_id = first.stdout.split(" as job ")[1].split(";")[0]
+    run = storage / "elastic"
+    seen: dict[int, int] = {}  # the newest step logged at each width, over every read (resumes rewind the file)
+
+    def logged(width: int, after: int = 0) -> bool:
+        path = run / "metrics.jsonl"
+        for r in read_metrics(path) if path.is_file() else []:
+            seen[r["world_size"]] = max(seen.get(r["world_size"], 0), r["step"])
+        return seen.get(width, 0) > after
+
+    def rows(event: str, width: int) -> list[dict]:
+        return [r for r in history.read(run) if r["event"] == event and r["world_size"] == width]
+
+    def job_status() -> str:
+        return distgan_cli(cluster, "jobs", "list", "--address", cluster["address"], timeout=60).stdout
+
+    node_down = False
+    try:
+        wait_cluster = functools.partial(wait_for, explain=lambda: cluster_state(cluster, run))
+        # Past the second checkpoint: Ray Train has registered the first by then.
+        wait_cluster("two workers past their second checkpoint", lambda: logged(2, after=2 * every), 240)
+        drained = subprocess.run([*cluster["netns"], ray_bin(), "drain-node", "--address",
+                                  f"127.0.0.2:{cluster['port']}", "--node-id", second_node_id(cluster),
+                                  "--reason", "DRAIN_NODE_REASON_PREEMPTION", "--reason-message",
+                                  "spot instance reclaimed", "--deadline-remaining-seconds", "120"],
+                                 env=cluster["env"], capture_output=True, text=True, timeout=60)
+        assert drained.returncode == 0, drained.stderr[-2000:]
+        wait_cluster("the checkpoint for the preempted node", lambda: rows("preempted", 2), 120)
+        logged(2)
+        before_kill = seen[2]
+        node_down = kill_second_node() > 0
+        assert node_down
+        wait_cluster("the run going on on one worker",
+                 lambda: rows("resized", 1) and logged(1, rows("resized", 1)[0]["step"]), 300)
+        start_second_node(cluster)
+        node_down = False
+        wait_cluster("the run growing back to two", lambda: rows("resized", 2), 300)
+        before_grow = seen[1]
+        wait_cluster("the run to finish", lambda: history.read(run)[-1]["event"] == "finished", 300)
+        wait_cluster("the job to succeed", lambda: "SUCCEEDED" in job_status(), 120)  # the driver ends after rank 0
+    finally:
+        if "SUCCEEDED" not in job_status():
+            distgan_cli(cluster, "jobs", "stop", job_id, "--address", cluster["address"], timeout=60)
+        if node_down:  # the module's next test needs both nodes
+            start_second_node(cluster)
+
+    events = [(r["event"], r["world_size"]) for r in history.read(run)]
+    assert events == [("started", 2), ("preempted", 2), ("resized", 1), ("resized", 2), ("finished", 2)], events
+    notice, shrunk, grown = rows("preempted", 2)[0], rows("resized", 1)[0], rows("resized", 2)[0]
+    assert "being preempted" in notice["why"] and "checkpointed step" in notice["why"], notice
+    assert "shrunk from 2 to 1 workers after a preemption notice" in shrunk["why"], shrunk
+    assert "grown from 1 to 2 workers" in grown["why"], grown
+    # Each restart resumed from a checkpoint at most one interval behind what the run had trained; the shrink
+    # from the notice's own checkpoint (or a later periodic one).
+    assert notice["step"] <= shrunk["step"] and before_kill - shrunk["step"] <= every, (before_kill, shrunk)
+    assert before_grow - grown["step"] <= every and grown["step"] > shrunk["step"], (before_grow, grown)
+    records = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(2, steps + 1, 2)), "rewound on resume: no step twice"
+    widths = [r["world_size"] for r in records]
+    assert widths[0] == 2 and 1 in widths and widths[-1] == 2
+    # keep_global: 16 samples x 2 workers per step at either width.
+    assert {r["images_seen"] / r["step"] for r in records} == {32.0}
+    assert (run / "generator.safetensors").is_file()
+    # The console said so: the driver's log (train.log in the run directory) has each resize.
+    console = (run / "train.log").read_text()
+    assert "shrunk from 2 to 1 workers" in console and "grown from 1 to 2 workers" in console
+    print(f"notice -> training on 1 worker: {shrunk['time'] - notice['time']:.1f} s; "
+          f"grown {grown['time'] - shrunk['time']:.1f} s after the shrink")
+
+
 def test_submit_follows_a_run_across_both_nodes_into_a_bucket(cluster, cluster_bucket, bucket_shards):
     """Two workers, spread one per node, train from a shard set in the bucket, each node's spare CPU decoding for
     its own worker; the run's outputs land in the bucket."""
@@ -249,6 +373,23 @@ def test_submit_tune_runs_a_sweep_on_the_cluster_into_a_bucket(cluster, cluster_
         assert kept.get(trial + "attempts/attempt_000/checkpoint_000006/train_state.json", 0) > 0, row["trial"]
 
 
+def test_wrong_token_and_dead_address_fail_fast_and_clearly(cluster, tmp_path):
+    wrong = {**cluster["env"], "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    wrong.pop("RAY_AUTH_TOKEN_PATH")
+    started = time.monotonic()
+    refused = distgan_cli(cluster, "submit", *OVERRIDES, "--address", cluster["address"], "--storage",
+                          str(tmp_path), "--name", "x", env=wrong, timeout=60)
+    assert refused.returncode == 2 and "refused the token" in refused.stderr, refused.stderr
+    dead = distgan_cli(cluster, "submit", *OVERRIDES, "--address", "http://127.0.0.2:9",
+                       "--storage", str(tmp_path), "--name", "x", timeout=60)
+    assert dead.returncode == 2 and "no Ray dashboard answers" in dead.stderr, dead.stderr
+    bad = distgan_cli(cluster, "submit", "train.stepz=3", "--address", cluster["address"], "--storage",
+                      str(tmp_path), "--name", "x", timeout=60)
+    assert bad.returncode == 2 and "did you mean 'train.steps'" in bad.stderr
+    assert time.monotonic() - started < 45
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_stopped_job_resumes_when_submitted_again(cluster, tmp_path):
     storage = tmp_path / "shared"
     overrides = (*OVERRIDES, *QUICK, "train.checkpoint_every=5", "train.log_every=5")
@@ -277,116 +418,3 @@ def test_a_stopped_job_resumes_when_submitted_again(cluster, tmp_path):
     assert (run / f"checkpoint_{saved + 5:06d}").is_dir()
     # Continued from the checkpoint, not from scratch: one record per logged step, in order.
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == list(range(5, saved + 10, 5))
-
-
-def test_wrong_token_and_dead_address_fail_fast_and_clearly(cluster, tmp_path):
-    wrong = {**cluster["env"], "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    wrong.pop("RAY_AUTH_TOKEN_PATH")
-    started = time.monotonic()
-    refused = distgan_cli(cluster, "submit", *OVERRIDES, "--address", cluster["address"], "--storage",
-                          str(tmp_path), "--name", "x", env=wrong, timeout=60)
-    assert refused.returncode == 2 and "refused the token" in refused.stderr, refused.stderr
-    dead = distgan_cli(cluster, "submit", *OVERRIDES, "--address", "http://127.0.0.2:9",
-                       "--storage", str(tmp_path), "--name", "x", timeout=60)
-    assert dead.returncode == 2 and "no Ray dashboard answers" in dead.stderr, dead.stderr
-    bad = distgan_cli(cluster, "submit", "train.stepz=3", "--address", cluster["address"], "--storage",
-                      str(tmp_path), "--name", "x", timeout=60)
-    assert bad.returncode == 2 and "did you mean 'train.steps'" in bad.stderr
-    assert time.monotonic() - started < 45
-    assert not (tmp_path / "x").exists()
-
-
-def wait_for(what: str, condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(1)
-
-
-def second_node_id(cluster: dict) -> str:
-    code = ("import ray; ray.init(address='127.0.0.2:%d', logging_level='ERROR'); "
-            "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and n['NodeManagerAddress'] == '127.0.0.3'][0])"
-            % cluster["port"])
-    return in_cluster_python(cluster, code).strip().splitlines()[-1]
-
-
-def test_an_elastic_run_shrinks_when_a_node_is_preempted_and_grows_when_it_returns(cluster, tmp_path):
-    """``scaling.num_workers: [1, 2]`` with one 2-CPU worker per node. The second node is drained for preemption
-    (what a cloud's spot reclaim tells Ray, with a deadline): every rank checkpoints at once; then the node is
-    killed whole (raylet and every process). The run goes on alone on the head from that checkpoint; the node
-    rejoins, and at Ray Train's next resize check the group grows back to 2; the run ends at its last step with
-    its generator exported. With ``keep_global`` every step takes the same global batch at either width.
-    (Runs last in this module: it takes the second node down and brings it back.)"""
-    from distgan.tracking import history
-
-    steps, every = 100, 10
-    storage = tmp_path / "shared"
-    elastic = (*OVERRIDES, *QUICK, "scaling.num_workers=[1,2]", "scaling.cpus_per_worker=2",
-               "scaling.elastic.monitor_interval_s=2", f"train.steps={steps}", f"train.checkpoint_every={every}",
-               "train.log_every=2", f"train.sample_every={steps}", "train.keep_checkpoints=3",
-               "train.preemption_check_every=2")
-    first = distgan_cli(cluster, "submit", *elastic, "--address", cluster["address"], "--storage", str(storage),
-                        "--name", "elastic")
-    assert first.returncode == 0, first.stderr
-    job_id = first.stdout.split(" as job ")[1].split(";")[0]
-    run = storage / "elastic"
-    seen: dict[int, int] = {}  # the newest step logged at each width, over every read (resumes rewind the file)
-
-    def logged(width: int, after: int = 0) -> bool:
-        path = run / "metrics.jsonl"
-        for r in read_metrics(path) if path.is_file() else []:
-            seen[r["world_size"]] = max(seen.get(r["world_size"], 0), r["step"])
-        return seen.get(width, 0) > after
-
-    def rows(event: str, width: int) -> list[dict]:
-        return [r for r in history.read(run) if r["event"] == event and r["world_size"] == width]
-
-    def job_status() -> str:
-        return distgan_cli(cluster, "jobs", "list", "--address", cluster["address"], timeout=60).stdout
-
-    try:
-        # Past the second checkpoint: Ray Train has registered the first by then.
-        wait_for("two workers past their second checkpoint", lambda: logged(2, after=2 * every), 240)
-        drained = subprocess.run([*cluster["netns"], ray_bin(), "drain-node", "--address",
-                                  f"127.0.0.2:{cluster['port']}", "--node-id", second_node_id(cluster),
-                                  "--reason", "DRAIN_NODE_REASON_PREEMPTION", "--reason-message",
-                                  "spot instance reclaimed", "--deadline-remaining-seconds", "120"],
-                                 env=cluster["env"], capture_output=True, text=True, timeout=60)
-        assert drained.returncode == 0, drained.stderr[-2000:]
-        wait_for("the checkpoint for the preempted node", lambda: rows("preempted", 2), 120)
-        logged(2)
-        before_kill = seen[2]
-        assert kill_second_node() > 0
-        wait_for("the run going on on one worker",
-                 lambda: rows("resized", 1) and logged(1, rows("resized", 1)[0]["step"]), 300)
-        start_second_node(cluster)
-        wait_for("the run growing back to two", lambda: rows("resized", 2), 300)
-        before_grow = seen[1]
-        wait_for("the run to finish", lambda: history.read(run)[-1]["event"] == "finished", 300)
-        wait_for("the job to succeed", lambda: "SUCCEEDED" in job_status(), 120)  # the driver ends after rank 0
-    finally:
-        if "SUCCEEDED" not in job_status():
-            distgan_cli(cluster, "jobs", "stop", job_id, "--address", cluster["address"], timeout=60)
-
-    events = [(r["event"], r["world_size"]) for r in history.read(run)]
-    assert events == [("started", 2), ("preempted", 2), ("resized", 1), ("resized", 2), ("finished", 2)], events
-    notice, shrunk, grown = rows("preempted", 2)[0], rows("resized", 1)[0], rows("resized", 2)[0]
-    assert "being preempted" in notice["why"] and "checkpointed step" in notice["why"], notice
-    assert "shrunk from 2 to 1 workers after a preemption notice" in shrunk["why"], shrunk
-    assert "grown from 1 to 2 workers" in grown["why"], grown
-    # Each restart resumed from a checkpoint at most one interval behind what the run had trained; the shrink
-    # from the notice's own checkpoint (or a later periodic one).
-    assert notice["step"] <= shrunk["step"] and before_kill - shrunk["step"] <= every, (before_kill, shrunk)
-    assert before_grow - grown["step"] <= every and grown["step"] > shrunk["step"], (before_grow, grown)
-    records = read_metrics(run / "metrics.jsonl")
-    assert [r["step"] for r in records] == list(range(2, steps + 1, 2)), "rewound on resume: no step twice"
-    widths = [r["world_size"] for r in records]
-    assert widths[0] == 2 and 1 in widths and widths[-1] == 2
-    # keep_global: 16 samples x 2 workers per step at either width.
-    assert {r["images_seen"] / r["step"] for r in records} == {32.0}
-    assert (run / "generator.safetensors").is_file()
-    # The console said so: the driver's log (train.log in the run directory) has each resize.
-    console = (run / "train.log").read_text()
-    assert "shrunk from 2 to 1 workers" in console and "grown from 1 to 2 workers" in console
-    print(f"notice -> training on 1 worker: {shrunk['time'] - notice['time']:.1f} s; "
-          f"grown {grown['time'] - shrunk['time']:.1f} s after the shrink")
