@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from distgan.deploy.export import ExportResult
     from distgan.persist.catalog import Entry
     from distgan.launch.sweep_results import SweepResult
+    from distgan.launch.serve import Served
     from distgan.launch.train import TrainResult
 
 ConfigLike = Union[Config, dict, str, Path, None]
@@ -93,6 +94,17 @@ def export(source: Union[str, Path], format: str = "onnx", out: Union[str, Path,
     from distgan.deploy.export import export_generator
 
     return export_generator(source, format=format, out=out, tolerance=tolerance)
+
+
+def serve(source: Union[str, Path], address: Optional[str] = None, token: Optional[str] = None,
+          **options) -> "Served":
+    """``distgan serve``: the generator behind HTTP on Ray Serve (the cluster at ``address``, else an embedded
+    Ray), returning once it answers. ``options`` are ``distgan.launch.serve.ServeOptions`` fields (host, port,
+    route, replicas, max_batch, ...), with ``limits`` a ``distgan.serving.ServeLimits``. Binding beyond
+    loopback needs ``token``. Returns the URL and ``stop()``."""
+    from distgan.launch.serve import ServeOptions, serve_generator
+
+    return serve_generator(source, ServeOptions(**options), token, address)
 
 
 def evaluate_generator(source: Union[str, Path], overrides: Sequence[str] = ()) -> tuple[dict, dict]:

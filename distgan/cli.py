@@ -1,5 +1,5 @@
 """Command line: ``distgan train | tune | submit | jobs | sample | evaluate | upscale | export | import-weights |
-config | data | ls | doctor``.
+serve | config | data | ls | doctor``.
 
 A thin face over the Python API (``distgan.api``) and the launchers (``distgan.launch``), taking the same
 typed config. Its start imports neither torch nor Ray, so ``--help``, ``distgan config keys`` and a config
@@ -8,7 +8,7 @@ check (``distgan.checks.validate``, and ``check_sweep`` for a sweep), Ray only w
 ``--dry-run`` on train, tune and submit makes every check and prints the plan (``distgan.launch.plan``)
 without starting Ray or writing anything. ``distgan config`` shows a resolved config, every key
 (``distgan.config.reference``, which also writes docs/config.md) and a JSON Schema for editors. The
-commands that use or make a generator (sample, evaluate, upscale, export, import-weights) parse here and run in
+commands that use or make a generator (sample, evaluate, upscale, export, import-weights, serve) parse here and run in
 ``distgan.generator_commands``, imported when one of them runs.
 """
 
@@ -426,6 +426,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, help="largest max abs difference from PyTorch accepted "
                                                    "(default 1e-4)")
     p.set_defaults(func=generator_command("export"))
+
+    p = sub.add_parser("serve", help="a generator behind HTTP on Ray Serve (samples, or upscaling), batched and "
+                                     "replicated; loopback only unless given a host and a token")
+    p.add_argument("source", metavar="RUN_DIR_OR_GENERATOR", help=SOURCE_HELP)
+    p.add_argument("--address", help="a Ray cluster (HOST:6379, ray://HEAD:10001 or auto); default: an embedded Ray")
+    p.add_argument("--host", default="127.0.0.1", help="address the HTTP proxy binds (default 127.0.0.1); any "
+                                                       "other needs a token")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--route", default="/", help="path the app answers under, e.g. /digits (default /)")
+    p.add_argument("--replicas", default="1", help="replicas, or auto: 1 to --max-replicas by queue length")
+    p.add_argument("--max-replicas", type=int, default=4)
+    p.add_argument("--max-batch", type=int, default=64, help="samples or images per batch (default 64)")
+    p.add_argument("--batch-wait-ms", type=float, default=10.0, help="longest wait for a batch to fill (10)")
+    p.add_argument("--tile", type=int, default=128, help="upscaling tile side in input pixels (0: whole images)")
+    p.add_argument("--max-n", type=int, default=64, help="samples per request (default 64)")
+    p.add_argument("--max-pixels", type=int, default=4_000_000, help="input pixels per image to upscale")
+    p.add_argument("--max-body-mb", type=float, default=20.0, help="request body size (default 20 MiB)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request, end to end (default 60)")
+    p.add_argument("--token-file", metavar="FILE", help="the bearer token clients must send (else $DISTGAN_SERVE_"
+                                                        "TOKEN); required beyond loopback, never printed")
+    p.add_argument("--detach", action="store_true", help="return once deployed and leave it running on the cluster")
+    p.set_defaults(func=generator_command("serve"))
 
     p = sub.add_parser("data", help="pack an image folder into verified tar shards; check a folder or shard set")
     actions = p.add_subparsers(dest="action", required=True)

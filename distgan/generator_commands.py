@@ -1,5 +1,5 @@
 """The commands that use or make an exported generator: ``sample``, ``evaluate``, ``upscale``, ``export``,
-``import-weights``.
+``import-weights``, ``serve``.
 
 ``distgan.cli`` parses their arguments without importing torch and hands the
 parsed arguments here, where torch and the layers below are imported at the
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -23,8 +25,10 @@ from PIL import Image
 from distgan.config import ConfigError
 from distgan.deploy import ExportCheckFailed, export_generator
 from distgan.evaluate import evaluate_generator, format_table
+from distgan.launch.serve import ServeOptions, read_token, serve_generator
 from distgan.persist.export import generate, load_generator
 from distgan.persist.import_weights import import_weights
+from distgan.serving import ServeLimits
 from distgan.tasks import task_of
 from distgan.tasks.generation import sampling
 from distgan.tasks.super_resolution import benchmark
@@ -49,7 +53,7 @@ def sample(args: argparse.Namespace) -> int:
         return _sample_mix(args, module, meta, out)
     if args.crossover is not None:
         raise ConfigError("--crossover: sets where --mix's grid switches from row to column styles; give --mix")
-    labels = sample_labels(args.labels, meta, args.n)
+    labels = sampling.parse_labels(args.labels, meta, args.n)
     if args.truncation is not None or (args.noise_mode is not None) or sampling.is_style_based(module):
         for flag, given in (("--truncation", args.truncation), ("--noise-mode", args.noise_mode)):
             if given is not None:
@@ -65,11 +69,7 @@ def sample(args: argparse.Namespace) -> int:
         save_image(img, out)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
-        array = to_unit(samples) if samples.dim() == 4 else samples.float()
-        arrays = {"images": array.numpy().astype(np.float32)}
-        if labels is not None:
-            arrays["labels"] = labels.numpy().astype(np.int64)
-        np.savez(out, **arrays)
+        np.savez(out, **sampling.sample_arrays(samples, labels))
     print(f"wrote {args.n} samples (step {meta.get('step')}) to {out}")
     return 0
 
@@ -87,38 +87,14 @@ def _sample_mix(args: argparse.Namespace, module, meta: dict, out: Path) -> int:
         raise ConfigError(f"--mix: writes a .png grid; --out {args.out!r} must end in .png")
     psi = 1.0 if args.truncation is None else args.truncation
     images = sampling.mixing_grid(module, rows, cols, args.seed, args.crossover, psi, args.noise_mode or "const",
-                                  sample_labels(args.labels, meta, rows), sample_labels(args.labels, meta, cols))
+                                  sampling.parse_labels(args.labels, meta, rows),
+                                  sampling.parse_labels(args.labels, meta, cols))
     img = image_grid(to_unit(images), nrow=cols + 1)
     if args.zoom > 1:
         img = img.resize((img.width * args.zoom, img.height * args.zoom), Image.NEAREST)
     save_image(img, out)
     print(f"wrote a {rows}x{cols} style-mixing grid (step {meta.get('step')}) to {out}")
     return 0
-
-
-def sample_labels(text: Optional[str], meta: dict, n: int) -> Optional[torch.Tensor]:
-    """``--labels``: ``all`` (the default for a conditional generator) or a comma list of class indices or
-    names; the n samples cycle through them, so each gets an equal share (within one)."""
-    names = list(meta.get("class_names") or [])
-    if not names:
-        if text is not None:
-            raise ConfigError(f"--labels {text!r}: this generator is unconditional; leave --labels out")
-        return None
-    if text is None or text.strip() == "all":
-        chosen = list(range(len(names)))
-    else:
-        chosen = []
-        for item in (t.strip() for t in text.split(",") if t.strip()):
-            if item in names:
-                chosen.append(names.index(item))
-            elif item.lstrip("-").isdigit() and 0 <= int(item) < len(names):
-                chosen.append(int(item))
-            else:
-                raise ConfigError(f"--labels: {item!r} is not a class of this generator; it was trained on "
-                                  f"{len(names)} classes: 0-{len(names) - 1} or {', '.join(names)}")
-        if not chosen:
-            raise ConfigError("--labels: give 'all' or a comma-separated list of classes")
-    return torch.tensor(chosen)[torch.arange(n) % len(chosen)]
 
 
 EVAL_FLAGS = (("metrics", "eval.metrics"), ("n", "eval.n"), ("features", "eval.features"),
@@ -239,3 +215,40 @@ def import_published(args: argparse.Namespace) -> int:
           + (f", growth {model['growth']}" if model["family"] == "rrdb" else "")
           + f" -> {done.directory} (generator.safetensors + generator.json)")
     return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Deploy on Ray Serve; without ``--detach``, serve until Ctrl-C (or SIGTERM), then take the app down."""
+    replicas = args.replicas if args.replicas == "auto" else _whole(args.replicas, "--replicas")
+    limits = ServeLimits(max_n=args.max_n, max_pixels=args.max_pixels, max_body_bytes=int(args.max_body_mb * 2**20),
+                         timeout_s=args.timeout)
+    options = ServeOptions(host=args.host, port=args.port, route=args.route, replicas=replicas,
+                           max_replicas=args.max_replicas, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
+                           tile=args.tile, limits=limits)
+    token = read_token(args.token_file)
+    served = serve_generator(args.source, options, token, args.address)
+    what = "samples" if served.generates else "upscaling"
+    print(f"serving {what} from {args.source} at {served.url} (health: {served.url}/health)"
+          + ("; clients send 'Authorization: Bearer TOKEN'" if token else ""), flush=True)
+    if args.detach:
+        print(f"left running as Serve application {served.app_name!r}; `serve shutdown` on the cluster stops it")
+        return 0
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop: take the app down as Ctrl-C does
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        served.stop()
+        print(f"stopped serving {served.app_name!r}")
+    return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _whole(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected a whole number or auto") from None

@@ -82,7 +82,7 @@ def test_sample_names_a_run_without_a_generator(tmp_path, capsys):
 
 
 def test_sample_labels_for_conditional_generators():
-    from distgan.generator_commands import sample_labels
+    from distgan.tasks.generation.sampling import parse_labels as sample_labels
     from distgan.config import ConfigError
 
     meta = {"class_names": ["zero", "one", "two"]}

@@ -13,6 +13,8 @@ import sys
 
 import psutil
 
+from ports import free_port
+
 SCRIPT = """
 import json, os, sys
 import psutil, torch, torch.distributed as dist
@@ -43,12 +45,6 @@ def outward_interface() -> str | None:
         if any(a.family == socket.AF_INET and not ipaddress.ip_address(a.address).is_loopback for a in addrs):
             return name
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def exposed(listening) -> list:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import subprocess
 import sys
 
@@ -20,6 +19,7 @@ from distgan.gan.ada import AdaPipeline, AdaptiveAugment, build_d_augment
 from distgan.tracking.jsonl import read_metrics
 from engine_steps import build_gan, real_batches, tiny_config
 from local_runs import make_trainer, small_config
+from ports import free_port
 
 ALL = ["blit", "geom", "color", "cutout"]
 
@@ -211,12 +211,6 @@ for _ in range(2):
 ada.observe(batch)
 print("RESULT " + json.dumps({"p": ada.p, "rt": ada.last_rt, "state": ada.state_dict()}))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_ranks_with_different_signs_get_the_same_p():

@@ -8,12 +8,15 @@ generate.py): the same seed gives the same images, and psi 0 gives one image.
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from distgan.config import ConfigError
+from distgan.tracking.images import to_unit
 
 COARSE_STYLES = 4
 """Styles the mixing grid takes from its rows by default: StyleGAN's "coarse" styles (4x4 and 8x8, fig. 3)."""
@@ -74,3 +77,76 @@ def mixing_grid(module: nn.Module, rows: int, cols: int, seed: int, crossover: O
     top = torch.cat([corner, images_cols])
     body = torch.cat([images_rows[:, None], cells], dim=1).flatten(0, 1)
     return torch.cat([top, body])
+
+
+def parse_labels(text: Optional[str], meta: dict, n: int, key: str = "--labels") -> Optional[torch.Tensor]:
+    """Labels for ``n`` samples of the generator ``meta`` describes: ``text`` is ``all`` (the default for a
+    conditional generator) or a comma list of class indices or names; the n samples cycle through them, so
+    each gets an equal share (within one). ``key`` is what errors name (a CLI flag, a request parameter)."""
+    names = list(meta.get("class_names") or [])
+    if not names:
+        if text is not None:
+            raise ConfigError(f"{key} {text!r}: this generator is unconditional; leave {key} out")
+        return None
+    if text is None or text.strip() == "all":
+        chosen = list(range(len(names)))
+    else:
+        chosen = []
+        for item in (t.strip() for t in text.split(",") if t.strip()):
+            if item in names:
+                chosen.append(names.index(item))
+            elif item.lstrip("-").isdigit() and 0 <= int(item) < len(names):
+                chosen.append(int(item))
+            else:
+                raise ConfigError(f"{key}: {item!r} is not a class of this generator; it was trained on "
+                                  f"{len(names)} classes: 0-{len(names) - 1} or {', '.join(names)}")
+        if not chosen:
+            raise ConfigError(f"{key}: give 'all' or a comma-separated list of classes")
+    return torch.tensor(chosen)[torch.arange(n) % len(chosen)]
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One request for samples: ``n`` latents from ``seed`` (as ``distgan sample --seed`` draws them), the
+    labels of a conditional G, and the truncation psi of a style-based one (None: untruncated)."""
+
+    n: int
+    seed: int
+    labels: Optional[torch.Tensor] = None
+    truncation: Optional[float] = None
+
+
+@torch.no_grad()
+def generate_many(module: nn.Module, draws: Sequence[Draw]) -> list[torch.Tensor]:
+    """Each draw's samples as ``generate`` / ``generate_styled`` make them alone (the same latents from its own
+    seed, const noise), computed in one forward pass for all of them: a server's batch. Up to float rounding
+    the result does not depend on what else is in the batch (G is in eval mode: no batch statistics)."""
+    z = torch.cat([torch.randn(d.n, module.latent_dim, generator=torch.Generator().manual_seed(d.seed))
+                   for d in draws])
+    conditional = draws[0].labels is not None
+    if any((d.labels is not None) != conditional for d in draws):
+        raise ValueError("either every draw has labels (a conditional G) or none has")
+    labels = torch.cat([d.labels for d in draws]) if conditional else None
+    if is_style_based(module):
+        ws, start = [], 0
+        for d in draws:  # each draw's own psi; the mapping network is small, synthesis is the cost
+            y = None if labels is None else labels[start:start + d.n]
+            ws.append(_ws(module, z[start:start + d.n], y, 1.0 if d.truncation is None else d.truncation))
+            start += d.n
+        out = module.synthesis(torch.cat(ws), "const")
+    elif any(d.truncation is not None for d in draws):
+        raise ConfigError(f"truncation: needs a generator with a mapping network (model.family=stylegan2); "
+                          f"this one is a {type(module).__name__}")
+    else:
+        out = module(z) if labels is None else module(z, labels)
+    return list(out.split([d.n for d in draws]))
+
+
+def sample_arrays(samples: torch.Tensor, labels: Optional[torch.Tensor]) -> dict[str, np.ndarray]:
+    """What an ``.npz`` of samples holds: ``images`` (float32 in [0, 1] for image G, the raw points for a
+    point G) and, for a conditional G, ``labels`` (int64)."""
+    array = to_unit(samples) if samples.dim() == 4 else samples.float()
+    arrays = {"images": array.numpy().astype(np.float32)}
+    if labels is not None:
+        arrays["labels"] = labels.numpy().astype(np.int64)
+    return arrays

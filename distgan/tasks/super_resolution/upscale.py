@@ -37,7 +37,7 @@ class UpscaleError(ConfigError):
     """An input, output or generator the upscaler cannot use; the message names it (the CLI prints it alone)."""
 
 
-def _spans(size: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+def tile_spans(size: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
     """Along one axis: ``(start, end)`` of each tile and ``(start, end)`` of the context G sees for it."""
     if tile <= 0 or tile >= size:
         return [(0, size, 0, size)]
@@ -59,8 +59,8 @@ def _run_tiles(g: nn.Module, lr: torch.Tensor, scale: int, tile: int, overlap: i
     g.eval()  # BatchNorm from running statistics: the same function of the pixels on every tile
     try:
         with torch.no_grad():
-            for y0, y1, cy0, cy1 in _spans(lr.shape[2], tile, overlap):
-                for x0, x1, cx0, cx1 in _spans(lr.shape[3], tile, overlap):
+            for y0, y1, cy0, cy1 in tile_spans(lr.shape[2], tile, overlap):
+                for x0, x1, cx0, cx1 in tile_spans(lr.shape[3], tile, overlap):
                     sr = g(lr[:, :, cy0:cy1, cx0:cx1].to(device=device, dtype=torch.float32))
                     want = ((cy1 - cy0) * scale, (cx1 - cx0) * scale)
                     if sr.dim() != 4 or tuple(sr.shape[2:]) != want:
