@@ -22,7 +22,7 @@ a log step (one stats all-reduce, the grad-norm sync). On CPU every worker gets 
 torch threads (1 here); two workers share this machine's cores, so per-worker scaling on a 2-core machine
 says what the synchronisation costs, not what two nodes would give.
 
-    python benchmarks/throughput.py [--model default|large] [--steps 100] [--warmup 50] [--repeats 5]
+    python benchmarks/throughput.py [--model default|large] [--steps 100] [--warmup 100] [--repeats 5]
                                     [--workers 1,2] [--ema on|off] [--skip-ray] [--set KEY=VALUE ...]
 
 Prints a table and, last, one JSON line. Asserts nothing.
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="default")
     parser.add_argument("--steps", type=int, default=100, help="steps per timed window")
-    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=100, help="warm-up steps, a multiple of --steps")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--ema", choices=("on", "off"), default="on")

@@ -100,9 +100,10 @@ def save(directory: Path, engine_g, engine_d, generator_export: Optional[tuple],
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    engine_g.save_checkpoint(str(directory / "G"), tag=TAG, save_latest=False)
+    # ``latest`` names the tag, so DeepSpeed's own tools (zero_to_fp32.py) find it without ``-t``.
+    engine_g.save_checkpoint(str(directory / "G"), tag=TAG, save_latest=True)
     if engine_d is not None:
-        engine_d.save_checkpoint(str(directory / "D"), tag=TAG, save_latest=False)
+        engine_d.save_checkpoint(str(directory / "D"), tag=TAG, save_latest=True)
     save_file({k: v.contiguous() for k, v in rng.items()}, str(directory / f"rng_rank{rank}.safetensors"))
     if rank == 0:
         module, metadata = generator_export

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
+import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -129,10 +133,23 @@ def deepspeed_config(cfg: Config, net: str, world_size: int, use_gpu: bool,
     }
 
 
+def use_this_environments_ninja() -> None:
+    """Put the ninja installed beside this Python (DeepSpeed's own dependency) first on PATH.
+
+    DeepSpeed builds its ops (on CPU, the shared-memory collective at every ``init_distributed``) through
+    torch's JIT, which runs whichever ``ninja`` PATH finds. A system ninja of another version hashes its build
+    log differently, so each switch between the two (a shell without the environment activated, a Ray node
+    started with it) rebuilds the op from scratch: a minute on 2 cores, in the middle of a restart."""
+    here = Path(sys.executable).parent
+    if (here / "ninja").is_file() and shutil.which("ninja") != str(here / "ninja"):
+        os.environ["PATH"] = os.pathsep.join([str(here), os.environ.get("PATH", "")])
+
+
 def build_engine(module: nn.Module, cfg: Config, net: str, world_size: int, use_gpu: bool):
     """Wrap ``module`` in a DeepSpeed engine configured for network ``net``."""
     import deepspeed  # seconds to import and it probes accelerators: only where engines are built, not the driver
 
+    use_this_environments_ninja()
     bound_deepspeed_world_group(cfg.train.collective_timeout_s)
     trainable = [p for p in module.parameters() if p.requires_grad]
     ds_config = deepspeed_config(cfg, net, world_size, use_gpu, sum(p.numel() for p in trainable))

@@ -4,11 +4,14 @@ exact resume, and refusal of incomplete checkpoints."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from distgan.persist import checkpoint
+from distgan.runtime import engines
 from local_runs import make_trainer, optimizer_tensors, params, same, small_config
 
 
@@ -31,6 +34,19 @@ def test_round_trip_restores_everything_exactly(process_group, tmp_path, stage):
     assert same(list(fresh.ema.module.state_dict().values()), list(trainer.ema.module.state_dict().values()))
     assert fresh.task.data_state() == trainer.task.data_state()
     assert torch.equal(fresh.z_gen.get_state(), trainer.z_gen.get_state())
+    if stage:  # DeepSpeed's own consolidation finds the tag by itself (no -t) and gives each net's weights
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        for net, engine in (("G", trainer.engine_g), ("D", trainer.engine_d)):
+            consolidated = get_fp32_state_dict_from_zero_checkpoint(str(saved / net))
+            with engines.whole_parameters(engine) as module:
+                for name, param in module.named_parameters():
+                    assert torch.equal(consolidated[name].float(), param.detach().float()), f"{net}: {name}"
+        # And the script DeepSpeed copies beside it, as its docs say to run it: no flags.
+        script = subprocess.run([sys.executable, str(saved / "G" / "zero_to_fp32.py"), str(saved / "G"),
+                                 str(tmp_path / "g_fp32")], capture_output=True, text=True, timeout=300)
+        assert script.returncode == 0, script.stderr[-2000:]
+        assert list((tmp_path / "g_fp32").glob("*.bin")), sorted(p.name for p in (tmp_path / "g_fp32").iterdir())
 
 
 def test_resume_reproduces_an_uninterrupted_run(process_group, tmp_path):
