@@ -25,6 +25,7 @@ import torch.distributed as dist
 from distgan.config import Config, ConfigError
 from distgan.data.stream import Streamer
 from distgan.gan.ema import GeneratorEMA
+from distgan.metrics.registry import objectives
 from distgan.persist import checkpoint
 from distgan.persist.checkpoint import TrainState
 from distgan.persist.export import META as GENERATOR_META, find_generator, read_weights, save_generator
@@ -316,8 +317,12 @@ class Trainer:
         self.publish(metrics_log.path)
         wandb_run = None
         if self.cfg.tracking.wandb:
+            group = self.info.wandb_group
             wandb_run = WandbLogger(self.cfg.tracking, self.info.run_dir, self.info.wandb_id, self.info.name,
-                                    {**self.configured.to_dict(), **self.info.wandb_extra}, self.info.wandb_group)
+                                    {**self.configured.to_dict(), **self.info.wandb_extra}, group,
+                                    tags=[self.cfg.model.family, self.task.name, *([group] if group else [])],
+                                    summaries={score: d for score, (_, d) in objectives().items()},
+                                    system_stats=self.device.type == "cuda")
         return metrics_log, wandb_run
 
     def collect_metrics(self, images_per_s: float) -> dict:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import netrc
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from distgan.config import TrackingConfig
 
@@ -48,21 +48,30 @@ def resolve_mode(cfg: TrackingConfig) -> str:
 
 
 class WandbLogger:
+    """``group``: the sweep a trial belongs to (its job type is then ``sweep-trial``, else ``train``); ``tags``:
+    what runs are filtered by (family, task, sweep); ``summaries``: score -> ``min`` or ``max``, the value
+    a run's summary keeps (its best, not its last); ``system_stats``: W&B's system charts (on for GPU runs,
+    where utilisation and memory are worth a chart; off on CPU, where the sampling thread costs a core)."""
+
     def __init__(self, cfg: TrackingConfig, run_dir: Path, run_id: str, name: str, config: dict,
-                 group: Optional[str] = None):
+                 group: Optional[str] = None, tags: Sequence[str] = (), summaries: Optional[dict] = None,
+                 system_stats: bool = False):
         import wandb  # slow to import, and only rank 0 logs
 
         load_key_file()
         self._wandb = wandb
         self.run = wandb.init(
             project=cfg.project, entity=cfg.entity, id=run_id, name=name, group=group, resume="allow",
+            job_type="sweep-trial" if group else "train", tags=list(dict.fromkeys(tags)),
             dir=str(run_dir), mode=resolve_mode(cfg), config=config,
-            settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
+            settings=wandb.Settings(console="off", silent=True, x_disable_stats=not system_stats),
         )
         # Steps go in as a metric, not W&B's own step counter: after a restart
         # from a checkpoint the same steps are logged again, and W&B drops
         # writes whose internal step goes backwards.
         self.run.define_metric("step")
+        for score, direction in (summaries or {}).items():
+            self.run.define_metric(score, step_metric="step", summary=direction)
         self.run.define_metric("*", step_metric="step")
 
     def log(self, metrics: dict, images: Optional[dict] = None) -> None:
