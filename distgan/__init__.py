@@ -10,6 +10,7 @@ The Python API (``distgan.api``) mirrors the CLI::
     onnx_file = distgan.export(result.run_dir, format="onnx").path
     served = distgan.serve(result.run_dir, route="/digits")  # Ray Serve, on 127.0.0.1:8000; served.stop()
     sweep = distgan.tune("configs/tune_dcgan_digits_asha.yaml", name="lr-width")
+    page = distgan.report(sweep.sweep_dir)  # one self-contained HTML file
 
 Names are resolved on first use, so ``import distgan`` (and the CLI's start) imports neither torch nor Ray.
 """
@@ -21,15 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["Config", "ConfigError", "config_from_dict", "evaluate_generator", "export", "load_config",
-           "load_generator", "serve", "train", "tune", "__version__"]
+           "load_generator", "report", "serve", "train", "tune", "__version__"]
 
 _FROM = {"Config": "distgan.config", "ConfigError": "distgan.config", "config_from_dict": "distgan.api",
          "evaluate_generator": "distgan.api", "export": "distgan.api", "load_config": "distgan.api",
-         "load_generator": "distgan.api", "serve": "distgan.api", "train": "distgan.api", "tune": "distgan.api"}
+         "load_generator": "distgan.api", "report": "distgan.api", "serve": "distgan.api", "train": "distgan.api",
+         "tune": "distgan.api"}
 
 if TYPE_CHECKING:
-    from distgan.api import (config_from_dict, evaluate_generator, export, load_config, load_generator, serve, train,
-                             tune)
+    from distgan.api import (config_from_dict, evaluate_generator, export, load_config, load_generator, report, serve,
+                             train, tune)
     from distgan.config import Config, ConfigError
 
 

@@ -118,6 +118,18 @@ def evaluate_generator(source: Union[str, Path], overrides: Sequence[str] = ()) 
     return _evaluate(source, overrides)
 
 
+def report(source: Union[str, Path], out: Union[str, Path, None] = None) -> Path:
+    """``distgan report``: the run or sweep directory ``source`` as one self-contained HTML file (default
+    ``source/report.html``): curves against step and wall time, rule-based findings citing their numbers,
+    the sample timeline, restarts and resizes, start-up breakdown and config; a sweep's trials overlaid.
+    Returns the file's path."""
+    # The tasks register the evaluation metrics: which logged keys are scores, and their directions.
+    import distgan.tasks  # noqa: F401
+    from distgan.tracking.report import write_report
+
+    return write_report(source, out)
+
+
 def list_runs(storage: Union[str, Path, None] = None) -> list["Entry"]:
     """``distgan ls``: the runs and sweeps under ``storage`` (default ``./runs``, as ``train`` uses), each with its
     task and family, status (running, finished, failed, stopped), step, best evaluation score, newest

@@ -1,5 +1,5 @@
 """Command line: ``distgan train | tune | submit | jobs | sample | evaluate | upscale | export | import-weights |
-serve | config | data | ls | doctor``.
+serve | config | data | ls | report | doctor``.
 
 A thin face over the Python API (``distgan.api``) and the launchers (``distgan.launch``), taking the same
 typed config. Its start imports neither torch nor Ray, so ``--help``, ``distgan config keys`` and a config
@@ -212,6 +212,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(format_table(entries))
     else:
         print(f"no runs or sweeps in {args.storage or 'runs'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from distgan.api import report
+
+    path = report(args.source, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); open it in a browser, it needs no server")
     return 0
 
 
@@ -470,6 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "directory lists itself or its trials")
     p.add_argument("--json", action="store_true", help="print a JSON list of objects with the same fields")
     p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("report", help="a run or sweep as one self-contained HTML file: curves against step and "
+                                      "wall time, findings, samples, restarts, start-up, config")
+    p.add_argument("source", metavar="RUN_OR_SWEEP", help="a run or sweep directory, finished or not")
+    p.add_argument("--out", metavar="FILE.html", help="where to write it (default RUN_OR_SWEEP/report.html)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("doctor", help="check this machine for a run: versions, GPUs, DeepSpeed ops, weights, "
                                       "W&B, Ray, storage; exit 1 when a default run cannot start")

@@ -330,6 +330,9 @@ class TrackingConfig:
     """W&B entity (team or user); null uses the key's default."""
     mode: Literal["auto", "online", "offline"] = "auto"
     """``auto`` is online when an API key is configured, offline otherwise."""
+    report: bool = True
+    """Write ``report.html`` (what ``distgan report`` writes: curves, findings, samples, config) into the run
+    directory when the run finishes."""
 
 
 @dataclass

@@ -39,6 +39,7 @@ from distgan.tracking import history
 from distgan.tracking.images import save_image
 from distgan.tracking.jsonl import MetricsLog
 from distgan.tracking.memory import worker_memory
+from distgan.tracking.report import write_report
 from distgan.tracking.startup import FILE as STARTUP_FILE, StartupClock
 from distgan.tracking.wandb_logger import WandbLogger
 
@@ -184,7 +185,7 @@ class Trainer:
             if due.evaluates(step):
                 record = {**(record or {"step": step, "images_seen": self.state.images_seen}), **self.evaluate()}
             if self.rank == 0 and record is not None:
-                metrics_log.append(record)
+                metrics_log.append({**record, "time": round(time.time(), 3)})  # the report's wall-time axis
                 self.publish(metrics_log.path)
             if wandb_run is not None and (record is not None or images):
                 wandb_run.log({**(record or {"step": step})}, images)
@@ -199,10 +200,23 @@ class Trainer:
         self.preemption.close()
         self.record_history(history.FINISHED, f"reached step {self.state.step} of {due.steps}")
         self.export()
+        if self.rank == 0 and self.cfg.tracking.report:
+            self.write_report()
         if wandb_run is not None:
             wandb_run.finish()
             self.publish(self.info.run_dir / "wandb")  # an offline run is synced from there
         return self.state
+
+    def write_report(self) -> None:
+        """``report.html`` into the run directory. The run is done by now: a report that cannot be written is a
+        warning, never a failed run."""
+        try:
+            path = write_report(self.info.run_dir)
+        except Exception as exc:  # noqa: BLE001  (any reader or renderer error: the run's results stand)
+            log.warning("could not write the run's report: %s", exc)
+            return
+        self.publish(path)
+        log.info("report: %s", path)
 
     def publish(self, path: Path) -> None:
         """Upload a file (or tree) rank 0 wrote into the run directory, when that is a staging copy of a

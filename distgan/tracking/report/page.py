@@ -157,7 +157,8 @@ def _document(title: str, body: str, samples: list[int]) -> str:
 
 def run_page(run: RunData) -> str:
     last = run.records[-1] if run.records else {}
-    finished = bool(run.events) and run.events[-1].get("event") == "finished"
+    finished = (run.events[-1].get("event") == "finished" if run.events
+                else bool(run.steps) and last.get("step", 0) >= run.steps)
     wall = [r["time"] for r in run.records if "time" in r]
     meta = (f"{run.family or '?'} · step {last.get('step', 0)} of {run.steps or '?'} · "
             f"{'finished' if finished else 'not finished'} · {len(run.records)} logged records"

@@ -17,7 +17,7 @@ MAX_POINTS = 600
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
           "#bcbd22")
 WIDTH, HEIGHT = 460, 250
-LEFT, RIGHT, TOP, BOTTOM = 58, 12, 26, 40
+LEFT, RIGHT, TOP, BOTTOM = 58, 24, 26, 40
 
 Series = Sequence[tuple[float, float]]
 
@@ -52,11 +52,9 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 
 def _label(value: float) -> str:
-    if value == 0:
-        return "0"
-    if abs(value) >= 1e5 or abs(value) < 1e-3:
-        return f"{value:.0e}"
-    return f"{value:g}"
+    if value == int(value) and abs(value) < 1e7:  # steps, seconds, images/s: whole numbers in full
+        return str(int(value))
+    return f"{value:.3g}"
 
 
 def line_chart(title: str, series: dict[str, Series], x_label: str, y_label: str = "",
@@ -103,7 +101,7 @@ def line_chart(title: str, series: dict[str, Series], x_label: str, y_label: str
         coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in points)
         out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" data-series="{html.escape(name)}" '
                    f'data-points="{len(points)}" points="{coords}"/>')
-        out.append(f'<text x="{LEFT + 6 + 110 * (i % 3)}" y="{TOP + 12 + 12 * (i // 3)}" class="legend" '
+        out.append(f'<text x="{LEFT + 6 + 96 * (i % 4)}" y="{TOP + 12 + 12 * (i // 4)}" class="legend" '
                    f'fill="{color}">{html.escape(name)}</text>')
     out.append("</svg>")
     return "".join(out)
