@@ -210,6 +210,12 @@ def serve_generator(source: Union[str, Path], options: ServeOptions = ServeOptio
                                 **scaling).bind(files, exported_scores(weights, model.meta.get("step")),
                                                 {**asdict(options), "use_gpu": bool(use_gpu)},
                                                 None if token is None else token_digest(token))
-    serve.run(app, name=options.app_name, route_prefix=options.route)
+    from ray.serve.exceptions import RayServeException  # with Serve itself: only once serving
+
+    try:
+        serve.run(app, name=options.app_name, route_prefix=options.route)
+    except RayServeException as exc:  # another application's route, say: the user's to change
+        raise ConfigError(f"Serve did not deploy {options.app_name!r} at --route {options.route}: "
+                          f"{str(exc).splitlines()[0]}") from None
     host = f"[{options.host}]" if ":" in options.host else options.host
     return Served(f"http://{host}:{options.port}{options.route.rstrip('/')}", options.app_name, model.generates)
