@@ -227,6 +227,15 @@ def cluster_state(cluster: dict, run: Path) -> str:
     return "\n".join(parts)
 
 
+def registered(run: Path, step: int) -> bool:
+    """Whether Ray Train's checkpoint manager (its snapshot in the run directory) holds the checkpoint of ``step``."""
+    try:
+        snapshot = json.loads((run / "checkpoint_manager_snapshot.json").read_text())
+    except (OSError, ValueError):  # not written yet, or caught mid-write
+        return False
+    return any(r.get("checkpoint_dir_name") == f"checkpoint_{step:06d}" for r in snapshot.get("checkpoint_results", []))
+
+
 def second_node_id(cluster: dict) -> str:
     code = ("import ray; ray.init(address='127.0.0.2:%d', logging_level='ERROR'); "
             "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and n['NodeManagerAddress'] == '127.0.0.3'][0])"
@@ -283,6 +292,11 @@ def test_an_elastic_run_shrinks_when_a_node_is_preempted_and_grows_when_it_retur
                                  env=cluster["env"], capture_output=True, text=True, timeout=60)
         assert drained.returncode == 0, drained.stderr[-2000:]
         wait_cluster("the checkpoint for the preempted node", lambda: rows("preempted", 2), 120)
+        # A notice comes with a deadline (here 120 s): the node is killed once Ray Train has registered the
+        # notice's checkpoint, as it has long before any real deadline; killed sooner, the run resumes from
+        # the periodic checkpoint before it.
+        wait_cluster("Ray Train to register the notice's checkpoint",
+                     lambda: registered(run, rows("preempted", 2)[0]["step"]), 60)
         logged(2)
         before_kill = seen[2]
         node_down = kill_second_node() > 0
