@@ -33,6 +33,8 @@ from distgan.serving.requests import GenerateRequest
 from distgan.serving.router import Reply, error_reply
 
 TOKEN_ENV = "DISTGAN_SERVE_TOKEN"
+MAX_UPSCALE_BATCH = 8
+"""Images in one upscaling batch at most, whatever ``max_batch`` says (it counts samples for generation)."""
 TARGET_ONGOING = 8
 """Requests in flight per replica that ``replicas: auto`` aims for: past it Serve adds replicas."""
 
@@ -124,7 +126,9 @@ def _deployment():
                 shutil.rmtree(folder, ignore_errors=True)
             limits = ServeLimits(**options["limits"])
             self.router = Router(model, limits, token_sha256)
-            self.run.set_max_batch_size(options["max_batch"])
+            # An upscaling batch holds its images' outputs at once (an 8 MP output is 24 MB): a few, not 64.
+            self.run.set_max_batch_size(options["max_batch"] if model.generates
+                                        else min(options["max_batch"], MAX_UPSCALE_BATCH))
             self.run.set_batch_wait_timeout_s(options["batch_wait_ms"] / 1000)
 
         async def __call__(self, request: Request) -> Response:
