@@ -1,6 +1,7 @@
 """``distgan sample --truncation`` and ``--mix`` on exported generators made here (no training, no Ray): psi 0
 gives the average image for every latent, the mixing grid has the expected size and takes its styles where
-it says, and misuse is refused naming the flag."""
+it says, and misuse is refused naming the flag; ``train.init_from`` compares the file's ``model.stylegan2``
+architecture keys with the config's."""
 
 from __future__ import annotations
 
@@ -90,3 +91,18 @@ def test_a_generator_without_a_mapping_network_refuses_style_flags(tmp_path, cap
     assert cli_main(["sample", str(dcgan), *flag, "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert f"{flag[0]}: needs a generator with a mapping network" in err and "DCGAN" in err.upper()
+
+
+def test_init_from_a_stylegan2_generator_checks_its_section_s_architecture(stylegan):
+    from distgan.config import ConfigError
+    from distgan.persist.export import check_init_from
+
+    saved = Config(model=ModelConfig(family="stylegan2", latent_dim=8, stylegan2=StyleGAN2Config(
+        w_dim=8, mapping_layers=2, channel_base=64, channel_max=8)))
+    saved.train.init_from = str(stylegan)
+    check_init_from(saved)  # the architecture it was exported with: accepted
+    wider = Config(model=ModelConfig(family="stylegan2", latent_dim=8, stylegan2=StyleGAN2Config(
+        w_dim=8, mapping_layers=2, channel_base=64, channel_max=16)))
+    wider.train.init_from = str(stylegan)
+    with pytest.raises(ConfigError, match=r"model.stylegan2.channel_max 16 \(the file has 8\)"):
+        check_init_from(wider)

@@ -194,6 +194,8 @@ def generate(module: nn.Module, n: int, seed: int, batch: int = 256,
 # Keys of ``model`` that shape G's parameters: an exported G fits this run only if they agree.
 _G_ARCHITECTURE = ("family", "latent_dim", "g_width", "g_depth", "g_norm", "conditional", "embed_dim", "scale",
                    "blocks", "growth")
+# The same within a family's own section of ``model`` (keys that only shape D, or training, are not here).
+_G_SECTION_ARCHITECTURE = {"stylegan2": ("w_dim", "mapping_layers", "channel_base", "channel_max")}
 
 
 def check_init_from(cfg) -> None:
@@ -226,5 +228,9 @@ def check_init_from(cfg) -> None:
         raise ConfigError(f"train.init_from: {weights} upscales x{theirs['scale']}, but model.scale is "
                           f"{ours['scale']}; train at x{theirs['scale']} or start from a x{ours['scale']} generator")
     differ = [f"model.{k} {ours[k]!r} (the file has {theirs[k]!r})" for k in _G_ARCHITECTURE if theirs[k] != ours[k]]
+    for section, keys in _G_SECTION_ARCHITECTURE.items():
+        if ours["family"] == section:
+            mine, file = ours[section], {**ours[section], **(meta["model"].get(section) or {})}
+            differ += [f"model.{section}.{k} {mine[k]!r} (the file has {file[k]!r})" for k in keys if file[k] != mine[k]]
     if differ:
         raise ConfigError(f"train.init_from: {weights} has another generator architecture: {', '.join(differ)}")
