@@ -29,11 +29,17 @@ def generator(tmp_path_factory):
 ])
 def test_refusals_name_the_flag_and_start_nothing(generator, capsys, monkeypatch, flags, needle):
     import ray
+    from ray import serve
 
+    started = []
+    # The suite's shared Ray may be up already: what must not happen is a start or a deployment.
+    monkeypatch.setattr(ray, "init", lambda *a, **k: started.append("ray.init"))
+    monkeypatch.setattr(serve, "start", lambda *a, **k: started.append("serve.start"))
+    monkeypatch.setattr(serve, "run", lambda *a, **k: started.append("serve.run"))
     monkeypatch.delenv("DISTGAN_SERVE_TOKEN", raising=False)
     assert cli_main(["serve", str(generator), *flags]) == 2
     assert needle in capsys.readouterr().err
-    assert not ray.is_initialized()
+    assert started == []
 
 
 def test_a_missing_generator_is_named(tmp_path, capsys):
