@@ -16,9 +16,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	# The Inception-FID reference for the tests. Only its feature extractor is imported, which needs torch
 	# alone; its declared torchvision dependency would pull a build that does not load against the CPU torch.
 	$(BIN)/pip install --quiet --constraint constraints.txt --no-deps torch-fidelity
-	# DeepSpeed's CPU collective op, built now with the environment's ninja (as distgan's workers build it)
-	# rather than in the first run's first minute.
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -c 'from deepspeed.comm.torch import build_shm_op; build_shm_op()'
+	# DeepSpeed's CPU collective op, built now where and as distgan's workers build it (this environment's
+	# ninja and build directory) rather than in the first run's first minute.
+	$(BIN)/python -c 'import distgan.runtime.engines as e; e.build_ops_in_this_environment(); from deepspeed.comm.torch import build_shm_op; build_shm_op()'
 	touch $@
 
 # The built-in default: DCGAN on the digits data set (configs/dcgan_digits.yaml).

@@ -47,6 +47,17 @@ def test_this_machine_passes_and_reports_the_installed_versions(tmp_path, capsys
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU accelerator's first-use op")
+def test_the_shm_op_counts_as_built_where_runs_build_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    check = doctor.check_deepspeed_ops()
+    assert check.status == "warn" and "builds deepspeed_shm_comm" in check.advice and str(tmp_path) in check.advice
+    (tmp_path / "deepspeed_shm_comm").mkdir()
+    (tmp_path / "deepspeed_shm_comm" / "deepspeed_shm_comm.so").write_bytes(b"")
+    check = doctor.check_deepspeed_ops()
+    assert check.status == "ok" and "deepspeed_shm_comm" in check.detail.split("built: ")[1].split(";")[0]
+
+
 def test_an_unwritable_storage_fails_and_is_named(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")

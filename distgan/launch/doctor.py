@@ -32,6 +32,7 @@ from distgan.gan import perceptual
 from distgan.launch.submit import SubmitError, client
 from distgan.metrics import inception
 from distgan.persist.storage import Storage, redacted
+from distgan.runtime import engines
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 CONNECT_TIMEOUT_S = 3.0
@@ -100,9 +101,10 @@ def check_gpus() -> Check:
 
 def _jit_built(name: str) -> bool:
     """Whether torch's extension cache holds a build of op ``name`` (what DeepSpeed's JIT load reuses)."""
-    # torch.utils.cpp_extension keeps each build in TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions),
-    # under a folder per Python and accelerator (py311_cpu, py311_cu128).
-    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    # torch.utils.cpp_extension keeps each build in TORCH_EXTENSIONS_DIR (distgan's runs set it to the virtual
+    # environment's own folder; torch's default is ~/.cache/torch_extensions/py311_cpu, a folder per Python
+    # and accelerator).
+    root = Path(engines.op_build_dir() or get_default_build_root())
     return any(root.glob(f"{name}/{name}*.so")) or any(root.glob(f"*/{name}/{name}*.so"))
 
 
@@ -136,7 +138,7 @@ def check_deepspeed_ops() -> Check:
                                                     f"{accelerator} need it: see `ds_report`")
     if pending:
         return Check("deepspeed ops", WARN, detail, f"the first run builds {', '.join(pending)} (about a minute, "
-                                                    f"once; cached in ~/.cache/torch_extensions)")
+                                                    f"once; cached in {engines.op_build_dir() or get_default_build_root()})")
     return Check("deepspeed ops", OK, detail)
 
 

@@ -133,23 +133,41 @@ def deepspeed_config(cfg: Config, net: str, world_size: int, use_gpu: bool,
     }
 
 
-def use_this_environments_ninja() -> None:
-    """Put the ninja installed beside this Python (DeepSpeed's own dependency) first on PATH.
+def build_ops_in_this_environment() -> None:
+    """Build DeepSpeed's JIT ops with this environment's ninja, into this environment's own directory.
 
     DeepSpeed builds its ops (on CPU, the shared-memory collective at every ``init_distributed``) through
-    torch's JIT, which runs whichever ``ninja`` PATH finds. A system ninja of another version hashes its build
-    log differently, so each switch between the two (a shell without the environment activated, a Ray node
-    started with it) rebuilds the op from scratch: a minute on 2 cores, in the middle of a restart."""
+    torch's JIT, which runs whichever ``ninja`` PATH finds, in ``~/.cache/torch_extensions`` unless
+    ``TORCH_EXTENSIONS_DIR`` says otherwise. Either shared rebuilds the op from scratch, a minute on 2 cores
+    in the middle of a start or a restart: a system ninja of another version hashes its build log
+    differently, so each switch between the two (a shell without the environment activated, a Ray node
+    started with it) rebuilds; and two environments on one machine (a checkout and a clean clone, say)
+    compile with different include paths, so each rebuilds over the other's build. So the ninja beside this
+    Python goes first on PATH, and a virtual environment keeps its builds in ``<environment>/torch_extensions``
+    (a ``TORCH_EXTENSIONS_DIR`` already set is left alone)."""
     here = Path(sys.executable).parent
     if (here / "ninja").is_file() and shutil.which("ninja") != str(here / "ninja"):
         os.environ["PATH"] = os.pathsep.join([str(here), os.environ.get("PATH", "")])
+    build_dir = op_build_dir()
+    if build_dir is not None:
+        os.environ["TORCH_EXTENSIONS_DIR"] = build_dir
+
+
+def op_build_dir() -> Optional[str]:
+    """Where runs here build DeepSpeed's JIT ops: ``TORCH_EXTENSIONS_DIR`` when set, else a writable virtual
+    environment's ``torch_extensions`` folder, else None (torch's default under ``~/.cache``)."""
+    if os.environ.get("TORCH_EXTENSIONS_DIR"):
+        return os.environ["TORCH_EXTENSIONS_DIR"]
+    if sys.prefix != sys.base_prefix and os.access(sys.prefix, os.W_OK):
+        return os.path.join(sys.prefix, "torch_extensions")
+    return None
 
 
 def build_engine(module: nn.Module, cfg: Config, net: str, world_size: int, use_gpu: bool):
     """Wrap ``module`` in a DeepSpeed engine configured for network ``net``."""
     import deepspeed  # seconds to import and it probes accelerators: only where engines are built, not the driver
 
-    use_this_environments_ninja()
+    build_ops_in_this_environment()
     bound_deepspeed_world_group(cfg.train.collective_timeout_s)
     trainable = [p for p in module.parameters() if p.requires_grad]
     ds_config = deepspeed_config(cfg, net, world_size, use_gpu, sum(p.numel() for p in trainable))
