@@ -1,6 +1,6 @@
 """``distgan tune`` on the shared local Ray: every trial a real distributed run of the tiny DCGAN.
 
-- ASHA over 4 trials with 2 workers each: poor trials stop early, the best
+- ASHA over 3 trials with 2 workers each: poor trials stop early, the best
   trial's config retrains to the same FID with ``distgan train``, its
   generator is exported, and each trial is a W&B run grouped under the sweep.
 - PBT over 2 one-worker trials, the whole sweep kept in an S3 bucket: after an
@@ -33,19 +33,19 @@ LRS = "tune.space={optim.g.lr: {loguniform: [1.0e-5, 3.0e-3]}, optim.d.lr: {logu
 
 
 def test_asha_sweep_stops_poor_trials_and_its_best_config_retrains_to_the_same_fid(local_ray, tmp_path):
-    # A grid runs in order: two useful learning rates, then two that leave G's weights where they
+    # A grid runs in order: two useful learning rates, then one that leaves G's weights where they
     # started, which ASHA must stop at its rung (step 40) once the useful ones have set the bar there.
     # (At step 20 FID cannot tell them apart yet: every G is still close to its initialisation.)
-    cfg = load_config(None, SWEEP + ("train.steps=60", "tune.space={optim.g.lr: {grid: [4.0e-4, 8.0e-4, 1.0e-8,"
-                                     " 2.0e-8]}}", "tune.num_samples=1", "tune.scheduler.type=asha",
+    cfg = load_config(None, SWEEP + ("train.steps=60", "tune.space={optim.g.lr: {grid: [4.0e-4, 8.0e-4, 1.0e-8]}}",
+                                     "tune.num_samples=1", "tune.scheduler.type=asha",
                                      "tune.scheduler.grace_period=40"))
     result = run_tune(cfg, name="asha", storage=tmp_path)
     sweep = tmp_path / "asha"
     rows = result.rows
-    assert len(rows) == 4 and all(r["fid"] is not None for r in rows)
+    assert len(rows) == 3 and all(r["fid"] is not None for r in rows)
     stopped = [r for r in rows if r["status"] == "stopped early"]
-    # Both useless rates stop; ASHA (keeping the better half at the rung) may stop a useful one too.
-    assert {1e-8, 2e-8} <= {r["values"]["optim.g.lr"] for r in stopped}, rows
+    # The useless rate stops; ASHA (keeping the better half at the rung) may stop the second useful one too.
+    assert 1e-8 in {r["values"]["optim.g.lr"] for r in stopped}, rows
     assert all(r["step"] == 40 for r in stopped)
     assert result.best["status"] == "finished" and result.best["step"] == 60
     rung_fid = {r["trial"]: next(m["fid"] for m in read_metrics(sweep / "trials" / r["trial"] / "metrics.jsonl")
