@@ -1,11 +1,14 @@
 """Streamed image folders: worker memory and start-up that do not grow with the data set, and throughput
 against the same images held in memory.
 
-For each folder size (``--sizes``; JPEGs of noise with a gradient, 128 px or ``--source-px``, made once
-under ``--cache``) and each mode (``tasks`` and ``ray_data``: streamed, ``data.streamer`` set so;
+For each folder size (``--sizes``; JPEGs of 128 px or ``--source-px``, made once under ``--cache``: noise over
+a gradient, the decoder's worst case, or ``--content photos``, random crops of the built-in photos, which
+compress as photographs do) and each mode (``tasks`` and ``ray_data``: streamed, ``data.streamer`` set so;
 ``memory``: ``data.stream=false``; the same with ``sr-`` for super-resolution with degradations,
 ``SR_OVERRIDES``), one ``distgan.train`` run on an
-embedded Ray with 2 CPU workers (DCGAN at 64 px; or SRResNet), evaluation and W&B off. Measured per run:
+embedded Ray with ``--workers`` CPU workers (2; DCGAN at 64 px, or SRResNet), evaluation and W&B off. With 2
+workers on a 2-core host training takes every core, so the decoding competes with it; with 1, a core is spare
+for the data, as on a GPU node. Measured per run:
 
   peak RSS    the largest resident set of any training worker (``ray::RayTrainWorker`` processes, sampled
               every 0.2 s with psutil), with its USS (pages only that process holds) beside it
@@ -19,7 +22,8 @@ embedded Ray with 2 CPU workers (DCGAN at 64 px; or SRResNet), evaluation and W&
               GPUs train stays under the node's spare cores
 
     python benchmarks/streaming.py [--sizes 1000,16000] [--modes tasks,ray_data,memory,sr-tasks,sr-memory]
-                                   [--steps 80] [--source-px 128] [--cache DIR]
+                                   [--steps 80] [--source-px 128] [--content noise|photos] [--workers 2]
+                                   [--cache DIR]
     python benchmarks/streaming.py --decode-only [--sizes 1000]     # the streamers alone, no training
 
 Prints a table and, last, one JSON line with every number. Asserts nothing.
@@ -51,19 +55,49 @@ LR input blurred, noised and JPEG-compressed (Real-ESRGAN's first-order degradat
 or on the training thread."""
 
 
-def make_folder(root: Path, n: int, side: int = 128) -> Path:
+def make_folder(root: Path, n: int, side: int = 128, content: str = "noise") -> Path:
     """``n`` RGB JPEGs of ``side`` px (made once; reused while the count matches)."""
-    folder = root / f"jpeg{side}-{n}"
+    folder = root / f"jpeg{side}-{n}" if content == "noise" else root / f"{content}{side}-{n}"
     if folder.is_dir() and len(list(folder.iterdir())) == n:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(n)
-    ramp = np.linspace(0, 255, side, dtype=np.float32)[None, :, None]
+    draw = noise_images(rng, side) if content == "noise" else photo_crops(rng, side)
     for i in range(n):
-        noise = rng.normal(0, 40, (side, side, 3)).astype(np.float32)
-        pixels = np.clip(ramp * (i % 7 + 1) / 7 + noise, 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"{i:06d}.jpg", quality=90)
+        Image.fromarray(draw(i)).save(folder / f"{i:06d}.jpg", quality=90)
     return folder
+
+
+def noise_images(rng: np.random.Generator, side: int):
+    """Noise over a gradient: every DCT coefficient busy, so entropy decoding (which a reduced-scale decode
+    cannot skip) dominates; about 3x the bytes of a photo of the same size."""
+    ramp = np.linspace(0, 255, side, dtype=np.float32)[None, :, None]
+
+    def draw(i: int) -> np.ndarray:
+        noise = rng.normal(0, 40, (side, side, 3)).astype(np.float32)
+        return np.clip(ramp * (i % 7 + 1) / 7 + noise, 0, 255).astype(np.uint8)
+    return draw
+
+
+def photo_crops(rng: np.random.Generator, side: int):
+    """Square crops (half to all of the short side, anywhere, mirrored at random) of the built-in training
+    photos, resized to ``side``."""
+    from distgan.data import photos
+
+    sources = []
+    for name in photos.TRAINING:
+        pixels = photos.read(name)
+        pixels = np.repeat(pixels[..., None], 3, axis=2) if pixels.ndim == 2 else pixels[..., :3]
+        sources.append(Image.fromarray(pixels))
+
+    def draw(i: int) -> np.ndarray:
+        photo = sources[i % len(sources)]
+        width, height = photo.size
+        crop = int(rng.integers(min(width, height) // 2, min(width, height) + 1))
+        x, y = int(rng.integers(0, width - crop + 1)), int(rng.integers(0, height - crop + 1))
+        square = photo.crop((x, y, x + crop, y + crop)).resize((side, side), Image.Resampling.BICUBIC)
+        return np.asarray(square.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else square)
+    return draw
 
 
 def role(cmdline: list[str]) -> str | None:
@@ -141,14 +175,14 @@ class ProcessSampler:
         self._thread.join()
 
 
-def run_once(folder: Path, mode: str, steps: int) -> dict:
+def run_once(folder: Path, mode: str, steps: int, workers: int = 2) -> dict:
     import distgan
     from distgan.tracking.jsonl import read_metrics
 
     sr, engine = mode.startswith("sr-"), mode.removeprefix("sr-")
     data = (f"data.path={folder}", "data.channels=3", f"data.stream={engine != 'memory'}".lower(),
             f"data.streamer={engine if engine != 'memory' else 'tasks'}")
-    common = ("scaling.num_workers=2", "scaling.cpus_per_worker=1", f"train.steps={steps}",
+    common = (f"scaling.num_workers={workers}", "scaling.cpus_per_worker=1", f"train.steps={steps}",
               f"train.log_every={LOG_EVERY}", f"train.checkpoint_every={steps}", f"train.sample_every={steps}",
               "eval.every=0", "tracking.wandb=false")
     if sr:
@@ -222,13 +256,17 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--source-px", type=int, default=128,
                         help="side of the folder's JPEGs; larger than 128 takes the decoder's reduced-scale path")
+    parser.add_argument("--content", choices=("noise", "photos"), default="noise",
+                        help="what the JPEGs show: noise (the decoder's worst case) or crops of real photos")
+    parser.add_argument("--workers", type=int, default=2, help="Ray Train workers, 1 CPU each")
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "distgan-bench-folders"))
     parser.add_argument("--decode-only", action="store_true",
                         help="compare the streamers alone (a thread, the task window, Ray Data) on --sizes' first folder")
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")
     if args.decode_only:
-        rows = decode_only(make_folder(Path(args.cache), int(args.sizes.split(",")[0]), args.source_px))
+        rows = decode_only(make_folder(Path(args.cache), int(args.sizes.split(",")[0]), args.source_px,
+                                       args.content))
         print(f"\n{'engine':<9}{'images/s':>10}{'CPU ms/image':>14}")
         for r in rows:
             print(f"{r['engine']:<9}{r['images_per_s']:>10.0f}{r['cpu_ms_per_image']:>14.2f}")
@@ -236,11 +274,12 @@ def main(argv=None) -> int:
         return 0
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
-        folder = make_folder(Path(args.cache), n, args.source_px)
+        folder = make_folder(Path(args.cache), n, args.source_px, args.content)
         for mode in args.modes.split(","):
-            rows.append(run_once(folder, mode, args.steps))
+            rows.append(run_once(folder, mode, args.steps, args.workers))
             print(rows[-1], file=sys.stderr, flush=True)
-    print(f"\n2 CPU workers from 128 px JPEGs (DCGAN at 64 px; sr-: SRResNet x4 on 96 px crops, degraded), "
+    print(f"\n{args.workers} CPU worker(s) from {args.source_px} px JPEGs of {args.content} (DCGAN at 64 px; sr-: "
+          f"SRResNet x4 on 96 px crops, degraded), "
           f"{args.steps} steps, windows of {LOG_EVERY} steps")
     print(f"{'files':>7} {'mode':<9}{'peak RSS MB':>12}{'USS MB':>8}{'first step s':>13}{'data s':>8}"
           f"{'images/s':>10}{'wait s':>8}   CPU ms/image: train tasks ray")
