@@ -28,7 +28,12 @@ model state (part 1) + activations fit a memory budget. The true peak also holds
 of activations in flight, conv workspaces, the loss); where CUDA is available, one forward+backward at the
 computed crop is measured with ``torch.cuda.max_memory_allocated`` and printed beside the estimate.
 
-    python benchmarks/memory.py [--models dcgan,rrdb] [--stages 0,1,2,3] [--workers 1,2|1:2,2] [--budget-gib 24]
+``stylegan2_256`` and ``stylegan2_1024`` are the G and D of ``configs/stylegan2_256.yaml`` / ``_1024.yaml``
+(StyleGAN2-ADA's paper256 and paper1024 networks: G 24.8M and 30.4M parameters, D 24.0M and 29.0M), measured like the
+DCGAN on a batch of 2 at their full resolution.
+
+    python benchmarks/memory.py [--models dcgan,rrdb,stylegan2_256,stylegan2_1024] [--stages 0,1,2,3]
+                                [--workers 1,2|1:2,2] [--budget-gib 24]
                                 [--precisions fp32,bf16] [--persistence-threshold N] [--quick] [--verbose]
 
 Prints tables and, last, one JSON line with every number. Asserts nothing.
@@ -50,6 +55,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import torch
+import yaml
 from torch import nn
 
 # Part 2 lives beside this script; put its folder on the path when loaded as a module (tests) too.
@@ -62,11 +68,14 @@ TRAIN_LR_SIDE = 8
 """LR side of the tiny batch part 1 steps on (HR 32 px at x4): it only has to produce gradients."""
 BUDGETS_GIB = (24, 40, 80)
 CATEGORIES = ("params", "master", "grads", "optimizer")
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+STYLEGAN2 = {f"stylegan2_{r}": CONFIGS / f"stylegan2_{r}.yaml" for r in (256, 1024)}
+MODELS = ("dcgan", "rrdb", *STYLEGAN2)
 
 
 @dataclass(frozen=True)
 class Job:
-    model: str  # dcgan or rrdb
+    model: str  # dcgan, rrdb, stylegan2_256 or stylegan2_1024
     net: str  # g or d
     stage: int
     precision: str
@@ -82,17 +91,24 @@ def job_config(job: Job, quick: bool, persistence_threshold: int | None = None):
     Only the model, engine and optimizer sections matter here, so it is built without full validation."""
     from distgan.config import Config, build_section
 
-    model = {"family": "dcgan"} if job.model == "dcgan" else {"family": "rrdb",
-                                                              **(RRDB_QUICK if quick else RRDB_PUBLISHED)}
+    data = {}
+    if job.model in STYLEGAN2:  # the shipped config's networks, at its resolution
+        shipped = yaml.safe_load(STYLEGAN2[job.model].read_text())
+        model, data = shipped["model"], {k: shipped["data"][k] for k in ("channels", "resolution")}
+    elif job.model == "dcgan":
+        model = {"family": "dcgan"}
+    else:
+        model = {"family": "rrdb", **(RRDB_QUICK if quick else RRDB_PUBLISHED)}
     deepspeed = {"zero_stage": job.stage, "precision": job.precision}
     if persistence_threshold is not None:
         deepspeed["param_persistence_threshold"] = persistence_threshold
-    return build_section(Config, {"model": model, "train": {"batch_size": 2 if job.model == "dcgan" else 1},
+    return build_section(Config, {"model": model, "data": data, "train": {"batch_size": 1 if job.model == "rrdb" else 2},
                                   "deepspeed": deepspeed}, "")
 
 
 def build_network(job: Job, cfg) -> tuple[nn.Module, torch.Tensor]:
-    """The network and a tiny batch for it: default DCGAN on 16 px digits, or RRDBNet on a 8x8 LR crop."""
+    """The network and a tiny batch for it: default DCGAN on 16 px digits, a StyleGAN2 at its config's
+    resolution, or RRDBNet on a 8x8 LR crop."""
     from distgan.data import data_shape
     from distgan.models import build_discriminator, build_generator
 
@@ -100,7 +116,9 @@ def build_network(job: Job, cfg) -> tuple[nn.Module, torch.Tensor]:
     if job.model == "rrdb":
         shape = (3, TRAIN_LR_SIDE * cfg.model.scale, TRAIN_LR_SIDE * cfg.model.scale)
         return build_generator(cfg.model, shape), torch.randn(n, 3, TRAIN_LR_SIDE, TRAIN_LR_SIDE)
-    shape = data_shape(cfg.data)
+    # The shipped StyleGAN2 configs stream an RGB folder; their section here names no data set to ask.
+    shape = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution) if job.model in STYLEGAN2 \
+        else data_shape(cfg.data)
     if job.net == "g":
         return build_generator(cfg.model, shape), torch.randn(n, cfg.model.latent_dim)
     return build_discriminator(cfg.model, shape), torch.randn(n, *shape)
@@ -305,12 +323,12 @@ def print_state_table(rows: list[dict], persistence_threshold: int | None) -> No
     threshold = "1e5 (the config's default)" if persistence_threshold is None else persistence_threshold
     print(f"  ZeRO-3 keeps every parameter under {threshold} elements whole on every rank, beside its partition "
           f"(stage3_param_persistence_threshold)")
-    head = (f"{'model':<9}{'prec':<6}{'stage':>5}{'workers':>8}{'params':>10}{'master':>10}{'grads':>10}"
+    head = (f"{'model':<17}{'prec':<6}{'stage':>5}{'workers':>8}{'params':>10}{'master':>10}{'grads':>10}"
             f"{'optim':>10}{'total':>10}{'buckets':>10}{'peak bwd':>10}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['model'] + '/' + r['net'].upper():<9}{r['precision']:<6}{r['stage']:>5}{r['workers']:>8}"
+        print(f"{r['model'] + '/' + r['net'].upper():<17}{r['precision']:<6}{r['stage']:>5}{r['workers']:>8}"
               + "".join(f"{r[k] / MiB:>10.2f}" for k in (*CATEGORIES, "total", "buckets", "peak_backward")))
 
 
@@ -332,10 +350,10 @@ def print_ratios(table: list[dict]) -> None:
         return
     print("\nPer-worker bytes, N workers / 1 worker (ZeRO-1 should halve optimizer state at 2, ZeRO-2 also grads,"
           " ZeRO-3 also params)")
-    print(f"{'model':<9}{'prec':<6}{'stage':>5}{'workers':>8}" + "".join(f"{k:>10}" for k in (*CATEGORIES, "total")))
+    print(f"{'model':<17}{'prec':<6}{'stage':>5}{'workers':>8}" + "".join(f"{k:>10}" for k in (*CATEGORIES, "total")))
     for r in table:
         cells = "".join(f"{r[k]:>10.3f}" if r[k] is not None else f"{'-':>10}" for k in (*CATEGORIES, "total"))
-        print(f"{r['model'] + '/' + r['net'].upper():<9}{r['precision']:<6}{r['stage']:>5}{r['workers']:>8}{cells}")
+        print(f"{r['model'] + '/' + r['net'].upper():<17}{r['precision']:<6}{r['stage']:>5}{r['workers']:>8}{cells}")
 
 
 def print_activations(fits: list[dict], crops: list[dict], budgets: list[float], scale: int, quick: bool) -> None:
@@ -368,7 +386,8 @@ def print_activations(fits: list[dict], crops: list[dict], budgets: list[float],
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="dcgan,rrdb", help="comma-separated: dcgan, rrdb")
+    parser.add_argument("--models", default="dcgan,rrdb",
+                        help=f"comma-separated: {', '.join(MODELS)}")
     parser.add_argument("--stages", default="0,1,2,3", help="ZeRO stages")
     parser.add_argument("--workers", default="1,2",
                         help="world sizes; W:S+S measures world W at those stages only (e.g. 1:2,2)")
@@ -382,9 +401,9 @@ def parse_args(argv):
     parser.add_argument("--verbose", action="store_true", help="where each category's storages were found")
     args = parser.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
-    unknown = set(args.models) - {"dcgan", "rrdb"}
+    unknown = set(args.models) - set(MODELS)
     if unknown:
-        parser.error(f"--models: unknown {sorted(unknown)}; choose from dcgan, rrdb")
+        parser.error(f"--models: unknown {sorted(unknown)}; choose from {', '.join(MODELS)}")
     args.stages = [int(s) for s in args.stages.split(",")]
     # world -> its stages: W alone takes every --stages entry, W:S+S only those.
     args.workers = {int(w.split(":")[0]): ([int(s) for s in w.split(":")[1].split("+")] if ":" in w else args.stages)
@@ -394,7 +413,8 @@ def parse_args(argv):
 
 
 def jobs_for(args, stages: list[int]) -> list[Job]:
-    nets = {"dcgan": [("g", args.precisions[:1]), ("d", args.precisions[:1])], "rrdb": [("g", args.precisions)]}
+    both = [("g", args.precisions[:1]), ("d", args.precisions[:1])]
+    nets = {"dcgan": both, "rrdb": [("g", args.precisions)], **{name: both for name in STYLEGAN2}}
     return [Job(model, net, stage, precision) for model in args.models for net, precisions in nets[model]
             for precision in precisions for stage in stages]
 

@@ -99,3 +99,27 @@ def test_largest_crop_is_the_largest_multiple_of_the_scale_that_fits():
     assert state + fit["intercept"] + fit["bytes_per_hr_pixel"] * side**2 <= budget
     assert state + fit["intercept"] + fit["bytes_per_hr_pixel"] * (side + 4) ** 2 > budget
     assert memory.largest_crop(100, state, fit, scale=4) == 0
+
+
+@pytest.mark.parametrize("model, resolution", [("stylegan2_256", 256), ("stylegan2_1024", 1024)])
+def test_stylegan2_jobs_measure_the_shipped_configs_networks(model, resolution, tmp_path, monkeypatch):
+    """The StyleGAN2 rows are the G and D of configs/stylegan2_*.yaml as a run builds them: RGB, full size."""
+    from PIL import Image
+
+    from distgan import load_config
+    from distgan.data import data_shape
+    from distgan.models import build_discriminator, build_generator
+
+    assert memory.parse_args(["--models", f"dcgan,{model}"]).models == ["dcgan", model]
+    Image.new("RGB", (resolution, resolution)).save(tmp_path / "a.png")
+    (tmp_path / "inception.pth").write_bytes(b"stand-in")  # the shipped config's FID needs a weights file
+    monkeypatch.setenv("DISTGAN_INCEPTION_WEIGHTS", str(tmp_path / "inception.pth"))
+    run_cfg = load_config(memory.STYLEGAN2[model], (f"data.path={tmp_path}",))
+    shape = data_shape(run_cfg.data)
+    assert shape == (3, resolution, resolution)
+    for net, build in (("g", build_generator), ("d", build_discriminator)):
+        job = memory.Job(model, net, 2, "fp32")
+        module, batch = memory.build_network(job, memory.job_config(job, quick=False))
+        as_run = build(run_cfg.model, shape)
+        assert [p.shape for p in module.parameters()] == [p.shape for p in as_run.parameters()]
+        assert tuple(batch.shape[1:]) == ((run_cfg.model.latent_dim,) if net == "g" else shape)

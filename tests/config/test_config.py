@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from distgan.config import Config, ConfigError, parse_override
 from distgan import load_config
@@ -21,9 +22,20 @@ def test_there_are_configs():
 def test_every_config_file_loads_and_round_trips(path, tmp_path, monkeypatch):
     # The SRGAN/ESRGAN configs need VGG19 weights; validation checks only that the file exists (its
     # contents are checked when the loss is built, tested in tests/gan/test_perceptual.py).
+    # Likewise the Inception weights of the StyleGAN2 GPU configs, whose data.path names the folder a user
+    # packs (data/ffhq256): here a folder of one image stands in for it.
     (tmp_path / "vgg19.pth").write_bytes(b"stand-in")
     monkeypatch.setenv("DISTGAN_VGG19_WEIGHTS", str(tmp_path / "vgg19.pth"))
-    cfg = load_config(path)
+    (tmp_path / "inception.pth").write_bytes(b"stand-in")
+    monkeypatch.setenv("DISTGAN_INCEPTION_WEIGHTS", str(tmp_path / "inception.pth"))
+    overrides = ()
+    if "data/" in (yaml.safe_load(path.read_text()).get("data") or {}).get("path", ""):
+        from PIL import Image
+
+        (tmp_path / "images").mkdir()
+        Image.new("RGB", (1024, 1024)).save(tmp_path / "images" / "a.png")
+        overrides = (f"data.path={tmp_path / 'images'}",)
+    cfg = load_config(path, overrides)
     assert Config.from_dict(cfg.to_dict()) == cfg
 
 
