@@ -279,8 +279,11 @@ def _rank_main(rank: int, world: int, port: int, jobs: list[Job], quick: bool, v
     for job in jobs:
         rows.append({**measure_job(job, world, quick, verbose, persistence_threshold), "rank": rank})
         if rank == 0:
+            # Rank 0's numbers as they come: a long invocation that dies (memory) leaves them in the log.
             print(f"  measured {job.model}/{job.net.upper()} ZeRO-{job.stage} {job.precision} on {world} "
-                  f"worker(s) in {rows[-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
+                  f"worker(s) in {rows[-1]['seconds']:.1f} s: rank 0 holds "
+                  + ", ".join(f"{c} {rows[-1][c] / MiB:.1f}" for c in (*CATEGORIES, "total")) + " MiB",
+                  file=sys.stderr, flush=True)
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(rows))
 
 
