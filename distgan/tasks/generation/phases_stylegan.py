@@ -101,7 +101,11 @@ class PathLengthRegularizer:
         images = module.synthesis(ws, getattr(module, "noise_mode", "random"))
         lengths = path_lengths(images, ws, path_length_noise(images, z_generator))
         self.pl_mean = updated_pl_mean(self.pl_mean, _mean_over_ranks(lengths.detach().mean()), self.decay)
-        return path_length_penalty(lengths, self.pl_mean)
+        # Some parameters (the output layers' biases) reach the penalty only through the double backward,
+        # with no defined gradient, yet autograd still runs their gradient nodes: ZeRO-2's hooks then find an
+        # empty .grad and fail. A zero term through the images gives every parameter a defined (zero)
+        # gradient, as StyleGAN2-ADA's Gpl loss adds gen_img[:, 0, 0, 0] * 0 for DDP's sake.
+        return path_length_penalty(lengths, self.pl_mean) + images[:, 0, 0, 0].float().mean() * 0
 
     def state_dict(self) -> dict:
         return {"pl_mean": float(self.pl_mean)}

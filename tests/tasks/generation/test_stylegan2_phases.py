@@ -192,6 +192,22 @@ def test_interval_one_joins_every_g_step(process_group):
     assert gan.engine_g.global_steps == 1 and math.isfinite(stats["reg_g"])
 
 
+@pytest.mark.parametrize("stage", [1, 2])
+def test_greg_under_zero_takes_the_zero_0_step(process_group, stage):
+    # ZeRO-2 reduces each gradient from a hook as autograd produces it: the output layers' biases, which the
+    # path-length penalty reaches only through its double backward, must still get a defined gradient.
+    # Interval 2: the penalty's own G step (Greg) at the second step, as lazy regularization runs it.
+    overrides = ("loss.g_reg.type=path_length", "loss.g_reg.interval=2")
+    plain, zero = build(config(*overrides)), build(config(*overrides, f"deepspeed.g.zero_stage={stage}"))
+    for gan in (plain, zero):
+        batches = reals()
+        for _ in range(2):
+            gan.step(batches, 4)
+        assert math.isfinite(dict(zip(gan.stat_names, gan.pop_stats().tolist()))["reg_g"])
+    for (name, a), b in zip(plain.engine_g.module.named_parameters(), zero.engine_g.module.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+
+
 def test_pl_mean_survives_the_state_round_trip(process_group):
     cfg = config("loss.g_reg.type=path_length", "loss.g_reg.interval=1")
     gan = build(cfg)
