@@ -7,9 +7,10 @@ they must be equal exactly, and the resumed run must train on to its last step.
 
 - ZeRO-3, 2 workers -> 1: parameters and optimizer states are partitioned; rank 0 converts both engines'
   checkpoints to DeepSpeed universal checkpoints, which the single worker loads whole.
-- ZeRO-2, 1 worker -> 2, the run kept in an S3 bucket (moto's server on 127.0.0.1 stands in for the cloud
-  store): each rank downloads the checkpoint into its own directory and converts its own copy (ranks of
-  a run under a URI may be on nodes that share no file system).
+- ZeRO-2, 1 worker -> 2, a StyleGAN2 run kept in an S3 bucket (moto's server on 127.0.0.1 stands in for
+  the cloud store): each rank downloads the checkpoint into its own directory and converts its own copy
+  (ranks of a run under a URI may be on nodes that share no file system). Its lazy R1 and path-length
+  phases run in both runs, and ADA's p and running sums and G_ema carry over too.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ from tiny_run import tiny
 pytestmark = pytest.mark.ray
 
 FAST = ("eval.every=0", "tracking.wandb=false", "train.checkpoint_every=3", "train.sample_every=100")
+# A narrow StyleGAN2 whose every phase runs within 3 steps: lazy R1 and path length every 2nd step, ADA
+# adjusting p (from 0.2, so that it can move either way) every D step and fast enough to move it, G_ema.
+STYLEGAN2 = ("model.family=stylegan2", "model.stylegan2.w_dim=16", "model.stylegan2.channel_base=128",
+             "model.stylegan2.channel_max=16", "loss.type=nonsaturating",
+             "loss.d_reg={type: r1, weight: 0.01, interval: 2}",
+             "loss.g_reg={type: path_length, weight: 2.0, interval: 2}", "augment.ada.enabled=true",
+             "augment.ada.p=0.2", "augment.ada.interval=1", "augment.ada.ada_kimg=0.1", "ema.enabled=true")
+FAMILY = {"dcgan": (), "stylegan2": STYLEGAN2}
 
 
 def record_state_at_save_and_restore(loop_config: dict) -> None:
@@ -47,6 +56,11 @@ def record_state_at_save_and_restore(loop_config: dict) -> None:
     def dump(trainer, name: str) -> None:
         state = {f"{net}.{key}": value for net, engine in (("g", trainer.engine_g), ("d", trainer.engine_d))
                  for key, value in full_training_state(engine).items()}
+        if trainer.ema is not None:
+            state.update({f"g_ema.{k}": v.float().clone() for k, v in trainer.ema.module.state_dict().items()})
+        ada = getattr(trainer.gan, "ada", None)
+        if ada is not None:  # collective, like the checkpoint that saves it
+            state.update({f"ada.{k}": torch.as_tensor(v, dtype=torch.float64) for k, v in ada.state_dict().items()})
         if trainer.rank == 0:
             save_file(state, str(run_dir / name))
 
@@ -68,12 +82,16 @@ def record_state_at_save_and_restore(loop_config: dict) -> None:
 
 # ZeRO-0 (the default) holds no partitions and loads as it is at any width: the elastic run in test_cluster.py
 # goes 2 -> 1 -> 2 workers on it.
-@pytest.mark.parametrize("stage, before, after, where", [(3, 2, 1, "directory"), (2, 1, 2, "s3")])
-def test_a_run_resumes_with_another_worker_count(local_ray, tmp_path, request, stage, before, after, where):
+@pytest.mark.parametrize("stage, before, after, where, family",
+                         [(3, 2, 1, "directory", "dcgan"), (2, 1, 2, "s3", "stylegan2")])
+def test_a_run_resumes_with_another_worker_count(local_ray, tmp_path, request, stage, before, after, where,
+                                                 family):
     storage = request.getfixturevalue("s3_storage") if where == "s3" else tmp_path
-    first = tiny(*FAST, f"deepspeed.zero_stage={stage}", f"scaling.num_workers={before}", "train.steps=3")
+    first = tiny(*FAST, *FAMILY[family], f"deepspeed.zero_stage={stage}", f"scaling.num_workers={before}",
+                 "train.steps=3")
     train(first, name="rs", storage=storage, progress=False, train_loop=record_state_at_save_and_restore)
-    second = tiny(*FAST, f"deepspeed.zero_stage={stage}", f"scaling.num_workers={after}", "train.steps=6")
+    second = tiny(*FAST, *FAMILY[family], f"deepspeed.zero_stage={stage}", f"scaling.num_workers={after}",
+                  "train.steps=6")
     result = train(second, name="rs", storage=storage, progress=False, train_loop=record_state_at_save_and_restore)
     run = result.run_dir  # the run directory, or this machine's staging copy of a run in the bucket
     files = Storage.parse(storage).run("rs")
@@ -84,11 +102,18 @@ def test_a_run_resumes_with_another_worker_count(local_ray, tmp_path, request, s
     differ = [k for k in saved if not torch.equal(saved[k], restored[k])]
     assert not differ, f"changed by resharding: {differ[:5]}"
     assert any(saved[k].abs().sum() > 0 for k in saved if k.endswith(".exp_avg")), "Adam never stepped"
+    if family == "stylegan2":
+        assert any(k.startswith("g_ema.") for k in saved) and "ada.signs" in saved
+        assert saved["ada.p"].item() != pytest.approx(0.2), "ADA never moved p: its carry-over proves nothing"
 
     assert result.metrics["step"] == 6
     records = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in records] == [2, 3, 4, 6]  # 3: the first run's last step
     assert all(r["loss_d"] is not None and r["loss_g"] is not None for r in records)
+    if family == "stylegan2":  # both lazy regularizers ran, in both runs
+        for key in ("reg_g", "reg_d"):
+            for run_steps in (range(1, 4), range(4, 7)):
+                assert any(r.get(key) is not None for r in records if r["step"] in run_steps), (key, records)
     # Later checkpoints are ordinary ones of the new worker count; the conversion was removed once loaded.
     assert checkpoint.verify(files.child("checkpoint_000006")).world_size == after
     assert ".resharded" not in files.subdirs() and not (run / ".resharded").exists()
