@@ -25,8 +25,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 train: setup
 	$(BIN)/distgan train $(ARGS)
 
+# Two passes, both always run; either failing fails the target. The in-process tests hold torch to one
+# thread (tests/conftest.py), so two xdist workers use both cores, a file to a worker so that a module's
+# fixtures are made once. The end-to-end tests then run in one worker beside their shared Ray, whose
+# training workers take both cores themselves (run beside the first pass they would starve each other).
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --ignore=tests/e2e; in_process=$$?; \
+	$(BIN)/python -m pytest -q tests/e2e; end_to_end=$$?; \
+	test $$in_process -eq 0 && test $$end_to_end -eq 0
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
