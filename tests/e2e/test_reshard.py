@@ -25,18 +25,11 @@ from distgan.persist import checkpoint
 from distgan.launch.train import train
 from distgan.persist.storage import Storage
 from distgan.tracking.jsonl import read_metrics
-from tiny_run import tiny
+from tiny_run import STYLEGAN2, tiny
 
 pytestmark = pytest.mark.ray
 
 FAST = ("eval.every=0", "tracking.wandb=false", "train.checkpoint_every=3", "train.sample_every=100")
-# A narrow StyleGAN2 whose every phase runs within 3 steps: lazy R1 and path length every 2nd step, ADA
-# adjusting p (from 0.2, so that it can move either way) every D step and fast enough to move it, G_ema.
-STYLEGAN2 = ("model.family=stylegan2", "model.stylegan2.w_dim=16", "model.stylegan2.channel_base=128",
-             "model.stylegan2.channel_max=16", "loss.type=nonsaturating",
-             "loss.d_reg={type: r1, weight: 0.01, interval: 2}",
-             "loss.g_reg={type: path_length, weight: 2.0, interval: 2}", "augment.ada.enabled=true",
-             "augment.ada.p=0.2", "augment.ada.interval=1", "augment.ada.ada_kimg=0.1", "ema.enabled=true")
 FAMILY = {"dcgan": (), "stylegan2": STYLEGAN2}
 
 
