@@ -1,11 +1,13 @@
 """ADA against overfitting: StyleGAN2 on 100 digits, with and without adaptive discriminator augmentation.
 
 Writes ``--images`` of the built-in digits (the same number of each class, at 16 px) into a folder of PNGs,
-then trains ``configs/stylegan2_digits.yaml`` on that folder twice, one run after the other on an embedded
-Ray with ``--workers`` CPU workers, evaluation and W&B off: ``augment.ada.enabled=false`` and ``true``. Per
-logged window it prints ``d_real_sign`` (E[sign D(real)], ADA's overfitting signal r_t) of both runs and
-ADA's p. What ADA claims (Karras et al., 2020b, sec. 3): without it D memorizes a small set, r_t climbing
-toward 1; with it p rises while r_t is above the target (0.6) and r_t settles near the target.
+then trains ``configs/stylegan2_digits.yaml`` on that folder with and without ADA side by side: a two-trial
+grid sweep over ``augment.ada.enabled`` on an embedded Ray, each trial on ``--workers`` CPU workers (1 each
+fits both on 2 cores), W&B off, one evaluation at the end (FID on 500 samples in the domain features; the
+sweep ranks by it). Per logged window it prints ``d_real_sign`` (E[sign D(real)], ADA's overfitting signal
+r_t) of both runs and ADA's p. What ADA claims (Karras et al., 2020b, sec. 3): without it D memorizes a
+small set, r_t climbing toward 1; with it p rises while r_t is above the target (0.6) and r_t settles near
+the target.
 
 ``--ada-kimg`` (default 20) is ADA's adjustment speed: thousands of real images for p to move by 1. The
 paper's 500 suits its 25M-image runs; a few thousand steps here see ~100k images, so p could not move far.
@@ -46,18 +48,23 @@ def write_digits(folder: Path, n: int) -> Path:
     return folder
 
 
-def train_once(folder: Path, ada: bool, args, storage: str) -> list[dict]:
+def train_both(folder: Path, args, storage: str) -> tuple[list[dict], list[dict], dict]:
+    """Metrics of the runs without and with ADA, and each one's final FID."""
     import distgan
+    from distgan.launch.tune import run_tune
     from distgan.tracking.jsonl import read_metrics
 
     cfg = distgan.load_config(CONFIG, (
         f"data.path={folder}", "data.channels=1", "data.resolution=16", "data.stream=false",
         f"train.steps={args.steps}", f"train.log_every={LOG_EVERY}", f"train.checkpoint_every={args.steps}",
-        f"train.sample_every={args.steps}", "eval.every=0", "tracking.wandb=false",
-        f"scaling.num_workers={args.workers}", f"augment.ada.enabled={str(ada).lower()}",
-        f"augment.ada.ada_kimg={args.ada_kimg}"))
-    result = distgan.train(cfg, name=f"ada-{'on' if ada else 'off'}", storage=storage, progress=False)
-    return read_metrics(result.run_dir / "metrics.jsonl")
+        f"train.sample_every={args.steps}", f"eval.every={args.steps}", "eval.n=500", "eval.metrics=fid",
+        "tracking.wandb=false", f"scaling.num_workers={args.workers}", f"augment.ada.ada_kimg={args.ada_kimg}",
+        "tune.space={augment.ada.enabled: {grid: [false, true]}}", "tune.num_samples=1"))
+    result = run_tune(cfg, name="ada", storage=storage)
+    runs = {row["values"]["augment.ada.enabled"]: row for row in result.rows}
+    metrics = {ada: read_metrics(result.sweep_dir / "trials" / row["trial"] / "metrics.jsonl")
+               for ada, row in runs.items()}
+    return metrics[False], metrics[True], {("on" if ada else "off"): row["fid"] for ada, row in runs.items()}
 
 
 def main(argv=None) -> int:
@@ -70,7 +77,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("WANDB_MODE", "offline")
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_digits(Path(tmp) / "digits", args.images)
-        off, on = (train_once(folder, ada, args, tmp) for ada in (False, True))
+        off, on, fid = train_both(folder, args, tmp)
     print(f"\nStyleGAN2 (configs/stylegan2_digits.yaml) on {args.images} digits, {args.workers} worker(s), "
           f"ADA target 0.6, ada_kimg {args.ada_kimg:g}; d_real_sign = E[sign D(real)] per {LOG_EVERY} steps")
     print(f"{'step':>6}{'no ADA r_t':>12}{'ADA r_t':>10}{'ADA p':>8}")
@@ -80,8 +87,9 @@ def main(argv=None) -> int:
     summary = {"no_ada_r_t": statistics.mean(r["d_real_sign"] for r in off[-last:]),
                "ada_r_t": statistics.mean(r["d_real_sign"] for r in on[-last:]),
                "ada_p": statistics.mean(r.get("ada_p", 0.0) for r in on[-last:])}
+    summary["fid"] = fid
     print(f"last quarter, mean: r_t {summary['no_ada_r_t']:.3f} without ADA, {summary['ada_r_t']:.3f} with "
-          f"(p {summary['ada_p']:.3f})")
+          f"(p {summary['ada_p']:.3f}); FID at the end {fid['off']:.2f} without, {fid['on']:.2f} with")
     print(json.dumps({"args": vars(args), "summary": summary,
                       "off": [{k: r.get(k) for k in ("step", "d_real_sign", "loss_d", "loss_g")} for r in off],
                       "on": [{k: r.get(k) for k in ("step", "d_real_sign", "ada_p", "loss_d", "loss_g")}

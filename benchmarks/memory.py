@@ -30,7 +30,7 @@ computed crop is measured with ``torch.cuda.max_memory_allocated`` and printed b
 
 ``stylegan2_256`` and ``stylegan2_1024`` are the G and D of ``configs/stylegan2_256.yaml`` / ``_1024.yaml``
 (StyleGAN2-ADA's paper256 and paper1024 networks: G 24.8M and 30.4M parameters, D 24.0M and 29.0M), measured like the
-DCGAN on a batch of 2 at their full resolution.
+DCGAN on a batch of 2 at their full resolution (1 at 1024 px).
 
     python benchmarks/memory.py [--models dcgan,rrdb,stylegan2_256,stylegan2_1024] [--stages 0,1,2,3]
                                 [--workers 1,2|1:2,2] [--budget-gib 24]
@@ -102,7 +102,10 @@ def job_config(job: Job, quick: bool, persistence_threshold: int | None = None):
     deepspeed = {"zero_stage": job.stage, "precision": job.precision}
     if persistence_threshold is not None:
         deepspeed["param_persistence_threshold"] = persistence_threshold
-    return build_section(Config, {"model": model, "data": data, "train": {"batch_size": 1 if job.model == "rrdb" else 2},
+    # Batch 1 at 1024 px: a batch of 2 holds about 11 GB of activations per process on CPU, which these
+    # numbers do not count (they are model state) and which two processes cannot hold on a 24 GB machine.
+    batch = 1 if job.model in ("rrdb", "stylegan2_1024") else 2
+    return build_section(Config, {"model": model, "data": data, "train": {"batch_size": batch},
                                   "deepspeed": deepspeed}, "")
 
 

@@ -1,7 +1,7 @@
 """StyleGAN2's phases in the generation step: style mixing drawn from the rank's latent stream, the path-length
 penalty against a hand-computed Jacobian, pl_mean's decay rule and its equality across ranks, the lazy Greg
-schedule and its optimizer correction, pl_mean in the algorithm's state, a run of the shipped config, and the
-refusals (ZeRO-3, a G without a mapping network)."""
+schedule and its optimizer correction and its step under ZeRO-1/2, pl_mean in the algorithm's state, a run of
+the shipped config with its path length turned on, and the refusals (ZeRO-3, a G without a mapping network)."""
 
 from __future__ import annotations
 
@@ -248,8 +248,10 @@ def test_the_shipped_config_logs_reg_g_and_pl_mean(process_group, tmp_path):
     cfg = load_config(SHIPPED, ("train.steps=2", "train.batch_size=4", "train.log_every=1", "train.sample_every=2",
                                 "train.checkpoint_every=2", "eval.every=0", "tracking.wandb=false",
                                 "scaling.num_workers=1", "loss.g_reg.interval=2", "model.stylegan2.channel_base=64",
-                                "model.stylegan2.channel_max=8", "model.stylegan2.w_dim=8", "model.latent_dim=8"))
-    assert cfg.loss.g_reg.type == "path_length" and cfg.model.stylegan2.style_mixing_prob > 0
+                                "model.stylegan2.channel_max=8", "model.stylegan2.w_dim=8", "model.latent_dim=8",
+                                # Off in the shipped config (ADA's CIFAR-10 settings), on as its comment says.
+                                "loss.g_reg.type=path_length", "model.stylegan2.style_mixing_prob=0.9"))
+    assert cfg.loss.g_reg.weight == 2.0 and cfg.loss.g_reg.batch_shrink == 2
     run = tmp_path / "sg2"
     run.mkdir()
     session = LocalSession(tmp_path / "store")
