@@ -37,6 +37,21 @@ if "DISTGAN_STAGING_DIR" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["DISTGAN_STAGING_DIR"], True)
 
 
+# torch's own, before any test builds a DeepSpeed engine (see restore_torch_linear).
+_TORCH_LINEAR = torch.nn.functional.linear
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_linear():
+    """Give every test torch's own ``torch.nn.functional.linear`` back. A ZeRO-3 engine replaces it for the
+    rest of its process with DeepSpeed's memory-efficient version (DeepSpeed: "This will persist unless
+    manually reset"): what a training worker wants, but the tests share processes, and a later test that
+    traces a model (TorchScript export) fails on its Python autograd function."""
+    yield
+    if torch.nn.functional.linear is not _TORCH_LINEAR:
+        torch.nn.functional.linear = _TORCH_LINEAR
+
+
 @pytest.fixture(scope="session")
 def process_group():
     """A world-size-1 gloo group in this process, so DeepSpeed engines can be built without Ray."""
