@@ -4,6 +4,7 @@ its job type and tags, and summaries that keep each score's best value, not its 
 from __future__ import annotations
 
 import json
+import time
 
 from distgan.config import TrackingConfig
 from distgan.tracking.wandb_logger import WandbLogger
@@ -32,18 +33,25 @@ def chunks(data: bytes) -> list[bytes]:
     return found
 
 
-def records(run_dir) -> list:
+def records(run_dir, wait_s: float = 60.0) -> list:
+    """The run's records, once its log is whole. ``run.finish()`` returns before W&B's service has written
+    the log out (measured: under load, an empty log just after it and all 15 records 3 s later); the service
+    writes the ``exit`` record last, and flushes the rest at the latest when this process exits."""
     from wandb.proto import wandb_internal_pb2
 
     (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    data = path.read_bytes()
-    assert data.startswith(b":W&B"), "not a W&B transaction log"
-    found = []
-    for chunk in chunks(data):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(chunk)
-        found.append(record)
-    return found
+    deadline = time.monotonic() + wait_s
+    while True:
+        data = path.read_bytes()
+        assert data.startswith(b":W&B"), "not a W&B transaction log"
+        found = []
+        for chunk in chunks(data):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunk)
+            found.append(record)
+        if (found and found[-1].HasField("exit")) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
 
 
 def test_a_trial_is_typed_tagged_and_keeps_its_best_scores(tmp_path, monkeypatch):
