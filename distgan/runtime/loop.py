@@ -155,6 +155,27 @@ class Trainer:
         due = self.schedule
         self.restore()
         metrics_log, wandb_run = self.open_trackers()
+        try:
+            self.train(metrics_log, wandb_run)
+        except BaseException:
+            # An attempt that ends early (a preemption notice, an error Ray Train restarts from) closes its W&B
+            # run as failed, so its offline log is whole; a process killed outright keeps what the service
+            # flushed (``wandb_logger.FLUSH_S``). The next attempt resumes the same W&B run.
+            if wandb_run is not None:
+                wandb_run.finish_failed()
+            raise
+        self.record_history(history.FINISHED, f"reached step {self.state.step} of {due.steps}")
+        self.export()
+        if self.rank == 0 and self.cfg.tracking.report:
+            self.write_report()
+        if wandb_run is not None:
+            wandb_run.finish()
+            self.publish(self.info.run_dir / "wandb")  # an offline run is synced from there
+        return self.state
+
+    def train(self, metrics_log: Optional[MetricsLog], wandb_run: Optional[WandbLogger]) -> None:
+        """The steps of this attempt, from the restored one to the last."""
+        due = self.schedule
         self.record_history(*history.attempt_start(self.info.run_dir, self.state.step, self.world, self.written_by,
                                                    self.info.launch))
         self.startup.mark("restored")
@@ -198,14 +219,6 @@ class Trainer:
             if due.asks_preemption(step) and not self.drain_checkpointed:
                 self.checkpoint_for_drain(checkpointed=due.checkpoints(step))
         self.preemption.close()
-        self.record_history(history.FINISHED, f"reached step {self.state.step} of {due.steps}")
-        self.export()
-        if self.rank == 0 and self.cfg.tracking.report:
-            self.write_report()
-        if wandb_run is not None:
-            wandb_run.finish()
-            self.publish(self.info.run_dir / "wandb")  # an offline run is synced from there
-        return self.state
 
     def write_report(self) -> None:
         """``report.html`` into the run directory. The run is done by now: a report that cannot be written is a

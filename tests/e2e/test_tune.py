@@ -2,7 +2,8 @@
 
 - ASHA over 3 trials with 2 workers each: poor trials stop early, the best
   trial's config retrains to the same FID with ``distgan train``, its
-  generator is exported, and each trial is a W&B run grouped under the sweep.
+  generator is exported, and each trial is a W&B run grouped under the sweep (a stopped one's offline log
+  holding what it logged before its workers were killed).
 - PBT over 2 one-worker trials, the whole sweep kept in an S3 bucket: after an
   exploit, the trial's G and D optimizers hold its mutated learning rates (as the
   workers report them), and the sweep's state, trials and summary are in the bucket.
@@ -22,6 +23,8 @@ from distgan import load_config
 from distgan.launch.tune import run_tune
 from distgan.persist.storage import Storage
 from distgan.tracking.jsonl import read_metrics
+from distgan.tracking.wandb_logger import FLUSH_S
+from wandb_log import logged_steps, read_log
 
 pytestmark = pytest.mark.ray
 
@@ -54,7 +57,13 @@ def test_asha_sweep_stops_poor_trials_and_its_best_config_retrains_to_the_same_f
     assert result.best["fid"] == min(r["fid"] for r in rows if r["status"] == "finished")
     for row in stopped:  # a stopped trial really stopped (a few steps after the rung's report), unfinished
         trial = sweep / "trials" / row["trial"]
-        assert read_metrics(trial / "metrics.jsonl")[-1]["step"] < 60 and not (trial / "generator.json").exists()
+        logged = read_metrics(trial / "metrics.jsonl")
+        assert logged[-1]["step"] < 60 and not (trial / "generator.json").exists()
+        # Its workers were killed, never reaching W&B's finish: its offline log still holds every step logged
+        # more than a few flush intervals before the last one (W&B's default interval had left it empty).
+        (log_file,) = (trial / "wandb").glob("offline-run-*/run-*.wandb")
+        flushed = [m["step"] for m in logged if m["time"] < logged[-1]["time"] - 3 * FLUSH_S]
+        assert flushed and set(flushed) <= set(logged_steps(read_log(log_file))), (flushed, log_file)
     assert json.loads((sweep / "results.json").read_text())["best"]["trial"] == result.best["trial"]
 
     best_cfg = load_config(sweep / "best_config.yaml")

@@ -1,57 +1,21 @@
 """What a run tells W&B beyond its metrics (offline, in-process; the record read back with W&B's own reader):
-its job type and tags, and summaries that keep each score's best value, not its last."""
+its job type and tags, summaries that keep each score's best value, not its last, and a log on disk for an
+attempt that never finishes (killed outright, or stopped by a preemption notice)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 
+import pytest
+
 from distgan.config import TrackingConfig
-from distgan.tracking.wandb_logger import WandbLogger
-
-
-BLOCK = 32768
-
-
-def chunks(data: bytes) -> list[bytes]:
-    """The records of W&B's transaction log: after a 7-byte file header, LevelDB's log format (32 KiB blocks;
-    each chunk a 4-byte checksum, a 2-byte length, a type: 1 whole, 2-4 first, middle and last parts)."""
-    pos, found, pending = 7, [], b""
-    while pos + 7 <= len(data):
-        if BLOCK - pos % BLOCK < 7:  # a block's tail too short for a header is padding
-            pos += BLOCK - pos % BLOCK
-            continue
-        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
-        if kind == 1:
-            found.append(chunk)
-        elif kind in (2, 3):
-            pending += chunk
-        elif kind == 4:
-            found.append(pending + chunk)
-            pending = b""
-    return found
-
-
-def records(run_dir, wait_s: float = 60.0) -> list:
-    """The run's records, once its log is whole. ``run.finish()`` returns before W&B's service has written
-    the log out (measured: under load, an empty log just after it and all 15 records 3 s later); the service
-    writes the ``exit`` record last, and flushes the rest at the latest when this process exits."""
-    from wandb.proto import wandb_internal_pb2
-
-    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    deadline = time.monotonic() + wait_s
-    while True:
-        data = path.read_bytes()
-        assert data.startswith(b":W&B"), "not a W&B transaction log"
-        found = []
-        for chunk in chunks(data):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(chunk)
-            found.append(record)
-        if (found and found[-1].HasField("exit")) or time.monotonic() > deadline:
-            return found
-        time.sleep(0.2)
+from distgan.tracking.wandb_logger import FLUSH_S, WandbLogger
+from wandb_log import logged_steps, read_log, records
 
 
 def test_a_trial_is_typed_tagged_and_keeps_its_best_scores(tmp_path, monkeypatch):
@@ -96,3 +60,52 @@ def test_the_loop_tags_its_run_and_defines_every_score_s_summary(process_group, 
     assert run.job_type == "train" and list(run.tags) == ["dcgan", "generation"]
     defined = {r.metric.name: r.metric.summary for r in found if r.HasField("metric") and r.metric.name}
     assert defined["fid"].min and defined["kid"].min and defined["psnr"].max and defined["ssim"].max
+
+
+KILLED = """
+import os, signal, sys, time
+from pathlib import Path
+from distgan.config import TrackingConfig
+from distgan.tracking.wandb_logger import FLUSH_S, WandbLogger
+logger = WandbLogger(TrackingConfig(), Path(sys.argv[1]), "killed", "killed", {})
+for step in range(20):
+    logger.log({"step": step, "loss_g": float(step)})
+time.sleep(3 * FLUSH_S)
+os.kill(os.getpid(), signal.SIGKILL)  # as Ray kills the workers of a trial Tune stops
+"""
+
+
+def test_a_process_killed_before_finish_leaves_what_it_logged_before_the_last_flush(tmp_path):
+    # W&B's default flush interval (15 s) left 0 records here: the rows were still in its service's memory.
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    done = subprocess.run([sys.executable, "-c", KILLED, str(tmp_path)], env=env, capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    (path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    found = read_log(path)
+    assert logged_steps(found) == list(range(20))
+    assert not any(r.HasField("exit") for r in found)  # it never finished: what is there came from the flushes
+
+
+def test_an_attempt_stopped_by_a_preemption_notice_closes_its_run_as_failed(process_group, tmp_path, monkeypatch):
+    from distgan.runtime import preemption
+    from local_runs import make_trainer, small_config
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = small_config(steps=10)
+    cfg.tracking.wandb = True
+    trainer, session = make_trainer(cfg, tmp_path, "preempted")
+    step, calls = trainer.gan.step, []
+
+    def told_at_the_fifth(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            preemption.notify()  # what the SIGTERM handler does
+        return step(*args)
+
+    monkeypatch.setattr(trainer.gan, "step", told_at_the_fifth)
+    with pytest.raises(preemption.Preempted):
+        trainer.run()
+    assert [p.name for p in session.checkpoints] == ["checkpoint_000002", "checkpoint_000004", "checkpoint_000005"]
+    found = records(tmp_path / "preempted")
+    assert found[-1].exit.exit_code == 1  # W&B marks the run failed; the next attempt resumes it
+    assert logged_steps(found) == [2, 4]
