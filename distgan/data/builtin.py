@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from distgan.config import DataConfig
+from distgan.data.packaged import sklearn_digits
 from distgan.data.source import DATASETS, Dataset, Source, require_resolution
 
 DIGIT_RESOLUTIONS = (8, 16, 32, 64)
@@ -18,15 +19,13 @@ RING_SEED = 8
 
 def load_digits(cfg: DataConfig) -> Dataset:
     """scikit-learn's 1,797 handwritten digits (8x8, 17 grey levels), upsampled bilinearly to R."""
-    from sklearn.datasets import load_digits as sk_load_digits  # ships its data; imported late, it is slow
-
-    raw = sk_load_digits()
-    x = torch.from_numpy(raw.images).float().div_(16.0).unsqueeze(1)
+    images, labels = sklearn_digits()
+    x = torch.from_numpy(images).float().div_(16.0).unsqueeze(1)
     if cfg.resolution != 8:
         x = F.interpolate(x, size=(cfg.resolution, cfg.resolution), mode="bilinear", align_corners=False)
     # Bilinear weights are convex, so x stays in [0, 1]; the clamp only guards float rounding.
     x = x.clamp_(0.0, 1.0).mul_(2.0).sub_(1.0)
-    return Dataset(x=x.contiguous(), labels=torch.from_numpy(raw.target).long(), kind="image", name="digits")
+    return Dataset(x=x.contiguous(), labels=torch.from_numpy(labels), kind="image", name="digits")
 
 
 def ring8_modes() -> torch.Tensor:

@@ -9,11 +9,10 @@ generation model by name.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from distgan.config import ConfigError, DataConfig
+from distgan.data.packaged import sklearn_photo
 from distgan.data.source import DATASETS, Dataset, Source
 
 TRAINING = ("astronaut", "chelsea", "retina", "hubble_deep_field", "immunohistochemistry", "china", "camera", "moon",
@@ -38,11 +37,8 @@ def check(cfg: DataConfig) -> None:
 def read(name: str) -> np.ndarray:
     """One photo as HxWxC (or HxW for grey) uint8."""
     if name in ("china", "flower"):
-        from sklearn.datasets import load_sample_images  # imported late: slow, and only photos needs it
-
-        sample = load_sample_images()
-        return sample.images[[Path(f).stem for f in sample.filenames].index(name)]
-    import skimage.data  # likewise
+        return sklearn_photo(name)
+    import skimage.data  # imported late: slow, and only photos needs it
 
     return getattr(skimage.data, name)()
 

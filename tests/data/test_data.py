@@ -33,6 +33,39 @@ def test_digits(resolution):
     assert ds.labels.dtype == torch.int64 and set(ds.labels.tolist()) == set(range(10))
 
 
+def test_digits_and_photos_are_scikit_learn_s_own_read_without_importing_it():
+    # Read from the files scikit-learn ships (importing it costs every worker 2.5-3.5 s at every start).
+    import subprocess
+    import sys
+
+    import numpy as np
+    import sklearn.datasets
+
+    from distgan.data.packaged import sklearn_digits, sklearn_photo
+
+    images, labels = sklearn_digits()
+    reference = sklearn.datasets.load_digits()
+    assert np.array_equal(images, reference.images) and np.array_equal(labels, reference.target)
+    photos = sklearn.datasets.load_sample_images()
+    for name in ("china", "flower"):
+        (index,) = [i for i, f in enumerate(photos.filenames) if f.endswith(f"{name}.jpg")]
+        assert np.array_equal(sklearn_photo(name), photos.images[index]), name
+    check = ("import sys; from distgan.config import DataConfig; from distgan.data.builtin import load_digits; "
+             "load_digits(DataConfig(name='digits', resolution=16)); "
+             "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
+def test_a_missing_package_file_is_named():
+    from distgan.data.packaged import package_file
+
+    with pytest.raises(ConfigError, match=r"digits.tsv is missing from the installed sklearn; reinstall it"):
+        package_file("sklearn", "datasets", "data", "digits.tsv")
+    with pytest.raises(ConfigError, match=r"ships inside no_such_package, which is not installed"):
+        package_file("no_such_package", "x")
+
+
 def test_digits_refuse_other_resolutions():
     data.check(config(name="digits", resolution=64))
     with pytest.raises(ConfigError, match=r"data.resolution: digits is available at 8, 16, 32, 64 px, got 24"):
