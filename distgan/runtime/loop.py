@@ -157,17 +157,17 @@ class Trainer:
         metrics_log, wandb_run = self.open_trackers()
         try:
             self.train(metrics_log, wandb_run)
+            self.record_history(history.FINISHED, f"reached step {self.state.step} of {due.steps}")
+            self.export()
+            if self.rank == 0 and self.cfg.tracking.report:
+                self.write_report()
         except BaseException:
-            # An attempt that ends early (a preemption notice, an error Ray Train restarts from) closes its W&B
-            # run as failed, so its offline log is whole; a process killed outright keeps what the service
-            # flushed (``wandb_logger.FLUSH_S``). The next attempt resumes the same W&B run.
+            # An attempt that ends early (a preemption notice, an error Ray Train restarts from, a failed
+            # export) closes its W&B run as failed, so its offline log is whole; a process killed outright
+            # keeps what the service flushed (``wandb_logger.FLUSH_S``). The next attempt resumes the same run.
             if wandb_run is not None:
                 wandb_run.finish_failed()
             raise
-        self.record_history(history.FINISHED, f"reached step {self.state.step} of {due.steps}")
-        self.export()
-        if self.rank == 0 and self.cfg.tracking.report:
-            self.write_report()
         if wandb_run is not None:
             wandb_run.finish()
             self.publish(self.info.run_dir / "wandb")  # an offline run is synced from there

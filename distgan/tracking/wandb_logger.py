@@ -56,6 +56,14 @@ def resolve_mode(cfg: TrackingConfig) -> str:
     return cfg.mode
 
 
+def flush_setting(settings_type) -> dict:
+    """``FLUSH_S`` as W&B's setting, where this W&B has it: its settings refuse unknown keys, and the pinned
+    version's name for it is private (``x_``), so an older W&B (pyproject allows 0.19 on) flushes at its own
+    pace rather than failing every run."""
+    name = "x_transaction_log_flush_interval"
+    return {name: FLUSH_S} if name in getattr(settings_type, "model_fields", {}) else {}
+
+
 class WandbLogger:
     """``group``: the sweep a trial belongs to (its job type is then ``sweep-trial``, else ``train``); ``tags``:
     what runs are filtered by (family, task, sweep); ``summaries``: score -> ``min`` or ``max``, the value
@@ -74,7 +82,7 @@ class WandbLogger:
             job_type="sweep-trial" if group else "train", tags=list(dict.fromkeys(tags)),
             dir=str(run_dir), mode=resolve_mode(cfg), config=config,
             settings=wandb.Settings(console="off", silent=True, x_disable_stats=not system_stats,
-                                    x_transaction_log_flush_interval=FLUSH_S),
+                                    **flush_setting(wandb.Settings)),
         )
         # Steps go in as a metric, not W&B's own step counter: after a restart
         # from a checkpoint the same steps are logged again, and W&B drops

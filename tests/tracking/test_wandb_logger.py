@@ -14,7 +14,7 @@ import time
 import pytest
 
 from distgan.config import TrackingConfig
-from distgan.tracking.wandb_logger import FLUSH_S, WandbLogger
+from distgan.tracking.wandb_logger import FLUSH_S, WandbLogger, flush_setting
 from wandb_log import logged_steps, read_log, records
 
 
@@ -66,7 +66,7 @@ KILLED = """
 import os, signal, sys, time
 from pathlib import Path
 from distgan.config import TrackingConfig
-from distgan.tracking.wandb_logger import FLUSH_S, WandbLogger
+from distgan.tracking.wandb_logger import FLUSH_S, WandbLogger, flush_setting
 logger = WandbLogger(TrackingConfig(), Path(sys.argv[1]), "killed", "killed", {})
 for step in range(20):
     logger.log({"step": step, "loss_g": float(step)})
@@ -109,3 +109,16 @@ def test_an_attempt_stopped_by_a_preemption_notice_closes_its_run_as_failed(proc
     found = records(tmp_path / "preempted")
     assert found[-1].exit.exit_code == 1  # W&B marks the run failed; the next attempt resumes it
     assert logged_steps(found) == [2, 4]
+
+
+def test_the_flush_setting_is_passed_only_to_a_w_and_b_that_has_it():
+    import wandb
+
+    # The pinned W&B has it (the test above shows what it does); an older one, whose settings refuse unknown
+    # keys, gets nothing rather than failing every run.
+    assert flush_setting(wandb.Settings) == {"x_transaction_log_flush_interval": FLUSH_S}
+
+    class OlderSettings:
+        model_fields = {"console": None, "silent": None}
+
+    assert flush_setting(OlderSettings) == {}
