@@ -18,6 +18,8 @@ def chunks(data: bytes) -> list[bytes]:
             pos += BLOCK - pos % BLOCK
             continue
         length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        if pos + 7 + length > len(data):  # read while W&B's service was still writing it: the tail is not whole
+            break
         chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
         if kind == 1:
             found.append(chunk)
@@ -30,7 +32,8 @@ def chunks(data: bytes) -> list[bytes]:
 
 
 def read_log(path: Path) -> list:
-    """Every record of one ``.wandb`` file, as far as it is written."""
+    """Every whole record of one ``.wandb`` file, as far as it is written (a chunk cut short by a write still
+    under way is left out, as is a record whose last part is not written yet)."""
     from wandb.proto import wandb_internal_pb2
 
     data = Path(path).read_bytes()
