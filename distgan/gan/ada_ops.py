@@ -16,6 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from distgan.gan.grid_sample import grid_sample
+
 LUMA_AXIS = (1 / math.sqrt(3),) * 3
 """The grey axis of RGB that hue rotates about and saturation scales away from (ADA's ``v``)."""
 
@@ -104,7 +106,8 @@ def warp(x: torch.Tensor, g_inv: torch.Tensor) -> torch.Tensor:
     to_pixels = torch.diag(x.new_tensor([w / 2, h / 2, 1.0]))
     theta = (to_norm @ g_inv.to(x.dtype) @ to_pixels)[:, :2, :]
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    # Not F.grid_sample: R1's double backward runs through this resampling, which torch cannot do on CUDA.
+    return grid_sample(x, grid, padding_mode="reflection")
 
 
 # -- color: one 4x4 matrix ---------------------------------------------------------------
