@@ -197,6 +197,17 @@ def bound_deepspeed_world_group(timeout_s: float) -> None:
                                              timeout=timedelta(seconds=timeout_s))
 
 
+def loss_scale(engine) -> Optional[float]:
+    """The dynamic loss scale of an fp16 engine (the ``loss_scale`` property of each of DeepSpeed's fp16
+    and ZeRO optimizers), None for bf16 and fp32, which need none. Logged beside ``skipped_*``: an overflow
+    halves it (after ``hysteresis`` of them), so a scale that keeps falling says fp16 cannot hold this
+    model's gradients."""
+    if not engine.fp16_enabled():
+        return None
+    scale = getattr(engine.optimizer, "loss_scale", None)
+    return None if scale is None else float(scale)
+
+
 def compute_dtype(cfg: Config, net: str) -> torch.dtype:
     """The dtype network ``net``'s engine holds its parameters and takes its inputs in."""
     return DTYPES[cfg.deepspeed.precision_of(net)]

@@ -370,6 +370,10 @@ class Trainer:
         record["lr_g"] = float(self.engine_g.get_lr()[0])
         if self.engine_d is not None:
             record["lr_d"] = float(self.engine_d.get_lr()[0])
+        for net, engine in (("g", self.engine_g), ("d", self.engine_d)):
+            scale = None if engine is None else engines.loss_scale(engine)
+            if scale is not None:  # fp16 engines only
+                record[f"loss_scale_{net}"] = scale
         record["images_per_s"] = images_per_s
         record.update(self.data_metrics())
         return record

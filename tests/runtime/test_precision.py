@@ -58,6 +58,9 @@ def test_a_bf16_g_beside_a_fp32_d_trains_in_the_loop(process_group, tmp_path):
         assert all(math.isfinite(r[k]) for k in ("loss_d", "loss_g", "reg_d", "grad_norm_g", "grad_norm_d"))
     assert records[-1]["skipped_g"] == records[-1]["skipped_d"] == 0
     assert dtypes(trainer.engine_g) == {torch.bfloat16} and dtypes(trainer.engine_d) == {torch.float32}
+    # Only fp16 has a loss scale to log (tests/runtime/test_gpu.py checks it where fp16 can run: on a GPU).
+    assert engines.loss_scale(trainer.engine_g) is None and engines.loss_scale(trainer.engine_d) is None
+    assert not any(key.startswith("loss_scale") for r in records for key in r)
 
 
 @pytest.mark.parametrize("g,d", [("bf16", "fp32"), ("fp32", "bf16")])
