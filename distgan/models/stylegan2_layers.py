@@ -10,6 +10,8 @@ PyTorch: no custom CUDA op, so they run wherever torch does and under ``torch.co
   unit-variance outputs without normalizing activations (which caused StyleGAN's droplet artifacts).
 * Resampling with the [1, 3, 3, 1] FIR low-pass (upfirdn2d of the official code) done as depthwise
   convolutions; leaky ReLU with gain sqrt(2), which keeps the activations' second moment (He et al.).
+* The convolutions with learned weights go through ``distgan.models.conv_gradfix``: R1 and the path-length
+  penalty differentiate their weight gradients, which torch's generic rule computes slowly.
 
 Each parameter is used only in the forward of the module owning it (children are called, never reached
 into), so ZeRO-3's per-module gather hooks see every use.
@@ -23,6 +25,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from distgan.models import conv_gradfix
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
@@ -119,13 +123,13 @@ class EqualConv2d(nn.Module):
         w = self.weight.to(x.dtype) * self.weight_gain
         k = self.kernel_size
         if not self.down:
-            x = F.conv2d(x, w, padding=k // 2)
+            x = conv_gradfix.conv2d(x, w, padding=k // 2)
         elif k == 1:  # the residual's 1x1 projection: downsample first, 4x fewer multiply-adds
-            x = F.conv2d(downsample2d(x, self.resample_filter), w)
+            x = conv_gradfix.conv2d(downsample2d(x, self.resample_filter), w)
         else:
             # Blur with the conv's own padding folded in (4-tap filter: 1 + k // 2 each side), then stride 2.
             x = _filter2d(x, self.resample_filter, (1 + k // 2, 1 + k // 2))
-            x = F.conv2d(x, w, stride=2)
+            x = conv_gradfix.conv2d(x, w, stride=2)
         return bias_act(x, self.bias, self.activation, self.gain)
 
 
@@ -158,7 +162,7 @@ class ModulatedConv2d(nn.Module):
             styles = styles / styles.abs().amax(dim=1, keepdim=True)
         if self.up:
             x = upsample2d(x, self.resample_filter)
-        x = F.conv2d(x * styles[:, :, None, None], weight, padding=self.kernel_size // 2)
+        x = conv_gradfix.conv2d(x * styles[:, :, None, None], weight, padding=self.kernel_size // 2)
         if self.demodulate:
             # sum_ik (s_i w_oik)^2 = sum_i s_i^2 (sum_k w_oik^2): one [N, I] x [I, O] product (eq. 3).
             dcoefs = (styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8).rsqrt()  # [N, O]

@@ -1,0 +1,162 @@
+"""Activation checkpointing of StyleGAN2's synthesis blocks (``model.checkpointing``): memory and time of G's
+two training passes with and without it. Measured, not derived.
+
+G is the one of a shipped config (``configs/stylegan2_1024.yaml`` by default: StyleGAN2-ADA's paper1024
+network, 30.4M parameters), in the config's precision, at ``--batch`` images per worker. Two passes, each run
+``--repeats`` times after one warm-up:
+
+  main   z -> G -> images, a scalar of the images, backward: what G's adversarial step asks of memory
+  pl     the path-length regularization pass on half the batch (``loss.g_reg.batch_shrink``): the gradient of
+         the images with respect to w, taken with ``create_graph`` so that the penalty can be backpropagated
+         (a double backward, here through recomputed blocks when checkpointing)
+
+On CUDA, memory is ``torch.cuda.max_memory_allocated`` over a pass (parameters and their gradients included),
+time the median wall time of a pass after a synchronize. On CPU, memory is the bytes autograd saves for backward
+in the forward of the main pass (``saved_tensors_hooks``, parameters excluded), which is what checkpointing
+trades for recomputation; ``--resolution`` then makes the network small enough to measure.
+
+    python benchmarks/checkpointing.py [--config configs/stylegan2_1024.yaml] [--batch 4] [--repeats 5]
+                                       [--precision bf16] [--resolution R] [--passes main,pl]
+
+Prints a table and, last, one JSON line with every number. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _activations, beside this file
+
+from _activations import GiB, SavedTensorBytes  # noqa: E402  (after the path above)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_g(config: Path, resolution: int | None, checkpointing: bool, device: torch.device, dtype):
+    """The config's StyleGAN2 G (its model section and image shape), in training mode on ``device``."""
+    from distgan.config import Config, build_section
+    from distgan.models import build_generator
+
+    shipped = yaml.safe_load(config.read_text())
+    side = resolution or shipped["data"]["resolution"]
+    cfg = build_section(Config, {"model": {**shipped["model"], "checkpointing": checkpointing},
+                                 "data": {"channels": shipped["data"]["channels"], "resolution": side}}, "")
+    g = build_generator(cfg.model, (cfg.data.channels, side, side)).to(device, dtype).train()
+    return g, cfg
+
+
+def main_pass(g, z: torch.Tensor) -> None:
+    g.zero_grad(set_to_none=True)
+    g(z).float().square().mean().backward()
+
+
+def pl_pass(g, z: torch.Tensor) -> None:
+    """The path-length penalty's pass as ``distgan.gan.regularizers`` takes it: grad of (images * noise) wrt w."""
+    from distgan.gan.regularizers import path_length_noise, path_lengths
+
+    g.zero_grad(set_to_none=True)
+    ws = g.mapping(z)
+    images = g.synthesis(ws, g.noise_mode)
+    path_lengths(images, ws, path_length_noise(images)).mean().backward()
+
+
+def measure(fn, g, z: torch.Tensor, repeats: int) -> dict:
+    """Median seconds of ``fn(g, z)`` over ``repeats`` runs after a warm-up; peak bytes on CUDA."""
+    cuda = z.device.type == "cuda"
+    start = time.perf_counter()
+    fn(g, z)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    print(f"  {fn.__name__}: warm-up {time.perf_counter() - start:.2f} s", flush=True)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(g, z)
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    result = {"seconds": statistics.median(times)}
+    if cuda:
+        result["peak_bytes"] = torch.cuda.max_memory_allocated()
+    return result
+
+
+def saved_bytes(g, z: torch.Tensor) -> int:
+    """Bytes autograd keeps for backward after G's forward (CPU: the activations checkpointing gives up)."""
+    with SavedTensorBytes(exclude=list(g.parameters())) as saved:
+        images = g(z)
+        found = saved.nbytes
+    del images
+    return found
+
+
+def run(args) -> list[dict]:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = DTYPES[args.precision]
+    rows = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        g, cfg = build_g(args.config, args.resolution, checkpointing, device, dtype)
+        z = torch.randn(args.batch, cfg.model.latent_dim, device=device, dtype=dtype)
+        z_pl = z[: max(1, args.batch // cfg.loss.g_reg.batch_shrink)]
+        row = {"checkpointing": checkpointing, "resolution": cfg.data.resolution, "batch": args.batch,
+               "precision": args.precision, "device": device.type, "main": measure(main_pass, g, z, args.repeats)}
+        if "pl" in args.passes:
+            row["pl"] = measure(pl_pass, g, z_pl, args.repeats)
+        if device.type == "cpu":
+            row["saved_bytes"] = saved_bytes(g, z)
+        rows.append(row)
+        print(f"checkpointing={checkpointing}: {json.dumps(row)}", flush=True)
+        del g
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    first = rows[0]
+    where = torch.cuda.get_device_name() if first["device"] == "cuda" else "CPU"
+    print(f"StyleGAN2 G at {first['resolution']} px, batch {first['batch']}, {first['precision']}, {where}")
+    memory = "peak GiB main / pl" if first["device"] == "cuda" else "saved activations GiB"
+    print(f"{'checkpointing':>14} {memory:>22} {'ms main':>9} {'ms pl':>9}")
+    for r in rows:
+        if r["device"] == "cuda":
+            pl_peak = f"{r['pl']['peak_bytes'] / GiB:.2f}" if "pl" in r else "-"
+            mem = f"{r['main']['peak_bytes'] / GiB:.2f} / {pl_peak}"
+        else:
+            mem = f"{r['saved_bytes'] / GiB:.3f}"
+        pl = f"{r['pl']['seconds'] * 1e3:9.1f}" if "pl" in r else f"{'-':>9}"
+        print(f"{str(r['checkpointing']):>14} {mem:>22} {r['main']['seconds'] * 1e3:9.1f} {pl}")
+    off, on = rows
+    key = ("main", "peak_bytes") if off["device"] == "cuda" else ("saved_bytes",)
+    get = (lambda r: r[key[0]][key[1]]) if len(key) == 2 else (lambda r: r[key[0]])
+    print(f"checkpointing keeps {get(on) / get(off):.2f}x the memory at "
+          f"{on['main']['seconds'] / off['main']['seconds']:.2f}x the time of the main pass")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "stylegan2_1024.yaml")
+    parser.add_argument("--batch", type=int, default=4, help="images per worker (the 1024 px config's is 4)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--precision", choices=sorted(DTYPES), default="bf16")
+    parser.add_argument("--resolution", type=int, default=None, help="instead of the config's (a power of 2)")
+    parser.add_argument("--passes", default="main,pl", help="main alone skips the path-length pass")
+    args = parser.parse_args()
+    rows = run(args)
+    print_table(rows)
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
