@@ -42,14 +42,17 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build_g(config: Path, resolution: int | None, checkpointing: bool, device: torch.device, dtype):
-    """The config's StyleGAN2 G (its model section and image shape), in training mode on ``device``."""
+    """The config's StyleGAN2 G (its model section and image shape), in training mode on ``device``. The
+    config is not loaded whole: its data set need not exist here (the shipped 1024 px one names a folder)."""
     from distgan.config import Config, build_section
     from distgan.models import build_generator
 
     shipped = yaml.safe_load(config.read_text())
-    side = resolution or shipped["data"]["resolution"]
-    cfg = build_section(Config, {"model": {**shipped["model"], "checkpointing": checkpointing},
-                                 "data": {"channels": shipped["data"]["channels"], "resolution": side}}, "")
+    data = {key: shipped["data"][key] for key in ("channels", "resolution") if key in shipped.get("data", {})}
+    if resolution:
+        data["resolution"] = resolution
+    cfg = build_section(Config, {"model": {**shipped["model"], "checkpointing": checkpointing}, "data": data}, "")
+    side = cfg.data.resolution
     g = build_generator(cfg.model, (cfg.data.channels, side, side)).to(device, dtype).train()
     return g, cfg
 
