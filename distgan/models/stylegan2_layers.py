@@ -11,7 +11,8 @@ PyTorch: no custom CUDA op, so they run wherever torch does and under ``torch.co
 * Resampling with the [1, 3, 3, 1] FIR low-pass (upfirdn2d of the official code) done as depthwise
   convolutions; leaky ReLU with gain sqrt(2), which keeps the activations' second moment (He et al.).
 * The convolutions with learned weights go through ``distgan.models.conv_gradfix``: R1 and the path-length
-  penalty differentiate their weight gradients, which torch's generic rule computes slowly.
+  penalty differentiate their weight gradients, for which torch's generic rule convolves with a kernel the
+  size of the feature map (docs/performance.md).
 
 Each parameter is used only in the forward of the module owning it (children are called, never reached
 into), so ZeRO-3's per-module gather hooks see every use.
