@@ -62,6 +62,28 @@ def test_the_loop_tags_its_run_and_defines_every_score_s_summary(process_group, 
     assert defined["fid"].min and defined["kid"].min and defined["psnr"].max and defined["ssim"].max
 
 
+def test_a_log_read_while_it_is_written_gives_the_records_whole_so_far(tmp_path, monkeypatch):
+    """The tests read logs W&B's service may still be writing (``records`` waits for the exit record): a log
+    cut at any byte reads as the whole records before the cut, never a half-written one."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logger = WandbLogger(TrackingConfig(), tmp_path, "cut", "cut", {"model": {"family": "dcgan"}})
+    for step in range(40):
+        logger.log({"step": step, "loss_g": float(step), "note": "x" * 1500})  # records across 32 KiB blocks
+    logger.finish()
+    whole = [r.SerializeToString() for r in records(tmp_path)]
+    (path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    data = path.read_bytes()
+    assert len(data) > 2 * 32768
+    cut_file = tmp_path / "cut.wandb"
+    lengths = set()
+    for cut in sorted(set(range(7, len(data), 997)) | {32768 + d for d in range(-8, 9)} | {len(data)}):
+        cut_file.write_bytes(data[:cut])
+        found = [r.SerializeToString() for r in read_log(cut_file)]
+        assert found == whole[:len(found)], cut
+        lengths.add(len(found))
+    assert max(lengths) == len(whole) and len(lengths) > 10
+
+
 KILLED = """
 import os, signal, sys, time
 from pathlib import Path
