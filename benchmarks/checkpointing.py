@@ -13,7 +13,8 @@ network, 30.4M parameters), in the config's precision, at ``--batch`` images per
 On CUDA, memory is ``torch.cuda.max_memory_allocated`` over a pass (parameters and their gradients included),
 time the median wall time of a pass after a synchronize. On CPU, memory is the bytes autograd saves for backward
 in the forward of the main pass (``saved_tensors_hooks``, parameters excluded), which is what checkpointing
-trades for recomputation; ``--resolution`` then makes the network small enough to measure.
+trades for recomputation; there ``--config configs/stylegan2_digits.yaml`` or ``--resolution`` makes the
+network small enough to measure.
 
     python benchmarks/checkpointing.py [--config configs/stylegan2_1024.yaml] [--batch 4] [--repeats 5]
                                        [--precision bf16] [--resolution R] [--passes main,pl]
@@ -130,8 +131,8 @@ def print_table(rows: list[dict]) -> None:
     first = rows[0]
     where = torch.cuda.get_device_name() if first["device"] == "cuda" else "CPU"
     print(f"StyleGAN2 G at {first['resolution']} px, batch {first['batch']}, {first['precision']}, {where}")
-    memory = "peak GiB main / pl" if first["device"] == "cuda" else "saved activations GiB"
-    print(f"{'checkpointing':>14} {memory:>22} {'ms main':>9} {'ms pl':>9}")
+    heading = "peak GiB main / pl" if first["device"] == "cuda" else "saved activations GiB"
+    print(f"{'checkpointing':>14} {heading:>22} {'ms main':>9} {'ms pl':>9}")
     for r in rows:
         if r["device"] == "cuda":
             pl_peak = f"{r['pl']['peak_bytes'] / GiB:.2f}" if "pl" in r else "-"
@@ -141,9 +142,11 @@ def print_table(rows: list[dict]) -> None:
         pl = f"{r['pl']['seconds'] * 1e3:9.1f}" if "pl" in r else f"{'-':>9}"
         print(f"{str(r['checkpointing']):>14} {mem:>22} {r['main']['seconds'] * 1e3:9.1f} {pl}")
     off, on = rows
-    key = ("main", "peak_bytes") if off["device"] == "cuda" else ("saved_bytes",)
-    get = (lambda r: r[key[0]][key[1]]) if len(key) == 2 else (lambda r: r[key[0]])
-    print(f"checkpointing keeps {get(on) / get(off):.2f}x the memory at "
+
+    def memory_of(r: dict) -> int:
+        return r["main"]["peak_bytes"] if r["device"] == "cuda" else r["saved_bytes"]
+
+    print(f"checkpointing keeps {memory_of(on) / memory_of(off):.2f}x the memory at "
           f"{on['main']['seconds'] / off['main']['seconds']:.2f}x the time of the main pass")
 
 
