@@ -26,73 +26,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # _activations, beside this file
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _activations, _stylegan2: beside this file
 
 from _activations import GiB, SavedTensorBytes  # noqa: E402  (after the path above)
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def build_g(config: Path, resolution: int | None, checkpointing: bool, device: torch.device, dtype):
-    """The config's StyleGAN2 G (its model section and image shape), in training mode on ``device``. The
-    config is not loaded whole: its data set need not exist here (the shipped 1024 px one names a folder)."""
-    from distgan.config import Config, build_section
-    from distgan.models import build_generator
-
-    shipped = yaml.safe_load(config.read_text())
-    data = {key: shipped["data"][key] for key in ("channels", "resolution") if key in shipped.get("data", {})}
-    if resolution:
-        data["resolution"] = resolution
-    cfg = build_section(Config, {"model": {**shipped["model"], "checkpointing": checkpointing}, "data": data}, "")
-    side = cfg.data.resolution
-    g = build_generator(cfg.model, (cfg.data.channels, side, side)).to(device, dtype).train()
-    return g, cfg
-
-
-def main_pass(g, z: torch.Tensor) -> None:
-    g.zero_grad(set_to_none=True)
-    g(z).float().square().mean().backward()
-
-
-def pl_pass(g, z: torch.Tensor) -> None:
-    """The path-length penalty's pass as ``distgan.gan.regularizers`` takes it: grad of (images * noise) wrt w."""
-    from distgan.gan.regularizers import path_length_noise, path_lengths
-
-    g.zero_grad(set_to_none=True)
-    ws = g.mapping(z)
-    images = g.synthesis(ws, g.noise_mode)
-    path_lengths(images, ws, path_length_noise(images)).mean().backward()
-
-
-def measure(fn, g, z: torch.Tensor, repeats: int) -> dict:
-    """Median seconds of ``fn(g, z)`` over ``repeats`` runs after a warm-up; peak bytes on CUDA."""
-    cuda = z.device.type == "cuda"
-    start = time.perf_counter()
-    fn(g, z)
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    print(f"  {fn.__name__}: warm-up {time.perf_counter() - start:.2f} s", flush=True)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(g, z)
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    result = {"seconds": statistics.median(times)}
-    if cuda:
-        result["peak_bytes"] = torch.cuda.max_memory_allocated()
-    return result
+from _stylegan2 import DTYPES, build_g, g_main_pass, g_pl_pass, measure  # noqa: E402
 
 
 def saved_bytes(g, z: torch.Tensor) -> int:
@@ -114,9 +57,9 @@ def run(args) -> list[dict]:
         z = torch.randn(args.batch, cfg.model.latent_dim, device=device, dtype=dtype)
         z_pl = z[: max(1, args.batch // cfg.loss.g_reg.batch_shrink)]
         row = {"checkpointing": checkpointing, "resolution": cfg.data.resolution, "batch": args.batch,
-               "precision": args.precision, "device": device.type, "main": measure(main_pass, g, z, args.repeats)}
+               "precision": args.precision, "device": device.type, "main": measure(g_main_pass, g, z, repeats=args.repeats)}
         if "pl" in args.passes:
-            row["pl"] = measure(pl_pass, g, z_pl, args.repeats)
+            row["pl"] = measure(g_pl_pass, g, z_pl, repeats=args.repeats)
         if device.type == "cpu":
             row["saved_bytes"] = saved_bytes(g, z)
         rows.append(row)

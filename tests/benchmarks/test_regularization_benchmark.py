@@ -1,0 +1,52 @@
+"""benchmarks/regularization.py compares what it claims: the same passes and losses on two convolutions."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from distgan.models import conv_gradfix
+
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "regularization.py"
+PASSES = ("g_main", "g_pl", "d_main", "d_r1")
+
+
+def test_both_convolutions_compute_the_same_four_passes_on_cpu(tmp_path):
+    config = BENCHMARK.parents[1] / "configs" / "stylegan2_digits.yaml"  # the CPU config: a few ms a pass
+    proc = subprocess.run([sys.executable, str(BENCHMARK), "--config", str(config), "--precision", "fp32",
+                           "--batch", "2", "--repeats", "1"], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    gradfix, torchs = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (gradfix["conv"], torchs["conv"]) == ("gradfix", "torch") and gradfix["device"] == "cpu"
+    assert gradfix["resolution"] == 16 and gradfix["ada_p"] == 0.5
+    for name in PASSES:
+        assert gradfix[name]["seconds"] > 0 and torchs[name]["seconds"] > 0
+        # Same networks, seeds and draws in both arms: only the kernels differ, not the numbers.
+        assert gradfix[name]["loss"] == pytest.approx(torchs[name]["loss"], rel=1e-5, abs=1e-9)
+    assert gradfix["d_r1"]["loss"] > 0 and gradfix["g_pl"]["loss"] > 0
+    assert "d_r1 takes" in proc.stdout and "g_pl takes" in proc.stdout
+
+
+def test_an_unknown_pass_is_refused_by_name(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCHMARK), "--passes", "g_main,d_r2"], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "--passes: ['d_r2']" in proc.stderr
+
+
+def test_the_torch_arm_reroutes_stylegan2s_convolutions_and_puts_them_back():
+    spec = importlib.util.spec_from_file_location("regularization_benchmark", BENCHMARK)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    x, w = torch.randn(1, 2, 5, 5, requires_grad=True), torch.randn(3, 2, 3, 3)
+    with benchmark.convolution("torch"):
+        assert type(conv_gradfix.conv2d(x, w).grad_fn).__name__ == "ConvolutionBackward0"
+    with benchmark.convolution("gradfix"):
+        assert type(conv_gradfix.conv2d(x, w).grad_fn).__name__ == "_Conv2dBackward"
+    assert type(conv_gradfix.conv2d(x, w).grad_fn).__name__ == "_Conv2dBackward"
