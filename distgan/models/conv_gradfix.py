@@ -2,11 +2,14 @@
 
 StyleGAN2's regularizers differentiate a gradient: lazy R1 backpropagates D's input gradient into D's weights,
 and the path-length penalty G's gradient with respect to w into G's weights. Through a convolution that second
-pass needs the derivative of the weight gradient, and PyTorch's generic rule for it
-(``_convolution_double_backward``) computes one term as a convolution whose kernel is the whole feature
-map: the suspect for the 15 s that the path-length pass of the 1024 px generator (batch 2, bf16) took on an
-H200 with torch's convolution, against 68 ms for its adversarial pass (``python benchmarks/checkpointing.py``
-times both).
+pass differentiates the convolution's backward, and PyTorch's generic rule for it
+(``_convolution_double_backward``) computes the weight's term whenever the input gradient is differentiated,
+whether or not the weight needs a gradient, as a convolution whose kernel is the whole feature map, and for
+a grouped convolution one group at a time. StyleGAN2's resampling filters are fixed depthwise convolutions:
+on an H200 that unused filter gradient was 99% of the GPU time of the path-length pass of the 1024 px G
+(14.2 of 14.3 s, batch 2, bf16, torch.profiler) against 72 ms for its adversarial pass, and 98% of lazy R1
+through its D (12.0 of 12.1 s). ``python benchmarks/regularization.py`` times both, with and without this
+module.
 
 Here each term of the first backward is an op whose own backward is again a plain convolution, transposed
 convolution or weight gradient, which cuDNN computes with its ordinary kernels:
@@ -14,9 +17,9 @@ convolution or weight gradient, which cuDNN computes with its ordinary kernels:
   y = conv(x, W)               grad_x = conv_transpose(grad_y, W)      grad_W = weight_grad(grad_y, x)
   weight_grad(g, x) = grad_W   d/dg    = conv(x, ggW)                  d/dx   = conv_transpose(g, ggW)
 
-(bilinearity: the weight gradient is linear in each of grad_y and x, with these adjoints). Only
-``torch.autograd.grad(..., create_graph=True)`` callers gain anything; the values are F.conv2d's. Dilation 1
-and no bias (StyleGAN2's layers add theirs in ``bias_act``).
+(bilinearity: the weight gradient is linear in each of grad_y and x, with these adjoints). Each gradient
+is computed only when asked for. Only ``torch.autograd.grad(..., create_graph=True)`` callers gain
+anything; the values are F.conv2d's. Dilation 1 and no bias (StyleGAN2's layers add theirs in ``bias_act``).
 """
 
 from __future__ import annotations
