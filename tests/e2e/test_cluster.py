@@ -255,7 +255,9 @@ def test_an_elastic_run_shrinks_when_a_node_is_preempted_and_grows_when_it_retur
     room. It takes the second node down and brings it back for the tests after it.)"""
     from distgan.tracking import history
 
-    steps, every = 100, 10
+    # Long enough that the run is still training on one worker when the node is back and Ray Train's resize
+    # check has seen it: with 100 steps the one-worker phase (50 steps, about 8 s here) once ended first.
+    steps, every = 240, 10
     storage = tmp_path / "shared"
     elastic = (*OVERRIDES, *QUICK, "scaling.num_workers=[1,2]", "scaling.cpus_per_worker=2",
                "scaling.elastic.monitor_interval_s=2", f"train.steps={steps}", f"train.checkpoint_every={every}",

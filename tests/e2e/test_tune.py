@@ -32,16 +32,22 @@ SWEEP = ("train.steps=40", "train.batch_size=16", "train.log_every=10", "train.c
          "train.sample_every=40", "model.g_width=16", "model.d_width=16", "model.latent_dim=16",
          "eval.every=20", "eval.n=200", "eval.metrics=fid,kid", "eval.kid_subsets=10", "eval.kid_subset_size=100",
          "tune.seed=0")
+RUNG = 200
+"""ASHA's one rung in the ASHA test (its grace period; the next, at twice that, is past its 300 steps)."""
 LRS = "tune.space={optim.g.lr: {loguniform: [1.0e-5, 3.0e-3]}, optim.d.lr: {loguniform: [1.0e-5, 3.0e-3]}}"
 
 
 def test_asha_sweep_stops_poor_trials_and_its_best_config_retrains_to_the_same_fid(local_ray, tmp_path):
     # A grid runs in order: two useful learning rates, then one that leaves G's weights where they
-    # started, which ASHA must stop at its rung (step 40) once the useful ones have set the bar there.
-    # (At step 20 FID cannot tell them apart yet: every G is still close to its initialisation.)
-    cfg = load_config(None, SWEEP + ("train.steps=60", "tune.space={optim.g.lr: {grid: [4.0e-4, 8.0e-4, 1.0e-8]}}",
+    # started, which ASHA must stop at its rung (step 200) once the useful ones have set the bar there.
+    # (At step 20 FID cannot tell them apart yet: every G is still close to its initialisation.) The rung is
+    # that late so that a stopped trial has logged for a few seconds before its workers are killed (100
+    # steps take about two seconds here), which the W&B check below needs.
+    cfg = load_config(None, SWEEP + ("train.steps=300", "eval.every=100", "train.checkpoint_every=100",
+                                     "train.sample_every=300",
+                                     "tune.space={optim.g.lr: {grid: [4.0e-4, 8.0e-4, 1.0e-8]}}",
                                      "tune.num_samples=1", "tune.scheduler.type=asha",
-                                     "tune.scheduler.grace_period=40"))
+                                     f"tune.scheduler.grace_period={RUNG}"))
     result = run_tune(cfg, name="asha", storage=tmp_path)
     sweep = tmp_path / "asha"
     rows = result.rows
@@ -49,20 +55,20 @@ def test_asha_sweep_stops_poor_trials_and_its_best_config_retrains_to_the_same_f
     stopped = [r for r in rows if r["status"] == "stopped early"]
     # The useless rate stops; ASHA (keeping the better half at the rung) may stop the second useful one too.
     assert 1e-8 in {r["values"]["optim.g.lr"] for r in stopped}, rows
-    assert all(r["step"] == 40 for r in stopped)
-    assert result.best["status"] == "finished" and result.best["step"] == 60
+    assert all(r["step"] == RUNG for r in stopped)
+    assert result.best["status"] == "finished" and result.best["step"] == 300
     rung_fid = {r["trial"]: next(m["fid"] for m in read_metrics(sweep / "trials" / r["trial"] / "metrics.jsonl")
-                                 if m["step"] == 40 and "fid" in m) for r in rows}
+                                 if m["step"] == RUNG and "fid" in m) for r in rows}
     assert all(rung_fid[r["trial"]] > rung_fid[result.best["trial"]] for r in stopped)
     assert result.best["fid"] == min(r["fid"] for r in rows if r["status"] == "finished")
     for row in stopped:  # a stopped trial really stopped (a few steps after the rung's report), unfinished
         trial = sweep / "trials" / row["trial"]
         logged = read_metrics(trial / "metrics.jsonl")
-        assert logged[-1]["step"] < 60 and not (trial / "generator.json").exists()
+        assert logged[-1]["step"] < 300 and not (trial / "generator.json").exists()
         # Its workers were killed, never reaching W&B's finish: its offline log still holds every step logged
-        # more than a few flush intervals before the last one (W&B's default interval had left it empty).
+        # more than two flush intervals before the last one (W&B's default interval had left it empty).
         (log_file,) = (trial / "wandb").glob("offline-run-*/run-*.wandb")
-        flushed = [m["step"] for m in logged if m["time"] < logged[-1]["time"] - 3 * FLUSH_S]
+        flushed = [m["step"] for m in logged if m["time"] < logged[-1]["time"] - 2 * FLUSH_S]
         assert flushed and set(flushed) <= set(logged_steps(read_log(log_file))), (flushed, log_file)
     assert json.loads((sweep / "results.json").read_text())["best"]["trial"] == result.best["trial"]
 
