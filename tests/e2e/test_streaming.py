@@ -77,8 +77,17 @@ def test_the_task_window_is_the_back_pressure(local_ray, folder, tmp_path):
     transform = MarkedDecode(DecodeImages(catalog(cfg), 16, 1, False), str(tmp_path))
     batches = STREAMERS["tasks"](prefetch_batches=2, cpus_per_task=1).stream({"index": np.arange(64)}, transform, 4)
     first = next(batches)
-    time.sleep(2)  # room for any task that was submitted to run
     assert np.array_equal(first["index"], np.arange(4))
+
+    def decoded() -> list[int]:
+        return sorted(int(p.name) for p in tmp_path.iterdir())
+
+    # The refill's task may wait for a Ray worker process to start (seconds on a loaded machine): wait for
+    # it, then give any task submitted beyond the window as long again to show itself.
+    deadline = time.monotonic() + 60
+    while len(decoded()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2)
     # The batch taken, and the window of 2 refilled once: 16 batches are due, 3 were ever decoded.
-    assert sorted(int(p.name) for p in tmp_path.iterdir()) == [0, 4, 8]
+    assert decoded() == [0, 4, 8]
     assert [int(b["index"][0]) for b in batches] == list(range(4, 64, 4))  # and the rest, in order
