@@ -201,7 +201,9 @@ def decoding_nodes(cluster: dict) -> list[str]:
     state API."""
     code = ("import json; from ray.util.state import list_tasks; "
             f"tasks = list_tasks(address='{cluster['address']}', filters=[('name', '=', 'DecodeImages')], "
-            "limit=10000, raise_on_missing_output=False); print(json.dumps(sorted({t.node_id for t in tasks})))")
+            "limit=10000, raise_on_missing_output=False); "
+            # A task cancelled before it was placed (the run ended with it queued) has no node.
+            "print(json.dumps(sorted({t.node_id for t in tasks if t.node_id})))")
     return json.loads(in_cluster_python(cluster, code).strip().splitlines()[-1])
 
 
