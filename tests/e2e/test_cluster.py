@@ -13,6 +13,7 @@ would also stop the test session's own Ray).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -43,20 +44,25 @@ def ray_bin() -> str:
     return str(Path(sys.executable).with_name("ray"))
 
 
-def stop_cluster(holder: subprocess.Popen) -> None:
-    """Kill every process in the holder's network namespace (Ray renames its daemons, so their command
-    lines cannot be told apart from the session's own Ray), then the holder."""
+def namespace_processes(holder_pid: int) -> list:
+    """Every process in the holder's network namespace but the holder: the cluster's (Ray renames its daemons
+    and workers, so their command lines cannot be told apart from the session's own Ray's)."""
     import psutil
 
-    netns = os.readlink(f"/proc/{holder.pid}/ns/net")
+    netns = os.readlink(f"/proc/{holder_pid}/ns/net")
     inside = []
     for proc in psutil.process_iter():
         try:
-            if proc.pid != holder.pid and os.readlink(f"/proc/{proc.pid}/ns/net") == netns:
+            if proc.pid != holder_pid and os.readlink(f"/proc/{proc.pid}/ns/net") == netns:
                 inside.append(proc)
         except OSError:  # gone, or not ours to read
             continue
-    kill_all(inside)
+    return inside
+
+
+def stop_cluster(holder: subprocess.Popen) -> None:
+    """Kill every process in the holder's network namespace, then the holder."""
+    kill_all(namespace_processes(holder.pid))
     holder.kill()
     holder.wait()
 
@@ -102,7 +108,8 @@ def cluster(tmp_path_factory):
                         "--dashboard-host=127.0.0.2", f"--dashboard-port={dashboard}", "--num-cpus=2",
                         f"--temp-dir={temp_dir}", "--disable-usage-stats"], env=env, check=True,
                        capture_output=True, timeout=120)
-        cluster = {"address": f"http://127.0.0.2:{dashboard}", "env": env, "netns": netns, "port": port}
+        cluster = {"address": f"http://127.0.0.2:{dashboard}", "env": env, "netns": netns, "port": port,
+                   "holder": holder.pid}
         start_second_node(cluster)
         yield cluster
     finally:
@@ -123,6 +130,37 @@ def kill_second_node() -> int:
     import psutil
 
     return kill_all([p for p in psutil.process_iter(["cmdline"]) if "127.0.0.3" in " ".join(p.info["cmdline"] or ())])
+
+
+def training_workers(cluster: dict) -> list:
+    """The cluster's Ray Train worker processes (Ray titles each ``ray::RayTrainWorker...``)."""
+    import psutil
+
+    found = []
+    for proc in namespace_processes(cluster["holder"]):
+        try:
+            if "RayTrainWorker" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:  # gone since
+            continue
+    return found
+
+
+@contextlib.contextmanager
+def frozen(procs: list):
+    """SIGSTOP ``procs`` for the block, SIGCONT them after, however it ends: a test clock held still."""
+    import psutil
+
+    try:
+        for proc in procs:
+            proc.suspend()
+        yield procs
+    finally:
+        for proc in procs:
+            try:
+                proc.resume()
+            except psutil.NoSuchProcess:
+                pass
 
 
 def distgan_cli(cluster: dict, *args: str, env: Optional[dict] = None, timeout: float = 300):
@@ -229,6 +267,14 @@ def cluster_state(cluster: dict, run: Path) -> str:
     return "\n".join(parts)
 
 
+GROW_DECIDED = "resize the worker group from 1 -> 2"
+"""What Ray Train's controller logs (to the run's train.log, through the driver) when it decides to grow."""
+
+
+def read_text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.is_file() else ""
+
+
 def registered(run: Path, step: int) -> bool:
     """Whether Ray Train's checkpoint manager (its snapshot in the run directory) holds the checkpoint of ``step``."""
     try:
@@ -249,16 +295,16 @@ def test_an_elastic_run_shrinks_when_a_node_is_preempted_and_grows_when_it_retur
     """``scaling.num_workers: [1, 2]`` with one 2-CPU worker per node. The second node is drained for preemption
     (what a cloud's spot reclaim tells Ray, with a deadline): every rank checkpoints at once; then the node is
     killed whole (raylet and every process). The run goes on alone on the head from that checkpoint; the node
-    rejoins, and at Ray Train's next resize check the group grows back to 2; the run ends at its last step with
-    its generator exported. With ``keep_global`` every step takes the same global batch at either width.
+    rejoins (the lone worker held still meanwhile), and at Ray Train's next resize check the group grows back
+    to 2; the run ends at its last step with its generator exported. With ``keep_global`` every step takes the
+    same global batch at either width.
     (First in the module, on a cluster no run has used: a run whose controller is killed rather than shut
     down, as a stopped job's or a finished Tune trial's is, leaves its resource request with Ray's
     autoscaling coordinator for up to 3 minutes, and an elastic run started meanwhile sees that much less
     room. It takes the second node down and brings it back for the tests after it.)"""
     from distgan.tracking import history
 
-    # Long enough that the run is still training on one worker when the node is back and Ray Train's resize
-    # check has seen it: with 100 steps the one-worker phase (50 steps, about 8 s here) once ended first.
+    # Long enough that the one-worker phase reaches a checkpoint past the shrink's (where the test freezes it).
     steps, every = 240, 10
     storage = tmp_path / "shared"
     elastic = (*OVERRIDES, *QUICK, "scaling.num_workers=[1,2]", "scaling.cpus_per_worker=2",
@@ -280,6 +326,12 @@ def test_an_elastic_run_shrinks_when_a_node_is_preempted_and_grows_when_it_retur
 
     def rows(event: str, width: int) -> list[dict]:
         return [r for r in history.read(run) if r["event"] == event and r["world_size"] == width]
+
+    def on_a_checkpoint(after: int) -> bool:
+        """Whether the newest checkpoint of the one-worker phase, past ``after``, is registered."""
+        logged(1)
+        newest = seen.get(1, 0) // every * every
+        return newest > after and registered(run, newest)
 
     def job_status() -> str:
         return distgan_cli(cluster, "jobs", "list", "--address", cluster["address"], timeout=60).stdout
@@ -307,8 +359,16 @@ def test_an_elastic_run_shrinks_when_a_node_is_preempted_and_grows_when_it_retur
         assert node_down
         wait_cluster("the run going on on one worker",
                  lambda: rows("resized", 1) and logged(1, rows("resized", 1)[0]["step"]), 300)
-        start_second_node(cluster)
-        node_down = False
+        # The one worker is held still while the node comes back: Ray's autoscaling coordinator may offer a
+        # new node 20 s after it registers, and a run this short would race that. It is frozen just after
+        # Ray Train registered a checkpoint, so the one the grown group resumes from is the newest trained.
+        shrunk_at = rows("resized", 1)[0]["step"]
+        wait_cluster("a checkpoint registered on one worker", lambda: on_a_checkpoint(shrunk_at), 120)
+        with frozen(training_workers(cluster)) as workers:
+            assert workers, "no Ray Train worker found in the cluster's namespace"
+            start_second_node(cluster)
+            node_down = False
+            wait_cluster("Ray Train deciding to grow", lambda: GROW_DECIDED in read_text(run / "train.log"), 300)
         wait_cluster("the run growing back to two", lambda: rows("resized", 2), 300)
         before_grow = seen[1]
         wait_cluster("the run to finish", lambda: history.read(run)[-1]["event"] == "finished", 300)
