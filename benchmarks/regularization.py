@@ -123,9 +123,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--precision", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--resolution", type=int, default=None, help="instead of the config's (a power of 2)")
-    parser.add_argument("--conv", default=",".join(CONVS), help="gradfix, torch or both, in that order")
+    parser.add_argument("--conv", default=",".join(CONVS), help="comma-separated: gradfix, torch (the default: both)")
     parser.add_argument("--ada-p", type=float, default=0.5, help="ADA's probability, fixed")
-    parser.add_argument("--passes", default=",".join(PASSES))
+    parser.add_argument("--passes", default=",".join(PASSES), help="comma-separated, of " + ", ".join(PASSES))
     args = parser.parse_args()
     args.passes = [p for p in args.passes.split(",") if p]
     convs = [c for c in args.conv.split(",") if c]
