@@ -368,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crossover", type=int, metavar="K",
                    help="--mix: the first style taken from the columns (default: 4, the 4x4 and 8x8 styles, "
                         "at most half the styles)")
+    p.add_argument("--interpolate", nargs="?", const="4x8", metavar="KxSTEPS",
+                   help="a walk through K latents (default 4x8), STEPS images from each to the next: strips "
+                        "(.png), a looping animation (.gif) or an array (.npz); in W for style-based "
+                        "generators, along the sphere in z for others; --n is not used")
+    p.add_argument("--fps", type=float, default=12.0, help="--interpolate's .gif: frames a second")
     p.add_argument("--noise-mode", choices=["const", "random", "none"],
                    help="style-based generators' per-pixel noise (default const: the same seed, the same images)")
     p.set_defaults(func=generator_command("sample"))

@@ -30,16 +30,17 @@ from distgan.persist.export import generate, load_generator
 from distgan.persist.import_weights import import_weights
 from distgan.serving import ServeLimits
 from distgan.tasks import task_of
-from distgan.tasks.generation import sampling
+from distgan.tasks.generation import interpolation, sampling
 from distgan.tasks.super_resolution import benchmark
 from distgan.tasks.super_resolution.upscale import upscale_path
-from distgan.tracking.images import image_grid, render_samples, save_image, to_unit
+from distgan.tracking.images import image_grid, render_samples, save_animation, save_image, to_unit
 
 
 def sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if out.suffix not in (".png", ".npz"):
-        raise ConfigError(f"--out {args.out!r}: must end in .png (a grid) or .npz (an array)")
+    if out.suffix not in (".png", ".npz") and not (out.suffix == ".gif" and args.interpolate is not None):
+        raise ConfigError(f"--out {args.out!r}: must end in .png (a grid) or .npz (an array), or with "
+                          f"--interpolate in .gif (an animation)")
     if args.n <= 0:
         raise ConfigError(f"--n: must be > 0, got {args.n}")
     if args.zoom < 1:
@@ -49,10 +50,14 @@ def sample(args: argparse.Namespace) -> int:
     if "sample" not in task.commands:
         raise ConfigError(f"{args.source} is a {task.name.replace('_', '-')} generator: distgan sample draws from "
                           f"generation models; use distgan {task.commands[0]} {args.source} INPUT")
+    if args.mix is not None and args.interpolate is not None:
+        raise ConfigError("--mix and --interpolate: each makes its own picture; give one of them")
     if args.mix is not None:
         return _sample_mix(args, module, meta, out)
     if args.crossover is not None:
         raise ConfigError("--crossover: sets where --mix's grid switches from row to column styles; give --mix")
+    if args.interpolate is not None:
+        return _sample_walk(args, module, meta, out)
     labels = sampling.parse_labels(args.labels, meta, args.n)
     if args.truncation is not None or (args.noise_mode is not None) or sampling.is_style_based(module):
         for flag, given in (("--truncation", args.truncation), ("--noise-mode", args.noise_mode)):
@@ -63,10 +68,7 @@ def sample(args: argparse.Namespace) -> int:
     else:
         samples = generate(module, args.n, args.seed, labels=labels)
     if out.suffix == ".png":
-        img = render_samples(samples)
-        if args.zoom > 1:  # pixel-exact enlargement, for looking at 16 px samples
-            img = img.resize((img.width * args.zoom, img.height * args.zoom), Image.NEAREST)
-        save_image(img, out)
+        save_image(_zoomed(render_samples(samples), args.zoom), out)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         np.savez(out, **sampling.sample_arrays(samples, labels))
@@ -77,10 +79,7 @@ def sample(args: argparse.Namespace) -> int:
 def _sample_mix(args: argparse.Namespace, module, meta: dict, out: Path) -> int:
     """``--mix RxC``: a style-mixing grid (``distgan.tasks.generation.sampling.mixing_grid``)."""
     sampling.require_style_based(module, "--mix")
-    try:
-        rows, cols = (int(v) for v in args.mix.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--mix {args.mix!r}: give ROWSxCOLS, e.g. 4x6") from None
+    rows, cols = _pair(args.mix, "--mix", "ROWSxCOLS, e.g. 4x6")
     if rows < 1 or cols < 1:
         raise ConfigError(f"--mix {args.mix!r}: rows and columns must be >= 1")
     if out.suffix != ".png":
@@ -89,12 +88,55 @@ def _sample_mix(args: argparse.Namespace, module, meta: dict, out: Path) -> int:
     images = sampling.mixing_grid(module, rows, cols, args.seed, args.crossover, psi, args.noise_mode or "const",
                                   sampling.parse_labels(args.labels, meta, rows),
                                   sampling.parse_labels(args.labels, meta, cols))
-    img = image_grid(to_unit(images), nrow=cols + 1)
-    if args.zoom > 1:
-        img = img.resize((img.width * args.zoom, img.height * args.zoom), Image.NEAREST)
-    save_image(img, out)
+    save_image(_zoomed(image_grid(to_unit(images), nrow=cols + 1), args.zoom), out)
     print(f"wrote a {rows}x{cols} style-mixing grid (step {meta.get('step')}) to {out}")
     return 0
+
+
+def _sample_walk(args: argparse.Namespace, module, meta: dict, out: Path) -> int:
+    """``--interpolate KxSTEPS``: a latent walk (``distgan.tasks.generation.interpolation``) as strips (.png),
+    an animation that loops (.gif) or an array (.npz: ``images`` (K, STEPS, C, H, W) in [0, 1], and for a
+    conditional G ``labels`` (K,), the class of each row)."""
+    keyframes, steps = _pair(args.interpolate, "--interpolate", "KEYFRAMESxSTEPS, e.g. 4x8")
+    if keyframes < 2 or steps < 2:
+        raise ConfigError(f"--interpolate {args.interpolate!r}: a walk needs at least 2 keyframes and 2 steps")
+    if args.fps <= 0:
+        raise ConfigError(f"--fps: must be > 0, got {args.fps}")
+    if len(meta.get("data_shape") or ()) != 3:
+        raise ConfigError(f"--interpolate: walks between images; this generator makes points "
+                          f"(shape {meta.get('data_shape')}): plot distgan sample --out FILE.npz instead")
+    if not sampling.is_style_based(module):
+        for flag, given in (("--truncation", args.truncation), ("--noise-mode", args.noise_mode)):
+            if given is not None:
+                sampling.require_style_based(module, flag)
+    labels = sampling.parse_labels(args.labels, meta, keyframes)
+    psi = 1.0 if args.truncation is None else args.truncation
+    frames = interpolation.latent_walk(module, keyframes, steps, args.seed, labels, psi, args.noise_mode or "const")
+    if out.suffix == ".npz":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"images": to_unit(frames).numpy()}  # float32 in [0, 1], as the plain command's
+        np.savez(out, **arrays, **({} if labels is None else {"labels": labels.numpy().astype(np.int64)}))
+    elif out.suffix == ".png":
+        save_image(_zoomed(image_grid(to_unit(frames.flatten(0, 1)), nrow=steps), args.zoom), out)
+    else:  # each row's last frame is the next row's first: dropped, the rows loop without a repeated frame
+        pictures = [_zoomed(image_grid(to_unit(f[None]), pad=0), args.zoom) for f in frames[:, :-1].flatten(0, 1)]
+        save_animation(pictures, out, args.fps)
+    print(f"wrote a walk through {keyframes} latents, {steps} steps each (step {meta.get('step')}), to {out}")
+    return 0
+
+
+def _pair(text: str, flag: str, form: str) -> tuple[int, int]:
+    """``AxB`` of a grid flag as two integers, or an error naming the flag and the form it takes."""
+    try:
+        a, b = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: give {form}") from None
+    return a, b
+
+
+def _zoomed(img: Image.Image, zoom: int) -> Image.Image:
+    """Enlarged ``zoom`` times by repeating pixels: small samples (16 px) stay exact to look at."""
+    return img if zoom == 1 else img.resize((img.width * zoom, img.height * zoom), Image.NEAREST)
 
 
 EVAL_FLAGS = (("metrics", "eval.metrics"), ("n", "eval.n"), ("features", "eval.features"),

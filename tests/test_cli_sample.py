@@ -1,7 +1,8 @@
-"""``distgan sample --truncation`` and ``--mix`` on exported generators made here (no training, no Ray): psi 0
-gives the average image for every latent, the mixing grid has the expected size and takes its styles where
-it says, and misuse is refused naming the flag; ``train.init_from`` compares the file's ``model.stylegan2``
-architecture keys with the config's."""
+"""``distgan sample --truncation``, ``--mix`` and ``--interpolate`` on exported generators made here (no
+training, no Ray): psi 0 gives the average image for every latent, the mixing grid has the expected size and
+takes its styles where it says, a walk's strips, animation and array have their expected shapes and start at
+the plain samples, and misuse is refused naming the flag; ``train.init_from`` compares the file's
+``model.stylegan2`` architecture keys with the config's."""
 
 from __future__ import annotations
 
@@ -85,7 +86,53 @@ def test_bad_mix_use_names_the_flag(stylegan, tmp_path, capsys, args, needle):
     assert needle in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag", [["--truncation", "0.5"], ["--mix"], ["--noise-mode", "const"]])
+def test_interpolate_writes_strips_an_animation_and_an_array_from_the_plain_samples(stylegan, tmp_path):
+    assert cli_main(["sample", str(stylegan), "--interpolate", "3x5", "--seed", "2", "--truncation", "0.7",
+                     "--out", str(tmp_path / "walk.npz")]) == 0
+    walk = images(tmp_path / "walk.npz")
+    assert walk.shape == (3, 5, *SHAPE)
+    assert cli_main(["sample", str(stylegan), "--n", "3", "--seed", "2", "--truncation", "0.7",
+                     "--out", str(tmp_path / "plain.npz")]) == 0
+    assert np.array_equal(walk[:, 0], images(tmp_path / "plain.npz")), "the keyframes are the plain samples"
+    assert np.array_equal(walk[:, -1], np.roll(walk, -1, axis=0)[:, 0]), "each row ends where the next starts"
+    assert cli_main(["sample", str(stylegan), "--interpolate", "3x5", "--out", str(tmp_path / "walk.png")]) == 0
+    assert Image.open(tmp_path / "walk.png").size == (5 * 17 + 1, 3 * 17 + 1)  # rows of 16 px tiles
+    gif = tmp_path / "walk.gif"
+    assert cli_main(["sample", str(stylegan), "--interpolate", "--zoom", "2", "--fps", "25", "--out", str(gif)]) == 0
+    with Image.open(gif) as anim:
+        # The default 4x8, each row's last frame left out (the next row's first): 4 x 7 frames of 32 px.
+        assert (anim.n_frames, anim.size, anim.info["loop"], anim.info["duration"]) == (28, (32, 32), 0, 40)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.npz", "walk.gif", "walk.npz", "walk.png"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--interpolate", "3by5"], "--interpolate '3by5': give KEYFRAMESxSTEPS"),
+    (["--interpolate", "1x5"], "--interpolate '1x5': a walk needs at least 2 keyframes and 2 steps"),
+    (["--interpolate", "--fps", "0", "--out", "{tmp}/x.gif"], "--fps: must be > 0"),
+    (["--interpolate", "--mix"], "--mix and --interpolate: each makes its own picture"),
+    (["--out", "{tmp}/x.gif"], "--out '{tmp}/x.gif': must end in .png (a grid) or .npz (an array), or with "
+                               "--interpolate in .gif"),
+])
+def test_bad_interpolate_use_names_the_flag(stylegan, tmp_path, capsys, args, needle):
+    argv = [a.format(tmp=tmp_path) for a in args]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "x.png")]
+    assert cli_main(["sample", str(stylegan), *argv]) == 2
+    assert needle.format(tmp=tmp_path) in capsys.readouterr().err
+    assert not list(tmp_path.iterdir()), "nothing written"
+
+
+def test_a_generator_of_points_has_no_walk_to_draw(tmp_path, capsys):
+    torch.manual_seed(0)
+    mlp = ModelConfig(family="mlp", latent_dim=2)
+    save_generator(tmp_path / "mlp", models.build_generator(mlp, (2,)),
+                   {"model": Config(model=mlp).to_dict()["model"], "data_shape": [2], "num_classes": 0})
+    assert cli_main(["sample", str(tmp_path / "mlp"), "--interpolate", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--interpolate: walks between images; this generator makes points" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", [["--truncation", "0.5"], ["--mix"], ["--noise-mode", "const"],
+                                  ["--truncation", "0.5", "--interpolate"]])
 def test_a_generator_without_a_mapping_network_refuses_style_flags(tmp_path, capsys, flag):
     dcgan = export(tmp_path / "dcgan", ModelConfig(g_width=8, latent_dim=8))
     assert cli_main(["sample", str(dcgan), *flag, "--out", str(tmp_path / "x.png")]) == 2

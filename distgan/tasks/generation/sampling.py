@@ -1,5 +1,6 @@
 """Sampling a style-based generator: the truncation trick and style-mixing grids (``distgan sample --truncation``,
-``--mix``). Chosen by what G can do: a G with a ``mapping`` network (and ``synthesis``, ``num_ws``) qualifies.
+``--mix``; latent walks are ``interpolation``'s). Chosen by what G can do: a G with a ``mapping`` network (and
+``synthesis``, ``num_ws``) qualifies.
 
 Latents are drawn as ``distgan.persist.export.generate`` draws them (one ``torch.Generator`` seeded with
 ``--seed``), so ``--truncation 1`` gives the plain command's latents. Noise defaults to ``const`` (as StyleGAN's
@@ -32,7 +33,8 @@ def require_style_based(module: nn.Module, flag: str) -> None:
                           f"a {type(module).__name__}")
 
 
-def _ws(module: nn.Module, z: torch.Tensor, labels: Optional[torch.Tensor], psi: float) -> torch.Tensor:
+def truncated_ws(module: nn.Module, z: torch.Tensor, labels: Optional[torch.Tensor], psi: float) -> torch.Tensor:
+    """The styles (n, num_ws, w_dim) of latents ``z``, pulled toward the tracked ``w_avg`` by ``psi``."""
     return module.mapping(z, labels, truncation_psi=psi)
 
 
@@ -45,7 +47,7 @@ def generate_styled(module: nn.Module, n: int, seed: int, labels: Optional[torch
     out = []
     for i in range(0, n, batch):
         y = None if labels is None else labels[i:i + batch]
-        out.append(module.synthesis(_ws(module, z[i:i + batch], y, truncation_psi), noise_mode))
+        out.append(module.synthesis(truncated_ws(module, z[i:i + batch], y, truncation_psi), noise_mode))
     return torch.cat(out)
 
 
@@ -68,7 +70,8 @@ def mixing_grid(module: nn.Module, rows: int, cols: int, seed: int, crossover: O
     gen = torch.Generator().manual_seed(seed)
     z_rows, z_cols = torch.randn(rows, module.latent_dim, generator=gen), torch.randn(cols, module.latent_dim,
                                                                                       generator=gen)
-    ws_rows, ws_cols = _ws(module, z_rows, row_labels, truncation_psi), _ws(module, z_cols, col_labels, truncation_psi)
+    ws_rows = truncated_ws(module, z_rows, row_labels, truncation_psi)
+    ws_cols = truncated_ws(module, z_cols, col_labels, truncation_psi)
     mixed = torch.cat([ws_rows[:, None, :k].expand(-1, cols, -1, -1),
                        ws_cols[None, :, k:].expand(rows, -1, -1, -1)], dim=2).flatten(0, 1)
     images_rows, images_cols = module.synthesis(ws_rows, noise_mode), module.synthesis(ws_cols, noise_mode)
@@ -131,7 +134,7 @@ def generate_many(module: nn.Module, draws: Sequence[Draw]) -> list[torch.Tensor
         ws, start = [], 0
         for d in draws:  # each draw's own psi; the mapping network is small, synthesis is the cost
             y = None if labels is None else labels[start:start + d.n]
-            ws.append(_ws(module, z[start:start + d.n], y, 1.0 if d.truncation is None else d.truncation))
+            ws.append(truncated_ws(module, z[start:start + d.n], y, 1.0 if d.truncation is None else d.truncation))
             start += d.n
         out = module.synthesis(torch.cat(ws), "const")
     elif any(d.truncation is not None for d in draws):
