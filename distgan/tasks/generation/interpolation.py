@@ -25,7 +25,8 @@ from torch import nn
 from distgan.tasks.generation.sampling import is_style_based, truncated_ws
 
 PARALLEL = 1e-6
-"""Below this angle (radians) two latents are taken as parallel and slerp falls back to the straight line."""
+"""Below this sine of their angle two latents are taken as parallel (or opposite: any great circle joins
+those) and slerp falls back to the straight line, rather than divide by about zero."""
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -37,7 +38,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     unit_a, unit_b = a / norm_a, b / norm_b
     omega = torch.arccos((unit_a * unit_b).sum(-1, keepdim=True).clamp(-1.0, 1.0))
     sin = torch.sin(omega)
-    straight = omega < PARALLEL
+    straight = sin.abs() < PARALLEL
     safe = torch.where(straight, torch.ones_like(sin), sin)
     direction = torch.where(straight, (1 - t) * unit_a + t * unit_b,
                             (torch.sin((1 - t) * omega) * unit_a + torch.sin(t * omega) * unit_b) / safe)

@@ -59,8 +59,10 @@ def test_slerp_interpolates_norms_linearly_and_survives_parallel_latents():
     a, b = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 3.0]])
     torch.testing.assert_close(slerp(a, b, torch.tensor([0.5]))[0, 0].norm(), torch.tensor(2.0))
     same = slerp(a, 4 * a, torch.tensor([0.0, 0.5, 1.0]))[0]
-    assert torch.isfinite(same).all()
     torch.testing.assert_close(same, torch.tensor([[1.0, 0.0], [2.5, 0.0], [4.0, 0.0]]))
+    opposite = slerp(a, -a, torch.tensor([0.0, 0.25, 1.0]))[0]
+    assert torch.isfinite(opposite).all()
+    torch.testing.assert_close(opposite[[0, 2]], torch.cat([a, -a]))
 
 
 def test_a_walk_needs_two_ends(dcgan):
