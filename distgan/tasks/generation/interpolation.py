@@ -54,10 +54,11 @@ def fractions(steps: int) -> torch.Tensor:
 
 @torch.no_grad()
 def latent_walk(module: nn.Module, keyframes: int, steps: int, seed: int, labels: Optional[torch.Tensor] = None,
-                truncation_psi: float = 1.0, noise_mode: str = "const") -> torch.Tensor:
+                truncation_psi: float = 1.0, noise_mode: str = "const", batch: int = 64) -> torch.Tensor:
     """Images (keyframes, steps, C, H, W) in the generator's output range: row i walks from keyframe i to
     keyframe i + 1 (mod ``keyframes``). ``labels`` (keyframes,) for a conditional G; ``truncation_psi`` and
-    ``noise_mode`` for a style-based one."""
+    ``noise_mode`` for a style-based one. G runs on ``batch`` frames at a time (a long walk at 1024 px would
+    not fit in memory at once)."""
     if keyframes < 2:
         raise ValueError(f"a walk needs at least 2 keyframes, got {keyframes}")
     t = fractions(steps)
@@ -66,8 +67,11 @@ def latent_walk(module: nn.Module, keyframes: int, steps: int, seed: int, labels
     if is_style_based(module):
         ws = truncated_ws(module, z, labels, truncation_psi)  # (K, num_ws, w_dim)
         path = torch.lerp(ws[:, None], ws[following][:, None], t[None, :, None, None].to(ws.dtype))
-        frames = module.synthesis(path.flatten(0, 1), noise_mode)
+        frames = [module.synthesis(chunk, noise_mode) for chunk in path.flatten(0, 1).split(batch)]
     else:
-        path = slerp(z, z[following], t).flatten(0, 1)  # (K * T, latent_dim)
-        frames = module(path) if labels is None else module(path, labels.repeat_interleave(steps))
-    return frames.unflatten(0, (keyframes, steps))
+        path = slerp(z, z[following], t).flatten(0, 1).split(batch)  # (K * T, latent_dim) in chunks
+        if labels is None:
+            frames = [module(chunk) for chunk in path]
+        else:
+            frames = [module(chunk, y) for chunk, y in zip(path, labels.repeat_interleave(steps).split(batch))]
+    return torch.cat(frames).unflatten(0, (keyframes, steps))

@@ -79,6 +79,7 @@ def test_a_walk_needs_two_ends(dcgan):
 def test_a_style_based_walk_goes_straight_in_w_from_the_plain_samples(stylegan, psi):
     walk = latent_walk(stylegan, 3, 5, seed=4, truncation_psi=psi)
     assert walk.shape == (3, 5, *SHAPE)
+    torch.testing.assert_close(latent_walk(stylegan, 3, 5, seed=4, truncation_psi=psi, batch=4), walk)
     torch.testing.assert_close(walk[:, 0], generate_styled(stylegan, 3, 4, truncation_psi=psi))
     torch.testing.assert_close(walk[:, -1], walk.roll(-1, dims=0)[:, 0])  # row i ends where row i + 1 starts
     z = torch.randn(3, 8, generator=torch.Generator().manual_seed(4))
@@ -102,7 +103,7 @@ def test_any_other_generator_walks_along_the_sphere_in_z(dcgan):
 def test_a_conditional_generator_holds_each_row_s_class():
     g = built(ModelConfig(g_width=8, latent_dim=8, conditional=True), num_classes=10)
     labels = torch.tensor([3, 7])
-    walk = latent_walk(g, 2, 4, seed=1, labels=labels)
+    walk = latent_walk(g, 2, 4, seed=1, labels=labels, batch=3)  # chunks that cut across rows
     z = torch.randn(2, 8, generator=torch.Generator().manual_seed(1))
     path = slerp(z, z.roll(-1, dims=0), fractions(4))
     with torch.no_grad():
