@@ -250,7 +250,7 @@ class EvalConfig:
     data, offline), ``identity`` (the samples; for points), or ``auto`` (domain for images, identity for points)."""
     inception_weights: Optional[str] = None
     """Path of the FID Inception-v3 weights (``pt_inception-2015-12-05-6726825d.pth``); null reads
-    ``DISTGAN_INCEPTION_WEIGHTS``. Must exist on every node."""
+    ``DISTGAN_INCEPTION_WEIGHTS``. Must exist on every node when the run evaluates (``eval.every`` > 0)."""
     batch_size: int = 250
     """Samples per forward pass of G and of the feature network."""
     reference_n: int = 10000

@@ -75,8 +75,9 @@ def add_run_rows(plan: Plan, cfg: Config) -> None:
         precision += " (fp16 needs GPUs: refused on a cluster without)"  # resolve_use_gpu decides it with Ray up
     plan.add("engines", f"G ZeRO-{ds.stage('g')}, D ZeRO-{ds.stage('d')}, {precision}")
     data = cfg.data.path or cfg.data.name
+    evaluation = f"evaluation every {cfg.eval.every}" if cfg.eval.every > 0 else "no evaluation"
     plan.add("model", f"{cfg.model.family} on {data}; {cfg.train.steps} steps, checkpoint every "
-                      f"{cfg.train.checkpoint_every}, evaluation every {cfg.eval.every or 'never'}")
+                      f"{cfg.train.checkpoint_every}, {evaluation}")
 
 
 def _cluster_text(address: Optional[str], min_cpus: float) -> str:

@@ -112,7 +112,7 @@ def check_config(cfg: Config, data_shape: tuple[int, ...]) -> None:
         if kind != "domain":
             raise ConfigError(f"eval.metrics: class_acc uses the domain network's classifier; set "
                               f"eval.features=domain (it is {e.features!r})")
-    if kind == "inception":
+    if kind == "inception" and e.every > 0:  # a run that never evaluates needs no weights
         try:
             weights_path(e.inception_weights)
         except FileNotFoundError as exc:

@@ -135,3 +135,13 @@ def test_cli_errors_name_the_problem(exported, tmp_path, capsys, monkeypatch):
     assert "unconditional" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="shape"):
         evaluate_generator(exported, ["data.resolution=32"])
+
+
+def test_inception_weights_are_asked_for_only_by_a_run_that_evaluates(monkeypatch, tmp_path):
+    from distgan.tasks.generation.task import check_config
+
+    monkeypatch.delenv("DISTGAN_INCEPTION_WEIGHTS", raising=False)
+    inception = ("eval.features=inception", f"eval.inception_weights={tmp_path / 'absent.pth'}")
+    with pytest.raises(ConfigError, match=r"eval.inception_weights: Inception-v3 FID weights not found at .*absent"):
+        check_config(load_config(None, (*inception, "eval.every=500")))
+    check_config(load_config(None, (*inception, "eval.every=0")))  # never evaluates: nothing to load
