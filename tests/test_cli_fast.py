@@ -161,7 +161,10 @@ def test_train_dry_run_prints_the_plan_of_a_fresh_run(dry, capsys):
     assert row(out, "storage") == f"{dry / 'runs'} (--storage)"
     assert row(out, "workers") == "3 (1 CPU each; GPUs if the cluster has them, 1 per worker)"
     assert row(out, "engines") == "G ZeRO-2, D ZeRO-0, bf16"
+    assert row(out, "model") == "dcgan on digits; 1500 steps, checkpoint every 500, evaluation every 500"
     assert list(dry.iterdir()) == [], "a dry run wrote something"
+    assert cli_main([*argv[:5], "eval.every=0", *argv[5:]]) == 0
+    assert row(capsys.readouterr().out, "model").endswith("checkpoint every 500, no evaluation")
 
 
 def as_resumable_run(run: Path, cfg: Config, step: int = 10, workers: int = 2) -> Path:
