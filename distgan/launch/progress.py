@@ -71,8 +71,11 @@ def format_line(name: str, record: dict, total: int, elapsed: float, start_step:
         parts.append(f"pixel {record['loss_pixel']:.4g}")
     if "d_acc_real" in record:
         parts.append(f"D acc {record['d_acc_real']:.0%}/{record['d_acc_fake']:.0%}")
-    if "reg_d" in record:
-        parts.append(f"reg_d {record['reg_d']:.3g}")
+    regularizers = [f"{key} {record[key]:.3g}" for key in ("reg_d", "reg_g") if key in record]
+    if regularizers:  # each on the steps its lazy interval runs it
+        parts.append(" ".join(regularizers))
+    if "ada_p" in record:  # ADA's augmentation probability: how hard D is overfitting
+        parts.append(f"ada p {record['ada_p']:.3f}")
     if "lr_g" in record:  # a schedule changes them as the run goes (optim.{g,d}.schedule)
         parts.append(f"lr {record['lr_g']:.3g}" + (f"/{record['lr_d']:.3g}" if "lr_d" in record else ""))
     if "images_per_s" in record:

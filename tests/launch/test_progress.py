@@ -22,6 +22,13 @@ def test_super_resolution_line_shows_content_loss_and_psnr_against_bicubic():
     assert "loss_g 0.00061" in gan_stage and "pixel 0.055" in gan_stage
 
 
+def test_the_line_shows_the_lazy_regularizers_when_they_ran_and_ada_s_p():
+    record = {"step": 8, "loss_d": 1.0, "loss_g": 1.0, "d_real": 0.0, "d_fake": 0.0, "ada_p": 0.0421}
+    assert "reg_" not in format_line("sg2", record, total=10, elapsed=1.0, start_step=0)
+    line = format_line("sg2", {**record, "reg_d": 0.0123, "reg_g": 3.5}, total=10, elapsed=1.0, start_step=0)
+    assert "| reg_d 0.0123 reg_g 3.5 | ada p 0.042 |" in line
+
+
 def test_the_line_shows_each_engines_learning_rate():
     both = format_line("run", {"step": 5, "loss_d": 1.0, "loss_g": 1.0, "d_real": 0.0, "d_fake": 0.0, "lr_g": 1e-4,
                                "lr_d": 5e-5}, total=10, elapsed=1.0, start_step=0)
