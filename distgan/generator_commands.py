@@ -269,13 +269,14 @@ def serve(args: argparse.Namespace) -> int:
                            tile=args.tile, limits=limits)
     token = read_token(args.token_file)
     served = serve_generator(args.source, options, token, args.address)
+    if not args.detach:  # before the line below: whoever waits for it may stop the server at once
+        signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop: take the app down as Ctrl-C does
     what = "samples" if served.generates else "upscaling"
     print(f"serving {what} from {args.source} at {served.url} (health: {served.url}/health)"
           + ("; clients send 'Authorization: Bearer TOKEN'" if token else ""), flush=True)
     if args.detach:
         print(f"left running as Serve application {served.app_name!r}; `serve shutdown` on the cluster stops it")
         return 0
-    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop: take the app down as Ctrl-C does
     try:
         while True:
             time.sleep(3600)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from distgan.config import ConfigError
+from distgan.launch.loopback import keep_embedded_ray_on_loopback
 from distgan.persist.export import META, find_generator
 from distgan.serving import RequestError, Router, ServedGenerator, ServeLimits, exported_scores, token_digest
 from distgan.serving.requests import GenerateRequest
@@ -194,6 +195,7 @@ def serve_generator(source: Union[str, Path], options: ServeOptions = ServeOptio
                     address: Optional[str] = None) -> Served:
     """Deploy ``source`` (a run, a checkpoint, a generator file, or any of them under a URI) and return at once;
     the application runs until ``Served.stop()`` or Serve shuts down."""
+    keep_embedded_ray_on_loopback(address)  # before ray is imported: its switch is read at import
     import ray  # Ray starts only after every check has passed
     from ray import serve
 
@@ -202,8 +204,10 @@ def serve_generator(source: Union[str, Path], options: ServeOptions = ServeOptio
     files = {weights.name: weights.read_bytes(), META: weights.with_name(META).read_bytes()}
     model = ServedGenerator.load(weights)  # checked here, where the error reaches the user
     options.check(model.generates)
-    if not ray.is_initialized():
+    if not ray.is_initialized() and address:
         ray.init(address=address, logging_level="ERROR")
+    elif not ray.is_initialized():  # an embedded Ray: its servers on loopback, as distgan train's are
+        ray.init(logging_level="ERROR", _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1")
     use_gpu = options.use_gpu if options.use_gpu != "auto" else ray.cluster_resources().get("GPU", 0) > 0
     serve.start(http_options={"host": options.host, "port": options.port,
                               "request_timeout_s": options.limits.timeout_s})

@@ -10,6 +10,8 @@
   evaluates against a reference subset of the streamed folder.
 - A sweep trial: a poller takes snapshots while a one-trial sweep trains (beside the run, to share start-up).
 - The in-process benchmark path: ``benchmarks/steady_state.py --skip-ray`` looks at its own sockets at a report.
+- ``distgan serve`` on a Ray of its own: every server under the CLI process while it answers (but the one
+  Ray Serve binds everywhere, behind Ray's token).
 
 Small runs (the sweep a ring8 MLP, the run the tiny DCGAN; evaluation on pixels or points, no feature network):
 the rendezvous does not depend on the model.
@@ -222,3 +224,63 @@ def test_the_in_process_benchmark_path_listens_on_loopback_only(tmp_path):
     found = [(ip, port) for ip, port in out["listening"]
              if not ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback]
     assert not found, f"the benchmark's process group is reachable from outside: {found}"
+
+
+def unauthenticated_call(port: int) -> str:
+    """The status of a request to a Serve replica's gRPC server that carries no Ray token."""
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary("/ray.serve.ASGIService/HandleRequest", request_serializer=bytes,
+                                   response_deserializer=bytes)
+        try:
+            call(b"", timeout=10)
+        except grpc.RpcError as exc:
+            return exc.code().name
+    return "OK"
+
+
+def test_distgan_serve_on_its_own_ray_listens_on_loopback_and_stops_on_sigterm(tmp_path):
+    """``distgan serve`` without ``--address`` starts a Ray of its own: its GCS, raylet, dashboard and workers
+    must listen on loopback too, not only the HTTP proxy (they listened on every interface before). A fresh CLI process with nothing of this
+    session's switches in its environment, as a user starts it; SIGTERM (a service manager's stop) takes the
+    application down and Ray with it."""
+    import signal
+    import time
+    import urllib.request
+
+    from ports import free_port
+    from tiny_generators import save_tiny
+
+    generator = save_tiny(tmp_path / "g", "dcgan")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
+    proc = subprocess.Popen([sys.executable, "-m", "distgan", "serve", str(generator), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 180
+        while not any(line.startswith("serving samples from") for line in lines):  # the CLI's word it is up
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/?n=4", timeout=30) as reply:
+            assert reply.read().startswith(b"\x89PNG")
+        listening = open_sockets(proc.pid)
+        assert len(listening) >= 4, f"expected Ray's servers and Serve's proxy among {listening}"
+        # One exception, Ray Serve's own: each replica's inter-deployment gRPC server binds "[::]:0" with no
+        # option to move it (ray/serve/_private/replica.py, Ray 2.60). Ray's token authentication guards it:
+        # a call without the token is refused.
+        replicas = [s for s in exposed(listening) if s[1].startswith("ray::ServeReplica")]
+        assert len(replicas) == 1 and exposed(listening) == replicas, exposed(listening)
+        assert unauthenticated_call(replicas[0][3]) == "UNAUTHENTICATED"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        reader.join(timeout=30)
+        out = "".join(lines)
+        assert proc.returncode == 0 and "stopped serving 'distgan'" in out, out[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
