@@ -77,6 +77,18 @@ def test_a_run_report_draws_what_the_run_logged_and_says_what_is_wrong(tmp_path)
     assert page.count('<img class="sample"') == MAX_SAMPLES and "(40 of 60 saved grids)" in page
 
 
+def test_a_stylegan2_run_s_regularizers_and_ada_are_drawn(tmp_path):
+    run = make_run(tmp_path / "sg2", samples=0)
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (run / "metrics.jsonl").write_text("".join(json.dumps({**r, "ada_p": r["step"] / 1000, "pl_mean": 0.5,
+                                                            **({"reg_g": 2.0} if i % 4 == 0 else {})}) + "\n"
+                                               for i, r in enumerate(lines)))
+    page = write_report(run).read_text()
+    drawn = series_in(page)
+    assert all(drawn.count(key) == 2 for key in ("ada_p", "pl_mean", "reg_g")), drawn
+    assert 'data-title="Path length"' in page
+
+
 def test_a_healthy_run_has_no_findings_and_no_wall_time_without_times(tmp_path):
     run = make_run(tmp_path / "calm", sign=0.3, fids={100: 80.0, 200: 50.0, 300: 40.0, 400: 30.0}, samples=2)
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

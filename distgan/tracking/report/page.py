@@ -32,6 +32,7 @@ CHARTS = (
     ("Losses", lambda k: k.startswith(("loss_", "reg_")), ""),
     ("D health", lambda k: k in ("d_acc_real", "d_acc_fake", "d_real_sign", "ada_p"), "fraction"),
     ("D outputs", lambda k: k in ("d_real", "d_fake"), "logit"),
+    ("Path length", lambda k: k == "pl_mean", "running mean of |J_w^T y|"),  # StyleGAN2's Greg target
     ("Gradient norms", lambda k: k.startswith("grad_norm_"), "L2 norm"),
     ("Learning rates", lambda k: k.startswith("lr_"), "lr"),
     ("Throughput", lambda k: k == "images_per_s", "images/s"),
