@@ -114,8 +114,7 @@ def _sample_walk(args: argparse.Namespace, module, meta: dict, out: Path) -> int
     frames = interpolation.latent_walk(module, keyframes, steps, args.seed, labels, psi, args.noise_mode or "const")
     if out.suffix == ".npz":
         out.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {"images": to_unit(frames).numpy()}  # float32 in [0, 1], as the plain command's
-        np.savez(out, **arrays, **({} if labels is None else {"labels": labels.numpy().astype(np.int64)}))
+        np.savez(out, **sampling.sample_arrays(frames, labels))
     elif out.suffix == ".png":
         save_image(_zoomed(image_grid(to_unit(frames.flatten(0, 1)), nrow=steps), args.zoom), out)
     else:  # each row's last frame is the next row's first: dropped, the rows loop without a repeated frame

@@ -47,18 +47,20 @@ def render_samples(samples: torch.Tensor) -> Image.Image:
 
 
 def save_image(img: Image.Image, path: Path) -> None:
+    _write_whole(path, img.save)
+
+
+def _write_whole(path: Path, save) -> None:
+    """``save(tmp)`` beside ``path``, then renamed onto it: a reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    img.save(tmp)
+    save(tmp)
     tmp.replace(path)
 
 
 def save_animation(frames: list[Image.Image], path: Path, fps: float) -> None:
     """``frames`` as a GIF that loops forever at ``fps`` frames a second, written whole or not at all. (GIF
     stores durations in hundredths of a second: the rate is rounded to one of those.)"""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    frames[0].save(tmp, save_all=True, append_images=frames[1:], duration=round(1000 / fps, -1), loop=0)
-    tmp.replace(path)
+    _write_whole(path, lambda tmp: frames[0].save(tmp, save_all=True, append_images=frames[1:],
+                                                  duration=round(1000 / fps, -1), loop=0))

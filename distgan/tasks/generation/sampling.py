@@ -146,9 +146,9 @@ def generate_many(module: nn.Module, draws: Sequence[Draw]) -> list[torch.Tensor
 
 
 def sample_arrays(samples: torch.Tensor, labels: Optional[torch.Tensor]) -> dict[str, np.ndarray]:
-    """What an ``.npz`` of samples holds: ``images`` (float32 in [0, 1] for image G, the raw points for a
-    point G) and, for a conditional G, ``labels`` (int64)."""
-    array = to_unit(samples) if samples.dim() == 4 else samples.float()
+    """What an ``.npz`` of samples holds: ``images`` (float32 in [0, 1] for image G, in any leading shape, as a
+    walk's (K, STEPS, C, H, W); the raw points for a point G) and, for a conditional G, ``labels`` (int64)."""
+    array = to_unit(samples) if samples.dim() >= 4 else samples.float()
     arrays = {"images": array.numpy().astype(np.float32)}
     if labels is not None:
         arrays["labels"] = labels.numpy().astype(np.int64)
