@@ -61,9 +61,12 @@ def write_onnx(sig: Signature, path: Path, generator: torch.Generator) -> dict:
     dims: dict[str, torch.export.Dim] = {}  # one Dim per axis name: z's and labels' batch must agree
     shapes = {name: {axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in axes.items()}
               for name, axes in sig.dynamic.items()}
-    quiet = logging.getLogger("torch.onnx")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # it logs a warning per torchvision op it cannot register (no torchvision here)
+    # torch.onnx logs a warning per torchvision op it cannot register (no torchvision here); onnxscript's
+    # optimizer and onnx_ir's passes log every folded constant and merged initializer at INFO (dozens of lines).
+    quiet = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             # Both say nothing about this export: a deprecation inside torch's pytree, and a note that z and
@@ -76,7 +79,8 @@ def write_onnx(sig: Signature, path: Path, generator: torch.Generator) -> dict:
                                   output_names=[sig.output], dynamo=True, dynamic_shapes=shapes,
                                   external_data=False, verbose=False)
     finally:
-        quiet.setLevel(level)
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     return {"opset": max(op.version for op in model.opset_import if op.domain in ("", "ai.onnx"))}

@@ -5,6 +5,7 @@ here independently of the export's own check; a failing check writes nothing."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -98,6 +99,18 @@ def test_the_cli_resolves_a_run_and_prints_the_difference(tmp_path, capsys):
     assert described["source"] == str(run) and described["step"] == 3
     assert f"max abs difference {described['max_abs_diff']:.3g}" in printed
     assert sorted(p.name for p in out.parent.iterdir()) == ["g.pt", "g.pt.json"]  # no temporary left
+
+
+def test_an_onnx_export_prints_its_check_not_the_exporters_passes(tmp_path, capsys, caplog):
+    # onnxscript's optimizer and onnx_ir's passes log every folded constant and merged initializer at INFO;
+    # under the CLI's INFO root logger that was about 80 lines for the digits StyleGAN2.
+    caplog.set_level(logging.INFO)
+    save_tiny(tmp_path / "run", "stylegan2")
+    assert cli_main(["export", str(tmp_path / "run"), "--format", "onnx", "--out", str(tmp_path / "g.onnx")]) == 0
+    chatter = [r.name for r in caplog.records if r.name.split(".")[0] in ("onnxscript", "onnx_ir", "torch")]
+    assert chatter == []
+    assert "max abs difference" in capsys.readouterr().out
+    assert logging.getLogger("onnxscript").level == logging.NOTSET  # the levels are put back
 
 
 def test_a_bad_format_is_refused_naming_it(tmp_path, capsys):
