@@ -380,9 +380,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Options may come between a config and its overrides (``train CFG --name x KEY=VALUE``): argparse ends
+    a ``nargs='*'`` positional at the first option and calls what follows unrecognized, so those words are
+    given back to the command's config words. Anything that looks like an option is still refused."""
+    args, extras = parser.parse_known_args(argv)
+    words = next((name for name in ("items", "overrides") if hasattr(args, name)), None)
+    first_option = next((i for i, extra in enumerate(extras) if extra.startswith("-")), len(extras))
+    if words is None:
+        first_option = 0
+    if first_option < len(extras):
+        parser.error(f"unrecognized arguments: {' '.join(extras[first_option:])}")
+    if words is not None:
+        setattr(args, words, [*getattr(args, words), *extras])
+    return args
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError) as exc:

@@ -167,6 +167,23 @@ def test_train_dry_run_prints_the_plan_of_a_fresh_run(dry, capsys):
     assert row(capsys.readouterr().out, "model").endswith("checkpoint every 500, no evaluation")
 
 
+def test_options_may_stand_between_the_config_and_its_overrides(dry, capsys):
+    """``train CFG --name r KEY=VALUE``: argparse ends ``nargs='*'`` at the first option; the words after it
+    are the config's overrides all the same, in order (the later of two settings of a key wins)."""
+    plans = []
+    for argv in (["train", "--dry-run", "--name", "r", "--storage", str(dry), SWEEP_CONFIG,
+                  "train.steps=40", "scaling.num_workers=3", "train.steps=30"],
+                 ["train", SWEEP_CONFIG, "--name", "r", "train.steps=40", "--dry-run", "scaling.num_workers=3",
+                  "--storage", str(dry), "train.steps=30"]):
+        assert cli_main(argv) == 0
+        plans.append(capsys.readouterr().out)
+    assert plans[0] == plans[1]
+    assert row(plans[1], "workers").startswith("3 ") and " 30 steps" in row(plans[1], "model")
+    with pytest.raises(SystemExit) as refused:
+        cli_main(["train", SWEEP_CONFIG, "--name", "r", "train.steps=40", "--nmae", "x"])
+    assert refused.value.code == 2 and "unrecognized arguments: --nmae x" in capsys.readouterr().err
+
+
 def as_resumable_run(run: Path, cfg: Config, step: int = 10, workers: int = 2) -> Path:
     """A run directory Ray Train would resume: config.yaml, a complete checkpoint, Ray's record of it."""
     ckpt = run / f"checkpoint_{step:06d}"
