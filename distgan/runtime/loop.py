@@ -240,7 +240,7 @@ class Trainer:
     def record_history(self, event: str, why: str) -> None:
         if self.rank == 0:
             self.publish(history.append(self.info.run_dir, event, self.state.step, self.world, why, self.info.launch))
-            log.info("%s at step %d on %d workers: %s", event, self.state.step, self.world, why)
+            log.info("%s at step %d on %s: %s", event, self.state.step, history.workers(self.world), why)
 
     def stop_for_preemption(self, checkpointed: bool) -> None:
         """A rank was told to stop (``distgan.runtime.preemption``): checkpoint this step unless that is done,

@@ -37,24 +37,32 @@ def append(run_dir: Path, event: str, step: int, world_size: int, why: str, laun
     return path
 
 
+def workers(n: int) -> str:
+    return f"{n} worker" if n == 1 else f"{n} workers"
+
+
 def attempt_start(run_dir: Path, step: int, world_size: int, written_by: Optional[int],
                   launch: float) -> tuple[str, str]:
     """(event, why) of an attempt of the command begun at ``launch``, starting at ``step`` with ``world_size``
     workers from a checkpoint written by ``written_by`` workers (None: no checkpoint)."""
     if written_by is None:
-        return STARTED, f"new run on {world_size} workers"
+        return STARTED, f"new run on {workers(world_size)}"
     rows = read(run_dir)
     last = rows[-1] if rows else {}
+    widths = f"from {written_by} to {workers(world_size)}"
     if last.get("launch") != launch:
-        cause = "by a new distgan train"
-    elif last.get("event") == PREEMPTED:
+        # Another command chose the width (its scaling.num_workers, or an elastic range and what it found):
+        # nothing was lost, whichever way it went.
+        if world_size == written_by:
+            return RESUMED, f"restarted on {workers(world_size)} by a new distgan train"
+        change = "shrunk" if world_size < written_by else "grown"
+        return RESIZED, f"{change} {widths} by a new distgan train"
+    if last.get("event") == PREEMPTED:
         cause = "after a preemption notice"
     else:
         cause = "after a worker failure"
     if world_size < written_by:
-        return RESIZED, f"shrunk from {written_by} to {world_size} workers {cause}: a worker or node was lost"
-    if world_size > written_by:
-        if cause == "after a worker failure":  # a wider group is Ray Train's own restart, not a failure
-            cause = "by Ray Train's resize"
-        return RESIZED, f"grown from {written_by} to {world_size} workers {cause}: capacity returned"
-    return RESUMED, f"restarted on {world_size} workers {cause}"
+        return RESIZED, f"shrunk {widths} {cause}: a worker or node was lost"
+    if world_size > written_by:  # a wider group within one command is Ray Train's own resize, not a failure
+        return RESIZED, f"grown {widths} by Ray Train's resize: capacity returned"
+    return RESUMED, f"restarted on {workers(world_size)} {cause}"

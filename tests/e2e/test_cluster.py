@@ -383,7 +383,7 @@ def test_an_elastic_run_shrinks_when_a_node_is_preempted_and_grows_when_it_retur
     assert events == [("started", 2), ("preempted", 2), ("resized", 1), ("resized", 2), ("finished", 2)], events
     notice, shrunk, grown = rows("preempted", 2)[0], rows("resized", 1)[0], rows("resized", 2)[0]
     assert "being preempted" in notice["why"] and "checkpointed step" in notice["why"], notice
-    assert "shrunk from 2 to 1 workers after a preemption notice" in shrunk["why"], shrunk
+    assert "shrunk from 2 to 1 worker after a preemption notice" in shrunk["why"], shrunk
     assert "grown from 1 to 2 workers" in grown["why"], grown
     # Each restart resumed from a checkpoint at most one interval behind what the run had trained; the shrink
     # from the notice's own checkpoint (or a later periodic one).
@@ -398,7 +398,7 @@ def test_an_elastic_run_shrinks_when_a_node_is_preempted_and_grows_when_it_retur
     assert (run / "generator.safetensors").is_file()
     # The console said so: the driver's log (train.log in the run directory) has each resize.
     console = (run / "train.log").read_text()
-    assert "shrunk from 2 to 1 workers" in console and "grown from 1 to 2 workers" in console
+    assert "shrunk from 2 to 1 worker" in console and "grown from 1 to 2 workers" in console
     print(f"notice -> training on 1 worker: {shrunk['time'] - notice['time']:.1f} s; "
           f"grown {grown['time'] - shrunk['time']:.1f} s after the shrink")
 

@@ -41,7 +41,7 @@ def make_run(path, steps: int = 400, every: int = 10, samples: int = 60, sign: f
             f.write(json.dumps(record) + "\n")
     (path / "history.jsonl").write_text("\n".join(json.dumps(r) for r in (
         {"time": T0, "event": "started", "step": 0, "world_size": 2, "why": "new run on 2 workers"},
-        {"time": T0 + 300, "event": "resized", "step": 150, "world_size": 1, "why": "shrunk from 2 to 1 workers"},
+        {"time": T0 + 300, "event": "resized", "step": 150, "world_size": 1, "why": "shrunk from 2 to 1 worker"},
         {"time": T0 + 900, "event": "finished", "step": steps, "world_size": 1, "why": "reached the end"})) + "\n")
     (path / "startup.json").write_text(json.dumps({"phases": {"ray_ready": 3.2, "engine_g": 1.5}}))
     (path / "samples").mkdir()
@@ -70,7 +70,7 @@ def test_a_run_report_draws_what_the_run_logged_and_says_what_is_wrong(tmp_path)
         in page
     assert "FID has stalled" in page and "(steps 200-400: 59.90, 59.80, 60.10) did not beat 60.00" in page
     assert "Non-finite steps skipped" in page and "1 optimizer steps skipped" in page
-    assert "shrunk from 2 to 1 workers" in page and "ray_ready" in page and "family: dcgan" in page
+    assert "shrunk from 2 to 1 worker" in page and "ray_ready" in page and "family: dcgan" in page
     # 60 saved grids -> the last MAX_SAMPLES, evenly spaced, always the newest.
     steps = json.loads(re.search(r"const SAMPLES=(\[[^\]]*\])", page).group(1))
     assert len(steps) == MAX_SAMPLES and steps[0] == 5 and steps[-1] == 300
