@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 import threading
 import time
@@ -20,6 +21,9 @@ from typing import Callable, Iterator, Optional, Sequence, TextIO
 
 FILE = "train.log"
 LOGGER = "distgan"
+# Terminal colour and cursor codes (Ray colours the prefix of every line it forwards from a worker, tty or
+# not): the console keeps them, the file is read with less, grep and editors, where they are noise.
+ESCAPE_CODE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def stamp(when: Optional[float] = None) -> str:
@@ -39,7 +43,7 @@ class LogFile:
 
     def write_lines(self, text: str, when: Optional[float] = None, tag: str = "") -> None:
         prefix = f"{stamp(when)} {tag}" if tag else f"{stamp(when)} "
-        lines = text.split("\n")
+        lines = ESCAPE_CODE.sub("", text).split("\n")
         with self._lock:
             if not self._file.closed:
                 self._file.write("".join(f"{prefix}{line.rstrip(chr(13))}\n" for line in lines))

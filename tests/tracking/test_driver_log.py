@@ -41,6 +41,15 @@ def test_printed_and_logged_lines_land_stamped_and_the_console_is_unchanged(tmp_
     assert not any(type(h).__name__ == "RecordsToFile" for h in logging.getLogger("distgan").handlers)
 
 
+def test_the_file_has_no_terminal_colour_codes_the_console_keeps(tmp_path, capsys):
+    coloured = "\x1b[36m(RayTrainWorker pid=6441)\x1b[0m finished at step 60 \x1b[32m [repeated 2x]\x1b[0m"
+    with driver_log(tmp_path / FILE):
+        print(coloured)
+    assert capsys.readouterr().out == coloured + "\n"
+    body = re.sub(STAMP, "", (tmp_path / FILE).read_text(), count=1)
+    assert body == "(RayTrainWorker pid=6441) finished at step 60  [repeated 2x]\n"
+
+
 def test_a_second_entry_appends_and_an_error_is_noted(tmp_path, capsys):
     path = tmp_path / FILE
     with driver_log(path):
