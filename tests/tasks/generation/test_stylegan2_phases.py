@@ -263,3 +263,25 @@ def test_the_shipped_config_logs_reg_g_and_pl_mean(process_group, tmp_path):
     assert records[0]["pl_mean"] == 0 < records[1]["pl_mean"], "logged at every step, moved by the first Greg"
     saved = json.loads((session.checkpoints[-1] / "train_state.json").read_text())["algorithm"]
     assert saved["g_reg"]["pl_mean"] == pytest.approx(float(trainer.gan.g_reg.pl_mean))
+
+
+@pytest.mark.parametrize("stage", [0, 2])
+def test_both_lazy_regularizers_train_in_bf16_through_ada(process_group, stage):
+    """The GPU tests' bf16 StyleGAN2 (R1 and the path-length penalty, each a double backward through
+    conv_gradfix's convolutions and, for R1, ADA's resampling), here on the CPU's bf16 kernels: every
+    derivative's dtype agrees with its input's and both penalties come out finite, under ZeRO-0 and ZeRO-2."""
+    cfg = config("deepspeed.precision=bf16", f"deepspeed.zero_stage={stage}", "loss.d_reg.type=r1",
+                 "loss.d_reg.interval=1", "loss.g_reg.type=path_length", "loss.g_reg.interval=1",
+                 "augment.ada.enabled=true", "augment.ada.adaptive=false", "augment.ada.p=0.8")
+    gan = build(cfg)
+    assert next(gan.engine_g.module.parameters()).dtype == torch.bfloat16
+    before = [p.detach().float().clone() for p in gan.engine_g.module.parameters()]
+    batches = reals()
+    for _ in range(2):
+        gan.step(batches, 4)
+    stats = dict(zip(gan.stat_names, gan.pop_stats().tolist()))
+    assert math.isfinite(stats["reg_d"]) and stats["reg_d"] > 0
+    assert math.isfinite(stats["reg_g"]) and stats["reg_g"] > 0
+    after = [p.detach().float() for p in gan.engine_g.module.parameters()]
+    assert all(torch.isfinite(p).all() for p in after)
+    assert any(not torch.equal(a, b) for a, b in zip(before, after)), "G did not move"
