@@ -1,7 +1,8 @@
 """StyleGAN2's phases in the generation step: style mixing drawn from the rank's latent stream, the path-length
 penalty against a hand-computed Jacobian, pl_mean's decay rule and its equality across ranks, the lazy Greg
 schedule and its optimizer correction and its step under ZeRO-1/2, pl_mean in the algorithm's state, a run of
-the shipped config with its path length turned on, and the refusals (ZeRO-3, a G without a mapping network)."""
+the shipped config with its path length turned on, both penalties in bf16 through ADA, and the refusals (ZeRO-3,
+a G without a mapping network)."""
 
 from __future__ import annotations
 
