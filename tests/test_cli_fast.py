@@ -165,6 +165,8 @@ def test_train_dry_run_prints_the_plan_of_a_fresh_run(dry, capsys):
     assert list(dry.iterdir()) == [], "a dry run wrote something"
     assert cli_main([*argv[:5], "eval.every=0", *argv[5:]]) == 0
     assert row(capsys.readouterr().out, "model").endswith("checkpoint every 500, no evaluation")
+    assert cli_main([*argv[:5], "model.conditional=true", *argv[5:]]) == 0
+    assert row(capsys.readouterr().out, "model").startswith("conditional dcgan on digits; ")
 
 
 def test_options_may_stand_between_the_config_and_its_overrides(dry, capsys):

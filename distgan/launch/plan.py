@@ -76,7 +76,8 @@ def add_run_rows(plan: Plan, cfg: Config) -> None:
     plan.add("engines", f"G ZeRO-{ds.stage('g')}, D ZeRO-{ds.stage('d')}, {precision}")
     data = cfg.data.path or cfg.data.name
     evaluation = f"evaluation every {cfg.eval.every}" if cfg.eval.every > 0 else "no evaluation"
-    plan.add("model", f"{cfg.model.family} on {data}; {cfg.train.steps} steps, checkpoint every "
+    family = f"conditional {cfg.model.family}" if cfg.model.conditional else cfg.model.family
+    plan.add("model", f"{family} on {data}; {cfg.train.steps} steps, checkpoint every "
                       f"{cfg.train.checkpoint_every}, {evaluation}")
 
 
