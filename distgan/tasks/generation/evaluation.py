@@ -4,8 +4,11 @@ Every rank generates its contiguous share of ``eval.n`` samples from latents
 drawn with ``eval.seed`` (sample i gets the same latent whatever the worker
 count), extracts their features, and rank 0 gathers them, compares them with
 the cached real-data features and broadcasts the scores, so every rank
-returns (and reports) the same dict. The evaluator never touches the training
-RNG streams: a resumed run draws the same batches whether or not it evaluated.
+returns (and reports) the same dict. A style-based G's per-pixel noise is drawn
+per batch from ``eval.seed`` and the batch's first sample, so the same seed and
+worker count give the same scores (its draws depend on how the batches fall).
+The evaluator never touches the training RNG streams: a resumed run draws the
+same batches whether or not it evaluated.
 
 Knows nothing of Ray; the collectives are torch.distributed's, and with one
 process (``distgan evaluate``) there are none.
@@ -13,10 +16,11 @@ process (``distgan evaluate``) there are none.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -189,7 +193,8 @@ class Evaluator:
         feats, preds = [], []
         for idx in torch.arange(start, end).split(self.cfg.batch_size):
             zb = z[idx].to(self.device)
-            fake = generator(zb) if requested is None else generator(zb, requested[idx].to(self.device))
+            with self._seeded_global_rng(int(idx[0])):
+                fake = generator(zb) if requested is None else generator(zb, requested[idx].to(self.device))
             f, logits = extract_all(self.net, fake.float(), self.cfg.batch_size, self.device)
             feats.append(f)
             if logits is not None:
@@ -210,6 +215,15 @@ class Evaluator:
             dist.broadcast_object_list(box, src=0, device=self._collective_device())
             scores = box[0]
         return scores
+
+    @contextlib.contextmanager
+    def _seeded_global_rng(self, first: int) -> Iterator[None]:
+        """What a generator draws from torch's global generators (a style-based G's per-pixel noise,
+        ``noise_mode: random``, as the published metrics evaluate it) comes from ``eval.seed`` and the batch's
+        first sample: the same seed gives the same scores, and training's own stream is put back after."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed((self.cfg.seed * 1_000_003 + first) % 2**63)
+            yield
 
     def _gather(self, local: torch.Tensor, preds: Optional[torch.Tensor]):
         """Every rank's features (and predicted classes) on rank 0, in rank order."""

@@ -83,6 +83,36 @@ def test_evaluation_leaves_the_training_rng_alone(digits):
     assert torch.equal(before, torch.get_rng_state())
 
 
+def tiny_stylegan2(noise_mode: str) -> nn.Module:
+    cfg = load_config(None, ("model.family=stylegan2", "model.latent_dim=8", "model.stylegan2.w_dim=8",
+                             "model.stylegan2.channel_base=64", "model.stylegan2.channel_max=8",
+                             f"model.stylegan2.noise_mode={noise_mode}"))
+    torch.manual_seed(0)
+    g = models.build_generator(cfg.model, (1, 16, 16), 0).eval()
+    with torch.no_grad():  # as trained: the noise strengths start at 0, where noise would change nothing
+        for name, p in g.named_parameters():
+            if name.endswith("strength"):
+                p.fill_(0.5)
+    return g
+
+
+def test_a_generator_with_random_noise_scores_the_same_for_the_same_seed(digits):
+    """A StyleGAN2's per-pixel noise (``noise_mode: random``) comes from the global generators: seeded from
+    eval.seed, it gives one score per seed, and training's global stream is put back afterwards."""
+    ev = evaluator(digits, "eval.metrics=fid,kid", "eval.n=200", "eval.kid_subset_size=100", "eval.batch_size=64")
+    random_noise = tiny_stylegan2("random")
+    before = torch.get_rng_state()
+    first, again = ev.run(random_noise), ev.run(random_noise)
+    assert torch.equal(before, torch.get_rng_state())
+    assert (first["fid"], first["kid"]) == (again["fid"], again["kid"])
+    other_seed = evaluator(digits, "eval.metrics=fid,kid", "eval.n=200", "eval.kid_subset_size=100",
+                           "eval.batch_size=64", "eval.seed=1").run(random_noise)
+    assert other_seed["fid"] != first["fid"]
+    # The noise is still drawn, not frozen: the same weights with the saved constant noise score otherwise.
+    const_noise = tiny_stylegan2("const")
+    assert ev.run(const_noise)["fid"] != first["fid"]
+
+
 def test_shards_cover_every_sample_once():
     for n, world in ((10, 3), (2000, 2), (7, 7), (5, 8)):
         spans = [shard(n, r, world) for r in range(world)]
