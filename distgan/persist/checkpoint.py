@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,18 +47,13 @@ import torch.distributed as dist
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from distgan.persist import reshard
+from distgan.persist import layout, reshard
 from distgan.persist.errors import CheckpointError, UnsafeCheckpoint, WorldSizeMismatch
 from distgan.persist.export import save_generator
 from distgan.persist.safety import check_pickles, weights_only_loads
 from distgan.persist.storage import CheckpointDownloads, StoreDir, local_dir
 
 TAG = "state"
-
-
-NAME = re.compile(r"checkpoint_(\d+)")
-"""Checkpoint directories in a run: ``checkpoint_<step>`` (Ray Train's ``checkpoint_dir_name``)."""
-
 
 _STOPS = (UnsafeCheckpoint, WorldSizeMismatch)
 """Refusals that stop the run instead of falling back to an older checkpoint, the first winning."""
@@ -206,8 +200,7 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def number(directory: Union[str, Path]) -> Optional[int]:
     """The step in a ``checkpoint_NNNNNN`` name, or None for another name."""
-    match = NAME.fullmatch(Path(directory).name)
-    return int(match.group(1)) if match else None
+    return layout.checkpoint_step(Path(directory).name)
 
 
 def earlier_names(name: str, siblings: list[str]) -> list[str]:

@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -22,6 +22,7 @@ from torch import nn
 from distgan import models
 from distgan.config import ConfigError, ModelConfig, build_section
 from distgan.models.published import pad_first_conv
+from distgan.persist import layout
 from distgan.persist.storage import Storage, is_uri, local_dir, staging_dir
 
 FORMAT = "distgan-generator"
@@ -52,8 +53,9 @@ def save_generator(directory: Union[str, Path], module: nn.Module, metadata: dic
 def find_generator(path: Union[str, Path]) -> Path:
     """Resolve a run directory, checkpoint directory or weights file to a weights file.
 
-    A run directory without a final export falls back to its newest checkpoint,
-    so a run can be sampled while it trains.
+    A run directory gives its final export, or its newest checkpoint while that is newer (a run that trains,
+    or a finished run resumed to more steps); a sweep's trial stopped early by its scheduler has only the
+    checkpoints under ``attempts/``.
     """
     if "://" in str(path):
         if is_uri(path):
@@ -67,12 +69,30 @@ def find_generator(path: Union[str, Path]) -> Path:
         return path
     if not path.is_dir():
         raise FileNotFoundError(f"{path} does not exist")
-    if (path / WEIGHTS).is_file():
-        return path / WEIGHTS
-    checkpoints = sorted(p for p in path.glob("checkpoint_*") if (p / WEIGHTS).is_file())
-    if checkpoints:
-        return checkpoints[-1] / WEIGHTS
+    saved = [p.relative_to(path).as_posix() for pattern in ("checkpoint_*", f"{layout.ATTEMPTS}/attempt_*/checkpoint_*")
+             for p in path.glob(pattern) if (p / WEIGHTS).is_file()]
+    exported = path / WEIGHTS
+    newest = _newer_than_export(layout.newest_checkpoint(saved), exported.with_name(META) if exported.is_file()
+                                else None, lambda meta: meta.read_text())
+    if newest is not None:
+        return path / newest / WEIGHTS
+    if exported.is_file():
+        return exported
     raise FileNotFoundError(f"{path} holds no {WEIGHTS} and no checkpoint with one; has the run saved yet?")
+
+
+def _newer_than_export(newest: Optional[str], export_meta, read: Callable) -> Optional[str]:
+    """``newest`` (a checkpoint's name) unless the run's export (described by ``export_meta``, None if there is
+    none) is of its step or later. An export whose step cannot be read wins: its reader names the problem."""
+    if newest is None or export_meta is None:
+        return newest
+    try:
+        exported_step = json.loads(read(export_meta)).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(exported_step, int):
+        return None
+    return newest if layout.checkpoint_step(newest) > exported_step else None
 
 
 def download_generator(uri: str) -> Path:
@@ -84,14 +104,16 @@ def download_generator(uri: str) -> Path:
     try:
         if where.name.endswith(".safetensors") and where.parent().is_file(where.name):
             source, weights = where.parent(), where.name
-        elif where.is_file(WEIGHTS):
-            source, weights = where, WEIGHTS
         else:
-            saved = [d for d in where.subdirs() if d.startswith("checkpoint_") and where.is_file(f"{d}/{WEIGHTS}")]
-            if not saved:
+            newest = _newer_than_export(layout.newest_checkpoint(_saved_in_store(where)),
+                                        META if where.is_file(WEIGHTS) else None, where.read_text)
+            if newest is not None:
+                source, weights = where.child(newest), WEIGHTS
+            elif where.is_file(WEIGHTS):
+                source, weights = where, WEIGHTS
+            else:
                 raise FileNotFoundError(f"{where.display()} holds no {WEIGHTS} and no checkpoint with one; has "
                                         f"the run saved yet?")
-            source, weights = where.child(saved[-1]), WEIGHTS
         if not weights.endswith(".safetensors"):
             raise FileNotFoundError(f"{source.display(weights)} is not a .safetensors generator file")
         local = staging_dir(store, "generator")
@@ -109,6 +131,16 @@ def download_generator(uri: str) -> Path:
             raise
         raise FileNotFoundError(f"{where.display()} cannot be read: {exc}") from None
     return local / WEIGHTS
+
+
+def _saved_in_store(where) -> list[str]:
+    """The checkpoints holding weights under a run in a store: its own, and a sweep trial's attempts'."""
+    names = [d for d in where.subdirs() if layout.checkpoint_step(d) is not None]
+    if layout.ATTEMPTS in where.subdirs():
+        attempts = where.child(layout.ATTEMPTS)
+        names += [f"{layout.ATTEMPTS}/{a}/{c}" for a in attempts.subdirs() for c in attempts.child(a).subdirs()
+                  if layout.checkpoint_step(c) is not None]
+    return [n for n in names if where.is_file(f"{n}/{WEIGHTS}")]
 
 
 def _not_safetensors(weights: Path, error: Exception) -> str:
@@ -140,18 +172,35 @@ def read_weights(weights: Union[str, Path]) -> dict[str, torch.Tensor]:
         raise GeneratorFileError(_not_safetensors(Path(weights), exc)) from None
 
 
+def read_description(weights: Path) -> tuple[Path, dict]:
+    """``generator.json`` beside ``weights``: (its path, its content), with what a rebuild needs in it.
+    FileNotFoundError when it is missing; GeneratorFileError, naming it, when it cannot be what it must be
+    (cut short, another file's JSON, keys missing)."""
+    meta_path = weights.with_name(META)
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} is missing; it describes how to rebuild {weights}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise GeneratorFileError(f"{meta_path} cannot be read as JSON ({exc}); it describes how to rebuild "
+                                 f"{weights}, as distgan exported it") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise GeneratorFileError(f"{meta_path} is not a distgan generator description (no \"format\": "
+                                 f"\"{FORMAT}\")")
+    missing = [key for key, kind in (("model", dict), ("data_shape", list)) if not isinstance(meta.get(key), kind)]
+    if missing:
+        raise GeneratorFileError(f"{meta_path} lacks {' and '.join(repr(k) for k in missing)}, which a rebuild "
+                                 f"of {weights} needs")
+    return meta_path, meta
+
+
 def load_generator(path: Union[str, Path]) -> tuple[nn.Module, dict]:
     """Rebuild the generator from a run dir, checkpoint dir or ``generator.safetensors``.
 
     Returns ``(module in eval mode on CPU, metadata)``.
     """
     weights = find_generator(path)
-    meta_path = weights.with_name(META)
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path} is missing; it describes how to rebuild {weights}")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_path} is not a distgan generator description")
+    meta_path, meta = read_description(weights)
     model_cfg = build_section(ModelConfig, meta["model"], "model.")
     module = models.build_generator(model_cfg, tuple(meta["data_shape"]), meta.get("num_classes", 0))
     tensors = read_weights(weights)
@@ -208,16 +257,10 @@ def check_init_from(cfg) -> None:
         weights = find_generator(cfg.train.init_from)
     except FileNotFoundError as exc:
         raise ConfigError(f"train.init_from: {exc}") from None
-    meta_path = weights.with_name(META)
     try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"train.init_from: cannot read {meta_path} ({exc}); it describes {weights}") from None
-    if meta.get("format") != FORMAT or not isinstance(meta.get("model"), dict):
-        raise ConfigError(f"train.init_from: {meta_path} is not a distgan generator description")
-    try:
+        _, meta = read_description(weights)
         check_weights(weights)
-    except ValueError as exc:
+    except (FileNotFoundError, GeneratorFileError) as exc:
         raise ConfigError(f"train.init_from: {exc}") from None
     ours = asdict(cfg.model)
     theirs = {**ours, **meta["model"]}
