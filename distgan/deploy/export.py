@@ -152,7 +152,8 @@ def output_shape(sig: Signature, cases: Sequence[tuple[torch.Tensor, ...]]) -> d
             continue
         ratio = size // cases[0][0].shape[axis]
         shape.append(label if ratio == 1 else f"{ratio}*{label}")
-    return {"name": sig.output, "dtype": "float32", "shape": shape, "range": [-1, 1]}
+    # Images are clamped to [-1, 1] by the wrapper; other samples (2-D points) are unbounded.
+    return {"name": sig.output, "dtype": "float32", "shape": shape, "range": [-1, 1] if sig.output == "image" else None}
 
 
 def export_generator(source: Union[str, Path], format: str = "onnx", out: Union[str, Path, None] = None,

@@ -4,7 +4,7 @@ it is traced and checked on.
 The wrapper follows the models' contract (``distgan.models``), not a list of families, so a newly
 registered family exports without an edit here:
 
-* a generator with ``latent_dim`` samples: ``forward(z)`` -> ``[N, *data_shape]`` (images in [-1, 1]);
+* a generator with ``latent_dim`` samples: ``forward(z)`` -> ``[N, *data_shape]`` (images clamped to [-1, 1]);
   one that also has ``num_classes`` is conditional: ``forward(z, labels)`` with int64 class indices;
 * any other generator maps an image to an image (``[N, C, h, w]`` -> ``[N, C, h*s, w*s]``): ``forward(lr)``,
   with height and width dynamic as well as the batch.
@@ -37,37 +37,39 @@ CHECK_SIDES = ((8, 6), (13, 11))
 """The check runs the export at each of these batches (and, for image inputs, each of these sizes)."""
 
 
-class Sampler(nn.Module):
+class Wrapper(nn.Module):
+    """A generator behind named inputs. Images leave clamped to [-1, 1], the range the description states
+    and ``distgan sample``/``upscale`` write: a style-based G's or an upscaler's last layer is linear and
+    overshoots a little, which a consumer converting straight to 8 bits would wrap around. Other samples
+    (2-D points) leave as they are."""
+
+    def __init__(self, generator: nn.Module, images: bool):
+        super().__init__()
+        self.generator, self.images = generator, images
+
+    def bounded(self, out: torch.Tensor) -> torch.Tensor:
+        return out.clamp(-1, 1) if self.images else out
+
+
+class Sampler(Wrapper):
     """``forward(z)`` -> samples."""
 
-    def __init__(self, generator: nn.Module):
-        super().__init__()
-        self.generator = generator
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.generator(z)
+        return self.bounded(self.generator(z))
 
 
-class ConditionalSampler(nn.Module):
+class ConditionalSampler(Wrapper):
     """``forward(z, labels)`` -> samples of those classes."""
 
-    def __init__(self, generator: nn.Module):
-        super().__init__()
-        self.generator = generator
-
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.generator(z, labels)
+        return self.bounded(self.generator(z, labels))
 
 
-class Upscaler(nn.Module):
+class Upscaler(Wrapper):
     """``forward(lr)`` -> the super-resolved image."""
 
-    def __init__(self, generator: nn.Module):
-        super().__init__()
-        self.generator = generator
-
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        return self.generator(lr)
+        return self.bounded(self.generator(lr))
 
 
 @dataclass(frozen=True)
@@ -115,12 +117,13 @@ def signature(generator: nn.Module, data_shape: tuple[int, ...]) -> Signature:
         generator.noise_mode = noise_mode = NOISE_MODE
     latent_dim = getattr(generator, "latent_dim", None)
     num_classes = int(getattr(generator, "num_classes", 0) or 0)
-    output = "image" if len(data_shape) == 3 else "sample"
+    images = len(data_shape) == 3
+    output = "image" if images else "sample"
     if latent_dim is None:
-        return Signature(Upscaler(generator).eval(), ("lr",), output,
+        return Signature(Upscaler(generator, images).eval(), ("lr",), output,
                          {"lr": {0: "batch", 2: "height", 3: "width"}}, None, 0, int(data_shape[0]), noise_mode)
     if num_classes:
-        return Signature(ConditionalSampler(generator).eval(), ("z", "labels"), output,
+        return Signature(ConditionalSampler(generator, images).eval(), ("z", "labels"), output,
                          {"z": {0: "batch"}, "labels": {0: "batch"}}, int(latent_dim), num_classes, 0, noise_mode)
-    return Signature(Sampler(generator).eval(), ("z",), output, {"z": {0: "batch"}}, int(latent_dim), 0, 0,
+    return Signature(Sampler(generator, images).eval(), ("z",), output, {"z": {0: "batch"}}, int(latent_dim), 0, 0,
                      noise_mode)

@@ -4,6 +4,7 @@ here independently of the export's own check; a failing check writes nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -55,8 +56,8 @@ def test_every_family_exports_and_equals_pytorch(tmp_path, family, conditional, 
     worst = 0.0
     for n, side in ((1, (8, 6)), (3, (5, 9))):
         feed = inputs_for(meta, g, n, side)
-        with torch.no_grad():
-            want = g(*feed.values()).numpy()
+        with torch.no_grad():  # images leave clamped to the range the description states
+            want = g(*feed.values()).clamp(-1, 1).numpy()
         got = run_exported(done.path, fmt, feed)
         assert got.shape == want.shape
         worst = max(worst, float(np.abs(got - want).max()))
@@ -73,6 +74,33 @@ def test_every_family_exports_and_equals_pytorch(tmp_path, family, conditional, 
         assert described["z_dim"] == 8 and described["output"]["shape"] == ["batch", 1, 16, 16]
 
 
+def test_images_leave_clamped_to_the_stated_range_and_points_unbounded(tmp_path):
+    """A StyleGAN2's last layer is linear: the tiny one overshoots [-1, 1] by several times. Its export clamps,
+    as `distgan sample` does, and says so; a 2-D point sampler's output is neither clamped nor given a range."""
+    source = save_tiny(tmp_path / "sg", "stylegan2")
+    g, meta = load_generator(source)
+    z = {"z": torch.randn(16, g.latent_dim, generator=torch.Generator().manual_seed(0))}
+    with torch.no_grad():
+        raw = g(*z.values())
+    assert raw.abs().max() > 1.5  # the case this is about
+    done = distgan.export(source, format="onnx")
+    got = run_exported(done.path, "onnx", z)
+    assert np.abs(got).max() <= 1.0 and np.abs(got - raw.clamp(-1, 1).numpy()).max() <= TOLERANCE
+    assert json.loads(done.metadata_path.read_text())["output"]["range"] == [-1, 1]
+
+    cfg = ModelConfig(family="mlp", latent_dim=8, g_width=8)
+    torch.manual_seed(0)
+    points = models.build_generator(cfg, (2,), 0).eval()
+    with torch.no_grad():
+        points.net[-1].bias.fill_(2.0)  # points well beyond [-1, 1], as ring8's radius-2 ring is
+    save_generator(tmp_path / "ring", points, {"model": dataclasses.asdict(cfg), "data_shape": [2], "num_classes": 0})
+    done = distgan.export(tmp_path / "ring", format="torchscript")
+    with torch.no_grad():
+        want = points(*z.values()).numpy()
+    assert np.abs(want).max() > 1.5 and np.abs(run_exported(done.path, "torchscript", z) - want).max() <= TOLERANCE
+    assert json.loads(done.metadata_path.read_text())["output"]["range"] is None
+
+
 def test_imported_published_weights_export_with_their_padding(tmp_path):
     """Imported ESRGAN weights pad their first conv's input with a constant (a forward pre-hook): it is in
     the graph, so the ONNX file computes what ``distgan upscale`` computes."""
@@ -81,10 +109,10 @@ def test_imported_published_weights_export_with_their_padding(tmp_path):
     g, meta = load_generator(source)
     feed = inputs_for(meta, g, 2, (7, 5))
     with torch.no_grad():
-        want = g(*feed.values()).numpy()
+        want = g(*feed.values()).clamp(-1, 1).numpy()  # images leave clamped
         plain = models.build_generator(ModelConfig(**meta["model"]), (3, 32, 32))
         plain.load_state_dict(g.state_dict())
-        assert np.abs(plain.eval()(*feed.values()).numpy() - want).max() > 10 * TOLERANCE  # the pad matters
+        assert np.abs(plain.eval()(*feed.values()).clamp(-1, 1).numpy() - want).max() > 10 * TOLERANCE  # the pad matters
     assert np.abs(run_exported(done.path, "onnx", feed) - want).max() <= TOLERANCE
 
 
@@ -186,6 +214,6 @@ def test_per_pixel_noise_is_exported_as_the_saved_constant(tmp_path):
     g, meta = load_generator(source)
     z = torch.randn(2, 8)
     with torch.no_grad():
-        want = g(z, noise_mode="const")
-        assert (g(z, noise_mode="random") - want).abs().max() > 10 * TOLERANCE  # the noise matters
+        want = g(z, noise_mode="const").clamp(-1, 1)  # images leave clamped
+        assert (g(z, noise_mode="random").clamp(-1, 1) - want).abs().max() > 10 * TOLERANCE  # the noise matters
     assert np.abs(run_exported(done.path, "torchscript", {"z": z}) - want.numpy()).max() <= TOLERANCE
