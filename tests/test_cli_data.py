@@ -108,3 +108,36 @@ def test_a_bucket_source_that_cannot_be_used_exits_2_naming_it(tmp_path, s3_serv
     assert cli_main(["data", "pack", empty, str(tmp_path / "out")]) == 2
     assert "SRC 's3://cli-data-empty/photos': no PNG/JPEG images found" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_trailing_slash_is_not_doubled_in_what_is_printed(tmp_path, capsys):
+    src = make_folder(tmp_path / "src", per_class=2)
+    dest = tmp_path / "ts"
+    assert cli_main(["data", "pack", f"{src}/", f"{dest}/", "--per-shard", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {dest}/shard-000000.tar: 2 samples" in out and f"index: {dest}/index.json" in out
+    assert "//" not in out
+
+    shard = dest / "shard-000001.tar"
+    damaged = bytearray(shard.read_bytes())
+    damaged[700] ^= 0xFF
+    shard.write_bytes(bytes(damaged))
+    assert cli_main(["data", "check", f"{dest}/"]) == 1
+    captured = capsys.readouterr()
+    assert f"{dest}/shard-000001.tar: sha256" in captured.err and "//" not in captured.out + captured.err
+
+
+def test_a_file_uri_folder_checks_and_packs_as_its_path_does(tmp_path, capsys):
+    src = make_folder(tmp_path / "src", per_class=2)
+    assert cli_main(["data", "check", src.as_uri()]) == 0
+    assert "classes: 2 (cat 2, dog 2)" in capsys.readouterr().out
+    assert cli_main(["data", "pack", src.as_uri(), str(tmp_path / "packed")]) == 0
+    assert "packed 4 of 4 images" in capsys.readouterr().out
+
+
+def test_packing_a_local_shard_set_exits_2_saying_what_it_is(tmp_path, capsys):
+    src = make_folder(tmp_path / "src", per_class=2)
+    assert cli_main(["data", "pack", str(src), str(tmp_path / "packed")]) == 0
+    capsys.readouterr()
+    assert cli_main(["data", "pack", str(tmp_path / "packed"), str(tmp_path / "again")]) == 2
+    assert "holds a shard set (index.json): pack reads an image folder" in capsys.readouterr().err

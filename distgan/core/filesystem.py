@@ -65,9 +65,11 @@ def local_path(location: Union[str, Path]) -> Path:
 
 
 def display(location: Union[str, Path]) -> str:
-    """How messages name a location: a path as given, or the URI without its query (the store's options)."""
+    """How messages name a location: a path as given, or the URI without its query (the store's options);
+    without a trailing slash either way, since messages join names to it (``dest/shard-000000.tar``)."""
     text = str(location)
-    return text.split("?", 1)[0].rstrip("/") if is_uri(text) else text
+    shown = text.split("?", 1)[0] if is_uri(text) else text
+    return shown.rstrip("/") or shown  # "/" stays "/"
 
 
 def open_uri(text: str, key: str = "--storage", need_prefix: bool = True) -> tuple[pafs.FileSystem, str]:

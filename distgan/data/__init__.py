@@ -14,13 +14,12 @@ decoded ahead of the step by a ``Streamer`` (Ray tasks under Ray) in the order
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import torch
 
 from distgan.config import ConfigError, DataConfig
-from distgan.core.filesystem import display, is_uri
+from distgan.core.filesystem import display, is_uri, local_path
 from distgan.data import builtin, photos  # noqa: F401  (the built-in sets register themselves on import)
 from distgan.data import shards
 from distgan.data.feed import Feed, MemoryFeed, data_seed, streams
@@ -64,7 +63,7 @@ def check(cfg: DataConfig) -> None:
 
         catalog(cfg)
         return
-    if cfg.path is not None and (is_uri(cfg.path) or Path(cfg.path, shards.INDEX).is_file()):
+    if cfg.path is not None and (is_uri(cfg.path) or (local_path(cfg.path) / shards.INDEX).is_file()):
         raise ConfigError(f"data.path {display(cfg.path)!r}: a URI or a shard set is read while streaming; "
                           f"data.stream=false holds a local folder in memory: set data.stream to auto or true")
     _source(cfg).check(cfg)

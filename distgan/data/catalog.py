@@ -21,7 +21,6 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional, Protocol
 
 import numpy as np
@@ -52,8 +51,9 @@ class FileReader:
     """Image files on the local (or a shared, mounted) file system, by index."""
 
     paths: tuple[str, ...]
-    root: str = ""
-    """The folder they were listed in, resolved: what ``relative`` is relative to."""
+    """Each file's path as found under ``root`` (a link not resolved: ``folder.image_files``)."""
+    root: str
+    """The folder they were listed in, absolute: what ``relative`` is relative to."""
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -66,10 +66,9 @@ class FileReader:
         return self.paths[i]
 
     def relative(self, i: int) -> str:
-        # A file symlinked in from elsewhere resolves outside the root: it goes by its name.
-        path, prefix = self.paths[i], self.root.rstrip(os.sep) + os.sep
-        name = path[len(prefix):] if path.startswith(prefix) else os.path.basename(path)
-        return name.replace(os.sep, "/")
+        # Every path lies under the root as listed (a linked file keeps its place there), so its class is the
+        # folder it lies in and two links of one name in two folders keep two names.
+        return os.path.relpath(self.paths[i], self.root).replace(os.sep, "/")
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ class Catalog:
         """The data set's name: the folder's (or the URI's last part)."""
         if is_uri(self.location):
             return display(self.location).rsplit("/", 1)[-1]
-        return Path(self.location).expanduser().resolve().name
+        return local_path(self.location).name
 
     @property
     def sharded(self) -> bool:
@@ -120,7 +119,7 @@ def folder_catalog(location: str, key: str = "data.path") -> Catalog:
         files = folder.image_files(DataConfig(path=location))
     except ConfigError as exc:  # its messages name data.path; this folder may be another key's
         raise ConfigError(str(exc).replace("data.path", key, 1)) from None
-    reader = FileReader(tuple(str(p) for p in files), str(Path(location).expanduser().resolve()))
+    reader = FileReader(tuple(str(p) for p in files), str(local_path(location)))
     names, labels = _classes([reader.relative(i) for i in range(len(reader))])
     return Catalog(location, reader, names, labels)
 
@@ -188,9 +187,11 @@ def store_catalog(location: str, fs: pafs.FileSystem, base: str, key: str = "dat
         found = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     except OSError as exc:
         raise ConfigError(f"{key} {display(location)!r} cannot be listed: {first_line(exc)}") from None
-    # By components, not as strings: "a/b.png" comes before "a-c.png" in a folder, as in its upload.
+    # By components, not as strings: "a/b.png" comes before "a-c.png" in a folder, as in its upload. Hidden
+    # names are skipped as a local folder skips them (an uploaded folder keeps its .ipynb_checkpoints).
     paths = sorted((f.path for f in found if f.type == pafs.FileType.File
-                    and os.path.splitext(f.path)[1].lower() in folder.EXTENSIONS), key=lambda p: p.split("/"))
+                    and os.path.splitext(f.path)[1].lower() in folder.EXTENSIONS
+                    and not folder.hidden(f.path[len(base):].lstrip("/"))), key=lambda p: p.split("/"))
     if not paths:
         raise ConfigError(f"{key} {display(location)!r}: no PNG/JPEG images found (searched recursively for "
                           f"{', '.join(sorted(folder.EXTENSIONS))}), and no shard set ({shards.INDEX})")

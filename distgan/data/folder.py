@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import re
 from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
 import torch
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from distgan.config import ConfigError, DataConfig
+from distgan.core.filesystem import local_path
 from distgan.data.source import Dataset, Source
-from distgan.data.images import fit_square
+from distgan.data.images import fit_square, orientation
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +39,54 @@ _probes: dict[tuple[str, int, int], tuple[str, tuple[int, int]]] = {}
 
 
 def image_files(cfg: DataConfig) -> list[Path]:
-    """Every PNG/JPEG under ``data.path`` (recursive, extension case-insensitive), in a stable order."""
-    root = Path(cfg.path).expanduser()
+    """Every PNG/JPEG under ``data.path`` (a directory or a ``file://`` URI; recursive, extension
+    case-insensitive, hidden names skipped), each by its path as found under the folder, in a stable order."""
+    root = local_path(cfg.path)
     if not root.exists():
         raise ConfigError(f"data.path {cfg.path!r} does not exist")
     if not root.is_dir():
         raise ConfigError(f"data.path {cfg.path!r} is not a directory")
-    # Sorted so that every worker indexes the same file by the same number.
-    files = sorted(p.resolve() for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    files = _walk(root, cfg.path)
     if not files:
         raise ConfigError(f"data.path {cfg.path!r}: no PNG/JPEG images found (searched recursively for "
                           f"{', '.join(sorted(EXTENSIONS))})")
-    return files
+    # By path components, so that every worker indexes the same file by the same number, and a folder under a
+    # URI (``catalog.store_catalog``) lists in the same order.
+    return sorted(files, key=lambda path: path.parts)
+
+
+def hidden(relative: str) -> bool:
+    """Whether a path inside a folder (``/``-separated) passes through a name starting with ``.``: a notebook's
+    ``.ipynb_checkpoints/`` is no class, and macOS's ``._x.png`` (AppleDouble metadata) is no image."""
+    return any(part.startswith(".") for part in relative.split("/"))
+
+
+def _walk(root: Path, shown: str) -> list[Path]:
+    """The image files under ``root``, following links to folders and files. A file keeps the path it is found
+    at (a link is not resolved), so its class and its name are where it lies in the folder, whatever it points
+    to. A link back to a folder it lies in is not followed again (it would list forever)."""
+    found: list[Path] = []
+    pending: list[tuple[str, frozenset]] = [(str(root), frozenset())]  # (folder, the real folders above it)
+    while pending:
+        here, above = pending.pop()
+        try:
+            stat = os.stat(here)
+            real = (stat.st_dev, stat.st_ino)
+            if real in above:
+                continue
+            with os.scandir(here) as listing:
+                entries = list(listing)
+        except OSError as exc:  # skipped, the folder's images (a whole class, perhaps) would go unseen
+            raise ConfigError(f"data.path {shown!r}: cannot list the folder {here!r}: {exc.strerror or exc}; "
+                              f"expected every folder under it to be readable") from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():  # follows a link
+                pending.append((entry.path, above | {real}))
+            elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in EXTENSIONS:
+                found.append(Path(entry.path))
+    return found
 
 
 JPEG_END = b"\xff\xd9"
@@ -102,10 +141,19 @@ def _upright_size(source: Union[Path, BinaryIO]) -> tuple[int, int]:
         w, h = img.size
         # A PNG's EXIF may follow the pixel data, which getexif would decode; JPEG's is in the header.
         if img.format != "PNG" or "exif" in img.info:
-            if img.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
+            if orientation(img) in (5, 6, 7, 8):  # as decoding reads it, so check and training agree
                 w, h = h, w
         img.verify()
     return h, w
+
+
+_BUFFER = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+
+
+def named(why: str, name: str) -> str:
+    """PIL's message for an image decoded from memory, which names the buffer it read (``<_io.BytesIO object at
+    0x7f...>``), naming the image instead, as PIL names a local file."""
+    return _BUFFER.sub(lambda _: repr(name), why)
 
 
 def unreadable(key: str, folder: str, path: Path, why: str, more: int = 0) -> ConfigError:
@@ -149,7 +197,7 @@ def load(cfg: DataConfig) -> Dataset:
     if not arrays:
         raise ConfigError(f"data.path {cfg.path!r}: none of the {len(files)} images can be read")
     x = torch.from_numpy(np.stack(arrays)).float().div_(127.5).sub_(1.0)
-    root = Path(cfg.path).expanduser().resolve()
+    root = local_path(cfg.path)
     names = classes(cfg)
     labels = None
     if names:
@@ -161,7 +209,7 @@ def load(cfg: DataConfig) -> Dataset:
 def classes(cfg: DataConfig) -> tuple[str, ...]:
     """One class per sub-folder when every image lies in a sub-folder of ``data.path`` and there are two or
     more of them (the ImageFolder layout); otherwise the folder is unlabelled."""
-    root = Path(cfg.path).expanduser().resolve()
+    root = local_path(cfg.path)
     tops = {p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None
             for p in image_files(cfg)}
     if None in tops or len(tops) < 2:

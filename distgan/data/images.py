@@ -3,7 +3,8 @@
 PIL's ``convert("L")`` clips a 16-bit grey PNG at 255 (nearly every pixel turns white) and drops an alpha
 channel onto whatever colour the transparent pixels happen to hold. Here instead:
 
-* EXIF orientation is applied (cameras store rotation as a tag, not in the pixels);
+* EXIF orientation is applied (cameras store rotation as a tag, not in the pixels); a broken EXIF block
+  is no unreadable image: its orientation tag alone is applied, or, when that cannot be read either, none;
 * 16-bit (and 32-bit integer) grey is scaled to 8 bits by /257, so 65535 -> 255, not clipped;
 * transparency (RGBA, LA, PA, or a palette or grey image with a transparent colour) is composited on
   black: what transparent areas hide is often junk, and black is at least the same everywhere;
@@ -26,7 +27,7 @@ from typing import BinaryIO, Optional, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 """PIL's modes of 16-bit grey PNGs (``I;16*``, or ``I`` in older Pillow releases)."""
@@ -55,16 +56,43 @@ REDUCING_GAP = 2
 """A JPEG is decoded reduced to no less than this many times the final size (see the module docstring)."""
 
 
+TRANSPOSES = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
+"""EXIF orientation -> the transpose that turns the stored pixels upright (as ``ImageOps.exif_transpose``)."""
+
+
+def orientation(img: Image.Image) -> int:
+    """The image's EXIF orientation (1, as stored, when it has none or the tag cannot be read): what both the
+    check's upright size and decoding go by."""
+    try:
+        value = img.getexif().get(ExifTags.Base.Orientation, 1)
+        return value if value in TRANSPOSES else 1
+    except Exception:  # metadata that does not parse: the pixels, not the tags, make the image
+        return 1
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """``img`` (decoded) turned as its EXIF orientation says. ``exif_transpose`` also rewrites the EXIF block,
+    and a camera's mistyped tag (text where a number belongs) makes that raise (TypeError, struct.error,
+    ZeroDivisionError); the pixels are fine, so the orientation tag alone turns them, or, unreadable, none."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # the pixels are decoded already: whatever fails here is metadata
+        method = TRANSPOSES.get(orientation(img))
+        return img.transpose(method) if method is not None else img.copy()
+
+
 def open_upright(path: Union[Path, BinaryIO], at_least: Optional[int] = None) -> Image.Image:
-    """The decoded image of ``path`` with its EXIF orientation applied (raises what PIL raises on a bad file).
+    """The decoded image of ``path`` with its EXIF orientation applied (raises what PIL raises on a bad file:
+    pixels that cannot be decoded; bad metadata is no reason to fail, see ``_upright``).
 
     ``at_least``: a JPEG may be decoded at a reduced scale, keeping both sides at least this many pixels."""
     with Image.open(path) as img:
         if at_least is not None and img.format == "JPEG":
             img.draft(None, (at_least, at_least))  # both sides >= at_least: the shorter one whichever way up
-        upright = ImageOps.exif_transpose(img)
-        upright.load()  # decode now, inside the ``with``: the file closes on leaving it
-        return upright
+        img.load()  # decode now, inside the ``with`` (the file closes on leaving it), before the metadata
+        return _upright(img)
 
 
 def fit_square(path: Union[Path, BinaryIO], resolution: int, channels: int) -> np.ndarray:

@@ -15,7 +15,6 @@ This module sits above ``catalog``, which imports ``shards``: that is why ``shar
 from __future__ import annotations
 
 import os
-import re
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from distgan.config import ConfigError
 from distgan.core.filesystem import display, filesystem_of, first_line, is_uri
 from distgan.data import shards
 from distgan.data.catalog import store_catalog
-from distgan.data.folder import probe_bytes
+from distgan.data.folder import named, probe_bytes
 from distgan.data.packing import (CheckReport, LocalFolder, PackOptions, PackReport, Screened, access_error,
                                   check_images, pack_images)
 
@@ -39,7 +38,6 @@ READERS = 8
 """Images read from a store at once: enough to hide a request's latency, each reader holding one image."""
 
 T = TypeVar("T")
-_BUFFER = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 
 
 def _in_order(fetch: Callable[[int], T], indices: Sequence[int]) -> Iterator[T]:
@@ -103,8 +101,7 @@ class StoreFolder:
         except OSError as exc:  # gone since the listing, or refused: unreadable, as a local file would be
             return 0, first_line(exc), (0, 0)
         why, shape = probe_bytes(data, self.paths[i])
-        # PIL names what it read, here a buffer: name the image, as it does a local file.
-        return len(data), _BUFFER.sub(repr(self.names[i]), why), shape
+        return len(data), named(why, self.names[i]), shape
 
     def _read_one(self, i: int) -> tuple[bytes, int]:
         try:
@@ -121,8 +118,9 @@ class StoreFolder:
 
 
 def _reach(uri: str, key: str) -> tuple[pafs.FileSystem, str, bool]:
-    """``uri``'s file system, its path there, and whether a shard set lies there: the first request to the
-    store, so one that does not answer, or refuses the credentials, is named here before anything else."""
+    """``uri``'s (or a directory's) file system, its path there, and whether a shard set lies there: the first
+    request to a store, so one that does not answer, or refuses the credentials, is named here before anything
+    else."""
     fs, base = filesystem_of(uri, key, need_prefix=False)
     try:
         return fs, base, shards.is_shard_set(fs, base)
@@ -137,12 +135,12 @@ def pack(src: Union[str, os.PathLike], dest: Union[str, os.PathLike], samples_pe
     the same shards, samples in the same order with the same labels, the same checks and report."""
     options = PackOptions(samples_per_shard, prefix, skip_corrupt, max_shard_bytes, progress).checked()
     src = str(src)
-    if not is_uri(src):
-        return pack_images(LocalFolder.listed(src, "SRC"), str(dest), options)
-    fs, base, packed = _reach(src, "SRC")
+    fs, base, packed = _reach(src, "SRC")  # a directory too: a shard set there is named as in a bucket
     if packed:
         raise ConfigError(f"SRC {display(src)!r} holds a shard set ({shards.INDEX}): pack reads an image folder "
                           f"(`distgan data check` verifies a shard set)")
+    if not is_uri(src):
+        return pack_images(LocalFolder.listed(src, "SRC"), str(dest), options)
     return pack_images(StoreFolder.listed(src, "SRC", fs, base), str(dest), options)
 
 

@@ -35,7 +35,7 @@ import torch
 
 from distgan.config import ConfigError, DataConfig
 from distgan.data.catalog import Catalog
-from distgan.data.folder import READ_ERRORS, unreadable
+from distgan.data.folder import READ_ERRORS, named, unreadable
 from distgan.data.images import fit_square
 from distgan.data.sampler import ShardedBatches
 
@@ -142,8 +142,8 @@ class DecodeImages:
                 return j, (i if attempt else -1), ""
             except READ_ERRORS as exc:
                 if not self.skip_corrupt:
-                    return j, i, str(unreadable("data.path", self.catalog.location, describe(j),
-                                                str(exc) or type(exc).__name__))
+                    why = named(str(exc) or type(exc).__name__, describe(j))  # PIL read a buffer: name the file
+                    return j, i, str(unreadable("data.path", self.catalog.location, describe(j), why))
         return i, i, (f"data.path {self.catalog.location!r}: {MAX_SUBSTITUTES + 1} samples in a row from "
                       f"{describe(i)!r} cannot be read; the data set looks damaged (distgan data check names "
                       f"every bad file)")

@@ -52,10 +52,16 @@ class TruncatedShard(ShardError):
     """The shard ends before the member does: cut short in a copy or an upload."""
 
 
+MAX_MTIME = 8 ** 11 - 1
+"""The latest time a ustar header holds: 11 octal digits of seconds since 1970 (in 2242); none before 1970."""
+
+
 def member_header(name: str, size: int, mtime: int) -> bytes:
-    """The 512-byte ustar header of a regular file member (read-only, owned by nobody in particular)."""
+    """The 512-byte ustar header of a regular file member (read-only, owned by nobody in particular). A time the
+    header cannot hold (a file dated before 1970, or past 2242) becomes the nearest one it can: a member's time
+    only informs, so it is no reason to refuse the file."""
     info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode, info.type = size, mtime, 0o444, tarfile.REGTYPE
+    info.size, info.mtime, info.mode, info.type = size, min(max(int(mtime), 0), MAX_MTIME), 0o444, tarfile.REGTYPE
     info.uname = info.gname = ""
     return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
 

@@ -135,3 +135,51 @@ def test_a_large_jpeg_is_decoded_reduced_but_not_below_twice_the_size(tmp_path):
         full = np.asarray(ImageOps.fit(img.convert("RGB"), (32, 32), method=Image.Resampling.LANCZOS))
     diff = np.abs(reduced - full.transpose(2, 0, 1).astype(int))
     assert diff.mean() < 1.0 and diff.max() <= 6, (diff.mean(), diff.max())
+
+
+def exif(*entries: tuple[int, int, bytes]) -> bytes:
+    """An EXIF block (big-endian IFD0) of (tag, TIFF type, value bytes) entries, written as given: a camera
+    that writes a tag with the wrong type is what this can make and PIL's writer cannot."""
+    import struct
+
+    data_at, body, ifd = 8 + 2 + 12 * len(entries) + 4, b"", b""
+    for tag, kind, value in entries:
+        count = len(value) if kind == 2 else len(value) // {3: 2, 5: 8}[kind]
+        if len(value) <= 4:
+            ifd += struct.pack(">HHI", tag, kind, count) + value.ljust(4, b"\0")
+        else:
+            ifd += struct.pack(">HHII", tag, kind, count, data_at + len(body))
+            body += value
+    return b"Exif\0\0MM\0*" + struct.pack(">IH", 8, len(entries)) + ifd + b"\0\0\0\0" + body
+
+
+ROTATED = (0x0112, 3, (6).to_bytes(2, "big"))
+"""Orientation 6: the stored pixels are turned 90 degrees; shown upright, the image is taller than wide."""
+
+
+@pytest.mark.parametrize("bad", [(0x013E, 2, b"Canon\0"), (0x0128, 2, b"Canon\0")],
+                         ids=["text-where-a-rational-belongs", "text-where-a-short-belongs"])
+def test_broken_exif_metadata_still_reads_upright(tmp_path, bad):
+    """PIL's ``exif_transpose`` rewrites the whole EXIF block and fails on a mistyped tag (TypeError,
+    struct.error); the pixels are fine and the orientation tag readable, so the image reads upright, in
+    the check, held in memory and streamed alike."""
+    from distgan.data import folder, shards
+    from distgan.data.images import read_image
+    from distgan.data.stream import ThreadStreamer
+
+    picture = Image.fromarray(np.tile(np.linspace(0, 255, 16, dtype=np.uint8), (8, 1)))  # 16 wide, 8 high
+    picture.convert("RGB").save(tmp_path / "clean.jpg", exif=exif(ROTATED), quality=95)
+    picture.convert("RGB").save(tmp_path / "broken.jpg", exif=exif(ROTATED, bad), quality=95)
+    with Image.open(tmp_path / "broken.jpg") as img, pytest.raises(Exception):
+        ImageOps.exif_transpose(img)  # what used to stop training even under data.skip_corrupt
+
+    clean, broken = read_image(tmp_path / "clean.jpg", 3), read_image(tmp_path / "broken.jpg", 3)
+    assert clean.shape == (3, 16, 8) and torch.equal(broken, clean)
+    assert folder.probe(tmp_path / "broken.jpg") == ("", (16, 8)) and shards.check(tmp_path).ok
+    memory = DataConfig(path=str(tmp_path), resolution=SIDE, stream=False)
+    data.check(memory)
+    held = data.load_dataset(memory)
+    assert held.skipped == 0 and torch.equal(held.x[0], held.x[1])
+    streamed = data.open_feed(DataConfig(path=str(tmp_path), resolution=SIDE), 2, 0, 1, 0, ThreadStreamer())
+    x, _ = streamed.next_batch()
+    assert torch.equal(x[0], x[1]) and torch.equal(x[0], held.x[0])

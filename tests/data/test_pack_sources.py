@@ -188,3 +188,17 @@ def test_bad_source_uris_are_named_without_their_secrets(bucket, tmp_path):
     with pytest.raises(ConfigError, match="no PNG/JPEG images found") as err:
         pack_sources.check(empty)
     assert str(err.value).startswith(f"PATH {empty.split('?')[0]!r}")
+
+
+def test_hidden_objects_in_a_bucket_folder_are_ignored(src, bucket):
+    """An uploaded folder keeps its ``.ipynb_checkpoints`` and macOS ``._`` files: no class, no image, as on disk."""
+    from distgan.data import catalog
+
+    (src / ".ipynb_checkpoints").mkdir()
+    (src / "cat" / "im00.jpg").replace(src / ".ipynb_checkpoints" / "im00-checkpoint.jpg")
+    (src / "dog" / "._im01.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+    uri = bucket(src, "photos")
+    remote, local = pack_sources.check(uri), shards.check(str(src))
+    assert remote.ok and (remote.samples, remote.classes, remote.class_counts) == (
+        local.samples, local.classes, local.class_counts) == (11, ("cat", "cat-2", "dog"), [3, 4, 4])
+    assert catalog.catalog_at(uri).relative_names() == catalog.catalog_at(str(src)).relative_names()

@@ -150,3 +150,12 @@ def test_thread_streamer_keeps_order_and_raises_where_the_consumer_waits():
         for b in ThreadStreamer().stream(rows, fail, 3):
             seen.append(b)
     assert len(seen) == 2
+
+
+def test_a_bad_streamed_file_is_named_by_its_path_not_by_a_buffer(folder):
+    bad = (folder / "cats" / "001.png").resolve()
+    bad.write_bytes(b"not a png")
+    with pytest.raises(ConfigError) as err:
+        take(feed(folder, stream=True, batch=5), 6)
+    assert "BytesIO" not in str(err.value)
+    assert f"cannot identify image file {str(bad)!r}" in str(err.value)
