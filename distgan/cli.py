@@ -193,7 +193,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from distgan.api import list_runs
     from distgan.persist.catalog import format_table
 
-    entries = list_runs(args.storage)
+    try:
+        entries = list_runs(args.storage)
+    except FileNotFoundError:
+        if args.storage is not None:  # a path the user named and mistyped
+            raise
+        entries = []  # ./runs is made by the first `distgan train`: nothing has been trained here yet
     if args.json:
         import json
 

@@ -6,7 +6,7 @@ so the listing works for a run that ended long ago, one on another machine's sto
 - failed: ``failed.json`` is there (an error no restart cures, ``rundir.record_failure``);
 - finished: ``history.jsonl`` ends with a ``finished`` row (a resumed run appends a start after it), or,
   in a run older than that file, the exported ``generator.json`` is there;
-- running: neither, and something was written within ``RUNNING_WITHIN_S``;
+- running: neither, and training wrote something within ``RUNNING_WITHIN_S`` (``TRAINING_WRITES``);
 - stopped: neither, and nothing written since (killed, preempted for good, interrupted).
 
 A sweep (``sweep.yaml``; see ``distgan.launch.tune``) is one entry: its trials counted and its best trial
@@ -23,11 +23,12 @@ from typing import Mapping, Optional, Union
 import pyarrow.fs as pafs
 import yaml
 
+from distgan.config import ConfigError
 from distgan.models import MODELS
 from distgan.persist import checkpoint
-from distgan.persist.rundir import FAILED, recorded_failure
+from distgan.persist.rundir import FAILED, RAY_SNAPSHOT, recorded_failure
 from distgan.persist.storage import Storage, StoreDir
-from distgan.tracking import history
+from distgan.tracking import driver_log, history
 from distgan.tracking.startup import FILE as STARTUP_FILE
 
 DEFAULT_STORAGE = "runs"
@@ -35,12 +36,25 @@ DEFAULT_STORAGE = "runs"
 ``distgan.launch.train.DEFAULT_STORAGE``, which this layer cannot import: a test holds them equal)."""
 
 RUNNING_WITHIN_S = 600.0
-"""A run that has neither finished nor failed counts as running when it wrote a file this recently. Metrics
+"""A run that has neither finished nor failed counts as running when training wrote a file this recently. Metrics
 are appended every ``train.log_every`` steps, so a live run writes far more often than this; a run whose
 driver was killed stops writing at once."""
 
 METRICS_FILE = "metrics.jsonl"
 GENERATOR_META = "generator.json"
+
+TRAINING_WRITES = frozenset({"config.yaml", driver_log.FILE, METRICS_FILE, history.FILE, STARTUP_FILE,
+                             RAY_SNAPSHOT})
+"""The files of a run directory whose writes tell a live run (with its checkpoint directories): the config a
+start writes, the driver's console (every progress line, and the waits before the first step), the metrics
+log, the history's starts and restarts, the start-up marks and Ray Train's record of each checkpoint. Other
+files are written after training, or by other commands into a stopped run (``report.html`` by ``distgan
+report``, ``generator.onnx`` by ``distgan export``, the exported ``generator.*``), so their times say nothing
+about whether it still trains."""
+SWEEP_WRITES = frozenset({"sweep.yaml"})
+"""A sweep's own file written at its start; while it runs its trials write (``results.json`` and
+``best_config.yaml`` come at its end, which ``results.json`` marks anyway; ``report.html`` from ``distgan
+report``)."""
 
 RUNNING, FINISHED, FAILED_STATUS, STOPPED = "running", "finished", "failed", "stopped"
 
@@ -73,7 +87,8 @@ class Entry:
     """A failed run's recorded error."""
     location: str = ""
     last_write: Optional[float] = field(default=None, repr=False)
-    """Epoch seconds of the newest file written: what running and stopped are told apart by."""
+    """Epoch seconds of the newest write of training (``TRAINING_WRITES``): what running and stopped are told
+    apart by."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +105,7 @@ def list_storage(storage: Union[str, Storage], directions: Mapping[str, str], no
     """
     storage = storage if isinstance(storage, Storage) else Storage.parse(storage)
     storage.check_reachable()
+    _check_directory(storage)
     now = time.time() if now is None else now
     root = storage.as_dir()
     if root.is_file("sweep.yaml"):
@@ -104,6 +120,18 @@ def list_storage(storage: Union[str, Storage], directions: Mapping[str, str], no
         elif child.is_file("config.yaml"):
             entries.append(run_entry(child, directions, now))
     return entries
+
+
+def _check_directory(storage: Storage) -> None:
+    """Refuse a storage that is a file, or a directory that is not there. Under a URI a directory is only a
+    prefix of the objects' names: an empty one does not exist either, and is listed as holding nothing."""
+    kind = storage.fs.get_file_info(storage.root).type
+    if kind == pafs.FileType.File:
+        raise ConfigError(f"{storage.display()} is a file: `ls` lists a storage directory (or URI) holding runs, "
+                          f"a run directory or a sweep directory")
+    if kind == pafs.FileType.NotFound and not storage.remote:
+        raise FileNotFoundError(f"{storage.display()} does not exist: `ls` lists a storage directory holding "
+                                f"runs, a run directory or a sweep directory")
 
 
 def _listing(run: StoreDir) -> tuple[dict[str, pafs.FileInfo], list[str]]:
@@ -218,7 +246,7 @@ def run_entry(run: StoreDir, directions: Mapping[str, str], now: float) -> Entry
     ckpt = _newest_checkpoint(run, subdirs)
     # Checkpoint directories have a modification time on a file system (not on an object store, whose
     # "directories" are prefixes); the files beside them are rewritten as often anyway.
-    times = [t for t in (_mtime(i) for i in files.values()) if t is not None]
+    times = [t for t in (_mtime(i) for n, i in files.items() if n in TRAINING_WRITES) if t is not None]
     if ckpt is not None and not run.storage.remote:
         times += [t for t in [_mtime(run.info(ckpt))] if t is not None]
     last_write = max(times, default=None)
@@ -264,7 +292,7 @@ def sweep_entry(sweep: StoreDir, directions: Mapping[str, str], now: float) -> E
     best_trial = by_name.get(best["trial"]) if best else None
     writes = [t.last_write for t in trials if t.last_write is not None]
     files, _ = _listing(sweep)
-    writes += [t for t in (_mtime(i) for i in files.values()) if t is not None]
+    writes += [t for t in (_mtime(i) for n, i in files.items() if n in SWEEP_WRITES) if t is not None]
     last_write = max(writes, default=None)
     starts = [t.last_write - t.wall_s for t in trials if t.last_write is not None and t.wall_s is not None]
     first = min(starts, default=None)

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from distgan.tracking.jsonl import read_jsonl
+
 FILE = "history.jsonl"
 
 STARTED, RESUMED, RESIZED, PREEMPTED, FINISHED = "started", "resumed", "resized", "preempted", "finished"
@@ -23,9 +25,8 @@ STARTED, RESUMED, RESIZED, PREEMPTED, FINISHED = "started", "resumed", "resized"
 
 def read(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # Rows are appended as metrics records are: a last row cut short by a crash is left out alike.
+    return read_jsonl(path) if path.is_file() else []
 
 
 def append(run_dir: Path, event: str, step: int, world_size: int, why: str, launch: float) -> Path:

@@ -18,8 +18,12 @@ import yaml
 from PIL import Image
 
 import distgan.tasks  # noqa: F401  (registers the evaluation scores, as the API and the loop have)
+from distgan.cli import main as cli_main
 from distgan.config import ConfigError
+from distgan.tracking.jsonl import JsonlError, MetricsLog
 from distgan.tracking.report import write_report
+from distgan.tracking.report.findings import findings
+from distgan.tracking.report.load import load_run
 from distgan.tracking.report.page import MAX_SAMPLES
 from distgan.tracking.report.svg import MAX_POINTS, nice_ticks, thin
 
@@ -137,6 +141,55 @@ def test_bad_sources_are_named(tmp_path):
         write_report(tmp_path / "empty")
     with pytest.raises(ConfigError, match="a report is an .html file"):
         write_report(make_run(tmp_path / "r", samples=0), tmp_path / "report.pdf")
+
+
+def test_a_non_finite_loss_the_metrics_log_wrote_is_a_finding(tmp_path):
+    run = tmp_path / "diverged"
+    run.mkdir()
+    log = MetricsLog(run / "metrics.jsonl")
+    log.append({"step": 10, "loss_g": 0.8, "loss_d": 1.2})
+    log.append({"step": 20, "loss_g": float("nan"), "loss_d": 1.1})
+    log.append({"step": 30, "loss_g": float("inf"), "loss_d": float("-inf")})
+    found = [f for f in findings(load_run(run)) if f.title == "A loss went non-finite"]
+    assert len(found) == 1 and found[0].level == "warn"
+    assert found[0].detail == "at step 20: loss_g non-finite, loss_d 1.1"
+    assert "A loss went non-finite" in write_report(run).read_text()
+
+
+def test_a_loss_not_logged_is_not_a_non_finite_one(tmp_path):
+    run = tmp_path / "psnr-stage"
+    run.mkdir()
+    MetricsLog(run / "metrics.jsonl").append({"step": 10, "loss_g": 0.5, "psnr_bicubic": None})
+    assert not [f for f in findings(load_run(run)) if f.title == "A loss went non-finite"]
+
+
+def test_a_report_leaves_out_a_last_line_cut_short_by_a_write(tmp_path, capsys):
+    run = make_run(tmp_path / "killed", samples=0)
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 410, "loss_d": 0.5, "loss_1')  # the run died inside this write
+    assert max(r["step"] for r in load_run(run).records) == 400
+    assert cli_main(["report", str(run)]) == 0
+    assert "killed/report.html" in capsys.readouterr().out
+
+
+def test_a_damaged_line_before_the_last_is_an_error_naming_file_and_line(tmp_path, capsys):
+    run = make_run(tmp_path / "damaged", samples=0)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    lines[4] = lines[4][:30]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(JsonlError, match=r"damaged/metrics.jsonl: line 5 is not a JSON object"):
+        load_run(run)
+    assert cli_main(["report", str(run)]) == 2
+    assert "metrics.jsonl: line 5 is not a JSON object" in capsys.readouterr().err
+
+
+def test_a_file_given_as_the_run_is_named_as_not_a_directory(tmp_path, capsys):
+    run = make_run(tmp_path / "r", samples=0)
+    with pytest.raises(ConfigError, match=r"r/config.yaml is a file, not a run or sweep directory"):
+        write_report(run / "config.yaml")
+    assert cli_main(["report", str(run / "config.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a run or sweep directory" in err and "does not exist" not in err
 
 
 def test_thinning_keeps_spikes_and_ticks_are_round():

@@ -142,10 +142,40 @@ def test_a_sweep_without_results_is_ranked_from_its_trials(storage):
     assert later["lr"].status == "stopped" and later["live"].status == "stopped"
 
 
-def test_an_empty_or_missing_storage_is_said_plainly(tmp_path, capsys):
+def test_an_empty_or_missing_storage_is_said_plainly(tmp_path, capsys, monkeypatch):
     (tmp_path / "empty").mkdir()
     assert cli_main(["ls", str(tmp_path / "empty")]) == 0
     assert "no runs or sweeps" in capsys.readouterr().out
+    assert cli_main(["ls", str(tmp_path / "nope")]) == 2
+    out, err = capsys.readouterr()
+    assert f"{tmp_path / 'nope'} does not exist" in err and not out
+    # ./runs, not named by the user, is made by the first train: nothing trained here yet, not a typo.
+    monkeypatch.chdir(tmp_path / "empty")
+    assert cli_main(["ls"]) == 0
+    assert "no runs or sweeps in runs" in capsys.readouterr().out
+
+
+def test_a_file_given_as_the_storage_is_refused_by_name(storage, capsys):
+    config = storage / "done" / "config.yaml"
+    assert cli_main(["ls", str(config)]) == 2
+    assert f"{config} is a file" in capsys.readouterr().err
+
+
+def test_files_written_after_training_do_not_make_a_stopped_run_running(storage):
+    stopped = storage / "stopped"
+    # `distgan report` and `distgan export` write into the run directory long after it stopped.
+    (stopped / "report.html").write_text("<html></html>")
+    (stopped / "generator.onnx").write_bytes(b"onnx")
+    (stopped / "generator.onnx.json").write_text("{}")
+    sweep = storage / "lr"
+    (sweep / "results.json").unlink()
+    age(sweep, 2 * 3600)
+    (sweep / "report.html").write_text("<html></html>")
+    rows = by_name(catalog.list_storage(str(storage), DIRECTIONS))
+    assert rows["stopped"].status == "stopped" and 3500 < rows["stopped"].wall_s < 3700
+    assert rows["lr"].status == "stopped"
+    MetricsLog(stopped / "metrics.jsonl").append({"step": 41, "loss_g": 1.0})  # training again after all
+    assert by_name(catalog.list_storage(str(storage), DIRECTIONS))["stopped"].status == "running"
 
 
 def test_the_default_storage_is_trains():

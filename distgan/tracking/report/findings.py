@@ -8,12 +8,12 @@ log, so the report says what the console said, with the step it first held at.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from distgan.tracking import history
 from distgan.tracking.health import HealthMonitor
+from distgan.tracking.jsonl import is_non_finite
 from distgan.tracking.report.load import RunData
 
 
@@ -105,13 +105,20 @@ def restarts(run: RunData) -> Optional[Finding]:
                    + (" ..." if len(moved) > 5 else ""))
 
 
+LOSSES = ("loss_g", "loss_d")
+
+
+def _shown(record: dict, key: str) -> str:
+    # metrics.jsonl keeps a NaN or an infinity as null: say what it stood for, not "None".
+    return "non-finite" if is_non_finite(record, key) else str(record.get(key, "-"))
+
+
 def not_finite(run: RunData) -> Optional[Finding]:
-    bad = next((r for r in run.records if any(isinstance(r.get(k), float) and not math.isfinite(r[k])
-                                              for k in ("loss_g", "loss_d"))), None)
+    bad = next((r for r in run.records if any(is_non_finite(r, k) for k in LOSSES)), None)
     if bad is None:
         return None
-    return Finding("warn", "A loss went non-finite", f"at step {bad['step']}: loss_g {bad.get('loss_g')}, "
-                                                     f"loss_d {bad.get('loss_d')}")
+    return Finding("warn", "A loss went non-finite",
+                   f"at step {bad.get('step')}: " + ", ".join(f"{k} {_shown(bad, k)}" for k in LOSSES))
 
 
 RULES: tuple[Callable[[RunData], object], ...] = (health_rules, real_sign_high, fid_stalled, psnr_below_bicubic,

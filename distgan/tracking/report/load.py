@@ -17,6 +17,7 @@ from typing import Optional
 
 import yaml
 
+from distgan.config import ConfigError
 from distgan.tracking import history
 from distgan.tracking.jsonl import read_metrics
 from distgan.tracking.startup import FILE as STARTUP_FILE
@@ -74,6 +75,9 @@ def _yaml(path: Path) -> dict:
 
 def load_run(path: Path) -> RunData:
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} is a file, not a run or sweep directory: give the directory that holds "
+                          f"metrics.jsonl (a run) or sweep.yaml (a sweep)")
     if not path.is_dir():
         raise FileNotFoundError(f"{path} does not exist")
     log = path / "metrics.jsonl"
