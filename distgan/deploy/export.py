@@ -156,6 +156,17 @@ def output_shape(sig: Signature, cases: Sequence[tuple[torch.Tensor, ...]]) -> d
     return {"name": sig.output, "dtype": "float32", "shape": shape, "range": [-1, 1] if sig.output == "image" else None}
 
 
+def export_target(out: Union[str, Path, None], weights: Path, fmt: Format) -> Path:
+    """The file an export writes: ``out`` as given; in a directory ``out`` names (one that exists, or any
+    written with a trailing slash), or beside the weights without one, the weights' own name with the
+    format's suffix (``generator.onnx``)."""
+    name = weights.stem + fmt.suffix
+    if out is None:
+        return weights.with_name(name)
+    given = Path(out).expanduser()
+    return given / name if given.is_dir() or str(out).endswith(("/", os.sep)) else given
+
+
 def export_generator(source: Union[str, Path], format: str = "onnx", out: Union[str, Path, None] = None,
                      tolerance: Optional[float] = None) -> ExportResult:
     """A run, checkpoint, generator directory or file (or its URI) -> a checked ONNX or TorchScript file.
@@ -169,7 +180,7 @@ def export_generator(source: Union[str, Path], format: str = "onnx", out: Union[
     weights = find_generator(source)  # a URI is downloaded once, then read locally
     generator, meta = load_generator(weights)
     task = task_of(meta)
-    target = Path(out) if out is not None else weights.with_name(weights.stem + fmt.suffix)
+    target = export_target(out, weights, fmt)
     model = meta.get("model", {})
     sig = signature(generator, tuple(meta["data_shape"]))
     description = {"source": str(source), "family": model.get("family"), "conditional": bool(sig.num_classes),

@@ -114,6 +114,9 @@ def import_weights(file: PathLike, family: str, out: PathLike, scale: Optional[i
         raise ConfigError(f"--family {family!r}: published weights are imported for rrdb or srresnet")
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} does not exist")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; give a directory for the generator (new, or one "
+                          f"without a {WEIGHTS})")
     if (out / WEIGHTS).exists() or (out / META).exists():
         raise ConfigError(f"--out {str(out)!r} already holds a generator; choose a new directory or remove it")
     try:

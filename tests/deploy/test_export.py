@@ -141,6 +141,19 @@ def test_an_onnx_export_prints_its_check_not_the_exporters_passes(tmp_path, caps
     assert logging.getLogger("onnxscript").level == logging.NOTSET  # the levels are put back
 
 
+def test_an_out_naming_a_directory_gets_the_default_file_name_in_it(tmp_path):
+    source = save_tiny(tmp_path / "run", "dcgan")
+    (tmp_path / "deploy").mkdir()
+    assert cli_main(["export", str(source), "--format", "torchscript", "--out", str(tmp_path / "deploy")]) == 0
+    assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == ["generator.torchscript.pt",
+                                                                       "generator.torchscript.pt.json"]
+    # A directory that does not exist yet, written as one (a trailing slash): made, and the file put in it.
+    assert cli_main(["export", str(source), "--format", "torchscript", "--out", f"{tmp_path / 'new'}/"]) == 0
+    assert (tmp_path / "new" / "generator.torchscript.pt").is_file()
+    assert cli_main(["export", str(source), "--format", "torchscript", "--out", str(tmp_path / "g.pt")]) == 0
+    assert (tmp_path / "g.pt").is_file() and (tmp_path / "g.pt.json").is_file()
+
+
 def test_a_bad_format_is_refused_naming_it(tmp_path, capsys):
     source = save_tiny(tmp_path / "gen", "mlp")
     before = sorted(p.name for p in source.iterdir())

@@ -123,6 +123,11 @@ def test_a_scale_other_than_the_files_is_refused_and_an_existing_export_kept(tmp
     import_weights(tmp_path / "x4.pth", "rrdb", tmp_path / "g")
     with pytest.raises(ConfigError, match="already holds a generator"):
         import_weights(tmp_path / "x4.pth", "rrdb", tmp_path / "g")
+    # --out naming a file (the weights themselves, say) is refused before anything is read or written.
+    before = (tmp_path / "x4.pth").read_bytes()
+    with pytest.raises(ConfigError, match=r"--out '.*x4\.pth' is a file; give a directory"):
+        import_weights(tmp_path / "x4.pth", "rrdb", tmp_path / "x4.pth")
+    assert (tmp_path / "x4.pth").read_bytes() == before
 
 
 def test_tiles_of_an_imported_generator_join_exactly(tmp_path):
