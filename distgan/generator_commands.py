@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import time
@@ -45,6 +46,14 @@ def sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--n: must be > 0, got {args.n}")
     if args.zoom < 1:
         raise ConfigError(f"--zoom: must be >= 1, got {args.zoom}")
+    if not 0 <= args.seed < 2**63:
+        raise ConfigError(f"--seed: must be in [0, 2^63), got {args.seed}")
+    if args.truncation is not None and not math.isfinite(args.truncation):
+        raise ConfigError(f"--truncation: must be a finite number (1 leaves w as drawn), got {args.truncation}")
+    # A GIF keeps each frame's duration in hundredths of a second, and browsers play anything under 2 of them
+    # at 10 frames a second; the longest it holds is 655.35 s.
+    if not 1 / 655 <= args.fps <= 50:
+        raise ConfigError(f"--fps: must be in [1/655, 50] (a GIF frame lasts 0.02 s to 655 s), got {args.fps}")
     module, meta = load_generator(args.source)
     task = task_of(meta)
     if "sample" not in task.commands:
@@ -100,8 +109,6 @@ def _sample_walk(args: argparse.Namespace, module, meta: dict, out: Path) -> int
     keyframes, steps = _pair(args.interpolate, "--interpolate", "KEYFRAMESxSTEPS, e.g. 4x8")
     if keyframes < 2 or steps < 2:
         raise ConfigError(f"--interpolate {args.interpolate!r}: a walk needs at least 2 keyframes and 2 steps")
-    if args.fps <= 0:
-        raise ConfigError(f"--fps: must be > 0, got {args.fps}")
     if len(meta.get("data_shape") or ()) != 3:
         raise ConfigError(f"--interpolate: walks between images; this generator makes points "
                           f"(shape {meta.get('data_shape')}): plot distgan sample --out FILE.npz instead")

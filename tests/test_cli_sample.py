@@ -108,12 +108,18 @@ def test_interpolate_writes_strips_an_animation_and_an_array_from_the_plain_samp
 @pytest.mark.parametrize("args, needle", [
     (["--interpolate", "3by5"], "--interpolate '3by5': give KEYFRAMESxSTEPS"),
     (["--interpolate", "1x5"], "--interpolate '1x5': a walk needs at least 2 keyframes and 2 steps"),
-    (["--interpolate", "--fps", "0", "--out", "{tmp}/x.gif"], "--fps: must be > 0"),
+    (["--interpolate", "--fps", "0", "--out", "{tmp}/x.gif"], "--fps: must be in [1/655, 50]"),
+    (["--interpolate", "--fps", "0.001", "--out", "{tmp}/x.gif"], "--fps: must be in [1/655, 50]"),
+    (["--interpolate", "--fps", "200", "--out", "{tmp}/x.gif"], "a GIF frame lasts 0.02 s to 655 s), got 200"),
+    (["--truncation", "nan"], "--truncation: must be a finite number"),
+    (["--truncation", "inf"], "--truncation: must be a finite number"),
+    (["--seed", "99999999999999999999"], "--seed: must be in [0, 2^63)"),
+    (["--seed", "-1"], "--seed: must be in [0, 2^63), got -1"),
     (["--interpolate", "--mix"], "--mix and --interpolate: each makes its own picture"),
     (["--out", "{tmp}/x.gif"], "--out '{tmp}/x.gif': must end in .png (a grid) or .npz (an array), or with "
                                "--interpolate in .gif"),
 ])
-def test_bad_interpolate_use_names_the_flag(stylegan, tmp_path, capsys, args, needle):
+def test_bad_walk_fps_truncation_or_seed_is_refused_naming_the_flag(stylegan, tmp_path, capsys, args, needle):
     argv = [a.format(tmp=tmp_path) for a in args]
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "x.png")]

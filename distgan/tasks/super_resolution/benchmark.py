@@ -152,7 +152,7 @@ def score_folders(generator: Union[str, Path], hr_folder: str, lr_folder: Option
     """PSNR/SSIM of ``generator`` (a run, checkpoint or generator directory, or its URI) and of bicubic on every
     image of ``hr_folder``; ``out``: also write G's outputs there as PNGs (the tree mirrored)."""
     device = resolve_device(device)
-    g, scale, channels = load_sr_generator(generator, None)
+    g, scale, channels = load_sr_generator(generator, None, "evaluate --hr-folder")
     meta_step = _step(generator)
     hr, lr, lr_of = _pairs(hr_folder, lr_folder, scale)
     result = Benchmark(str(generator), meta_step, scale, hr_folder, lr_folder)

@@ -177,8 +177,10 @@ def write_png(pixels: np.ndarray, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load_sr_generator(generator: PathLike, scale: Optional[int]) -> tuple[nn.Module, int, int]:
-    """``(G, its scale, its channels)``; errors for anything that is not an SR generator of that scale."""
+def load_sr_generator(generator: PathLike, scale: Optional[int], command: str = "upscale"
+                      ) -> tuple[nn.Module, int, int]:
+    """``(G, its scale, its channels)``; errors for anything that is not an SR generator of that scale, naming
+    ``command`` as the one that needs it."""
     try:
         g, meta = load_generator(generator)
     except FileNotFoundError:
@@ -189,7 +191,7 @@ def load_sr_generator(generator: PathLike, scale: Optional[int]) -> tuple[nn.Mod
     if not SuperResolutionTask.made(meta) or not isinstance(meta.get("scale"), int):
         family = meta.get("model", {}).get("family", "?")
         raise UpscaleError(f"{weights} is not a super-resolution generator (a {family!r} generator whose "
-                           f"metadata has no task {SuperResolutionTask.name!r} and scale); upscale needs one "
+                           f"metadata has no task {SuperResolutionTask.name!r} and scale); {command} needs one "
                            f"trained with model.family srresnet or rrdb")
     if scale is not None and scale != meta["scale"]:
         raise UpscaleError(f"--scale {scale} differs from the generator's scale {meta['scale']} ({weights} "

@@ -213,4 +213,7 @@ def test_cli_refuses_a_generator_that_is_not_super_resolution(tmp_path, capsys):
                    {"model": dataclasses.asdict(cfg), "data_shape": [1, 16, 16], "num_classes": 0})
     _save(tmp_path / "photo.png", _photo())
     err = _fail(capsys, ["upscale", str(tmp_path / "dcgan"), str(tmp_path / "photo.png")])
-    assert "not a super-resolution generator" in err and "'dcgan'" in err
+    assert "not a super-resolution generator" in err and "'dcgan'" in err and "upscale needs one" in err
+    # Scoring against a folder of high-resolution images names its own command.
+    err = _fail(capsys, ["evaluate", str(tmp_path / "dcgan"), "--hr-folder", str(tmp_path)])
+    assert "not a super-resolution generator" in err and "evaluate --hr-folder needs one" in err
