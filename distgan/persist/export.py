@@ -21,6 +21,7 @@ from torch import nn
 
 from distgan import models
 from distgan.config import ConfigError, ModelConfig, build_section
+from distgan.core.filesystem import local_path
 from distgan.models.published import pad_first_conv
 from distgan.persist import layout
 from distgan.persist.storage import Storage, is_uri, local_dir, staging_dir
@@ -60,7 +61,7 @@ def find_generator(path: Union[str, Path]) -> Path:
     if "://" in str(path):
         if is_uri(path):
             return download_generator(str(path))
-    path = Path(path)
+    path = local_path(path) if str(path).startswith("file://") else Path(path)
     if path.is_file():
         if path.suffix != ".safetensors":
             raise FileNotFoundError(f"{path} is not a .safetensors generator file (distgan exports generators "

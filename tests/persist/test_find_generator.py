@@ -18,6 +18,7 @@ def test_the_export_unless_a_newer_checkpoint_exists(tmp_path):
     save_tiny(run, "dcgan", step=60)
     save_tiny(run / "checkpoint_000060", "dcgan", step=60)
     assert find_generator(run) == run / WEIGHTS  # the export of the same step is the one the run made
+    assert find_generator(f"file://{run}") == run.resolve() / WEIGHTS  # a file:// URI is the directory
     # The finished run resumed to more steps: its old export is older than the checkpoint now written.
     save_tiny(run / "checkpoint_000090", "dcgan", seed=1, step=90)
     assert find_generator(run) == run / "checkpoint_000090" / WEIGHTS
