@@ -23,6 +23,7 @@ from PIL import Image
 from torch import nn
 
 from distgan.config import ConfigError
+from distgan.data.folder import hidden
 from distgan.data.images import open_upright, to_8bit
 from distgan.metrics.image_quality import to_uint8
 from distgan.persist.export import find_generator, load_generator
@@ -216,8 +217,10 @@ def _plan(source: Path, out: Optional[PathLike], scale: int) -> list[tuple[Path,
     if root.exists() and not root.is_dir():
         raise UpscaleError(f"--out {str(root)!r}: the input is a folder, so the output must be one too")
     inside = root.resolve()
+    # An output folder inside the input is not input; hidden names (.ipynb_checkpoints/, macOS's ._x.png) are
+    # skipped as a training folder skips them.
     files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS
-                   and not p.resolve().is_relative_to(inside))  # an output folder inside the input: not input
+                   and not p.resolve().is_relative_to(inside) and not hidden(p.relative_to(source).as_posix()))
     if not files:
         raise UpscaleError(f"{source}: no PNG or JPEG images in this folder or below it")
     pairs, seen = [], {}

@@ -178,6 +178,8 @@ def test_cli_upscales_a_folder_mirroring_the_tree(generator_dir, tmp_path):
     _save(tmp_path / "in" / "a.png", _photo())
     _save(tmp_path / "in" / "sub" / "b.jpg", _photo(16, 16, seed=2))
     (tmp_path / "in" / "notes.txt").write_text("not an image")
+    (tmp_path / "in" / "._a.png").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)  # macOS AppleDouble metadata
+    _save(tmp_path / "in" / ".ipynb_checkpoints" / "a-checkpoint.png", _photo())
     assert cli_main(["upscale", str(generator_dir), str(tmp_path / "in"), "--tile", "8"]) == 0
     root = tmp_path / "in_x2"
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == ["a.png", "sub/b.png"]
