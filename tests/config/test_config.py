@@ -110,6 +110,11 @@ def test_fp16_without_gpu_is_rejected():
     ("broken.yaml", "train: {steps: [1, 2\n", "broken.yaml' is not valid YAML"),
     ("list.yaml", "- 1\n- 2\n", "must hold a mapping"),
     ("section.yaml", "train: 5\n", "train: expected a mapping"),
+    # PyYAML keeps the second of two equal keys silently: the first train block would vanish.
+    ("twice.yaml", "train: {steps: 10}\nmodel: {g_width: 8}\ntrain:\n  batch_size: 8\n",
+     r"twice.yaml': key 'train' is given twice in one mapping \(lines 1 and 3\)"),
+    ("inner.yaml", "train:\n  steps: 10\n  steps: 20\n", r"key 'steps' is given twice .*lines 2 and 3"),
+    ("inline.yaml", "train: {steps: 10, steps: 20}\n", r"key 'steps' is given twice .*lines 1 and 1"),
 ])
 def test_bad_yaml_files(tmp_path, name, text, needle):
     path = tmp_path / name
@@ -141,3 +146,38 @@ def test_launchers_send_workers_absolute_paths(tmp_path, monkeypatch):
     assert resolved.eval.cache_dir == str(Path("~/cache").expanduser())
     assert resolved.eval.inception_weights is None and resolved.train == cfg.train
     assert with_absolute_paths(resolved) is resolved
+
+
+def test_a_merge_key_gives_defaults_the_mapping_overrides(tmp_path):
+    """``<<: *anchor`` is no key given twice: the mapping's own keys override what the merge brings."""
+    path = tmp_path / "merge.yaml"
+    path.write_text("optim:\n  g: &adam {lr: 0.001, betas: [0.0, 0.99]}\n  d:\n    <<: *adam\n    lr: 0.004\n")
+    optim = load_config(path).optim
+    assert (optim.g.lr, optim.d.lr, tuple(optim.d.betas)) == (0.001, 0.004, (0.0, 0.99))
+
+
+def test_a_mapping_for_a_section_merges_into_it(tmp_path):
+    """``model.stylegan2={mapping_layers: 3}`` keeps the file's other keys of the section, as the dotted
+    override of the one key would; nested sections merge too, and a mapping-valued key is replaced whole."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  family: stylegan2\n  stylegan2: {w_dim: 64, channel_base: 512}\n"
+                    "optim:\n  g: {lr: 0.002, betas: [0.0, 0.99], schedule: {type: multistep, milestones: [10]}}\n"
+                    "loss:\n  perceptual: {layers: {conv1_2: 0.1, conv5_4: 1.0}}\n")
+    merged = load_config(path, ("model.stylegan2={mapping_layers: 3}", "optim.g={lr: 0.001, schedule: {gamma: 0.3}}",
+                                "loss.perceptual={layers: {conv5_4: 2.0}}"))
+    assert merged.model.stylegan2 == load_config(path, ("model.stylegan2.mapping_layers=3",)).model.stylegan2
+    assert (merged.model.stylegan2.w_dim, merged.model.stylegan2.mapping_layers) == (64, 3)
+    g = merged.optim.g
+    assert (g.lr, tuple(g.betas), g.schedule.type, list(g.schedule.milestones), g.schedule.gamma) == \
+        (0.001, (0.0, 0.99), "multistep", [10], 0.3)
+    assert merged.loss.perceptual.layers == {"conv5_4": 2.0}  # a mapping of names, not a section: replaced
+
+
+def test_a_space_key_is_one_name_past_tune_space():
+    cfg = load_config(None, ("tune.space.optim.g.lr={loguniform: [1.0e-4, 1.0e-3]}", "tune.space.model.g_width={choice: [8, 16]}"))
+    assert cfg.tune.space == {"optim.g.lr": {"loguniform": [1.0e-4, 1.0e-3]}, "model.g_width": {"choice": [8, 16]}}
+
+
+def test_an_override_with_a_key_given_twice_is_refused():
+    with pytest.raises(ConfigError, match=r"override 'train=\{steps: 5, steps: 6\}': key 'steps' is given twice"):
+        load_config(None, ("train={steps: 5, steps: 6}",))
