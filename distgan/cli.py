@@ -37,13 +37,21 @@ def split_config_args(items: Sequence[str]) -> tuple[Optional[str], list[str]]:
     """``[CONFIG] [KEY=VALUE ...]``: the config file, if any, comes first and has no '='."""
     items = list(items)
     config = None
-    if items and "=" not in items[0]:
+    # A file's path may hold '=' (runs/lr=1e-3/best_config.yaml); a key never holds '/'.
+    if items and ("=" not in items[0] or Path(items[0]).is_file()):
         if looks_like_key(items[0]) and not Path(items[0]).exists():
             raise bare_key_error(items[0])  # else it is reported as a config file that does not exist
         config = items.pop(0)
-    stray = [i for i in items if "=" not in i]
+    stray = [i for i in items if "=" not in i or Path(i).is_file()]
+    if stray and (stray[0].endswith(CONFIG_SUFFIXES) or Path(stray[0]).is_file()):
+        raise ConfigError(f"{stray[0]!r}: the config file comes first, before any KEY=VALUE override "
+                          f"(distgan train CONFIG KEY=VALUE ...)" if config is None else
+                          f"{stray[0]!r}: one config file ({config!r} is given); the rest are KEY=VALUE overrides")
     if stray:
         raise bare_key_error(stray[0])
+    pathlike = next((i for i in items if "/" in i.partition("=")[0]), None)
+    if pathlike is not None:
+        raise ConfigError(f"{pathlike!r}: not a KEY=VALUE override (a key has no '/') and no such file")
     return config, items
 
 

@@ -94,6 +94,22 @@ def test_a_config_file_named_like_a_key_is_still_read(tmp_path):
     assert missing.returncode == 2 and "config file 'train.yaml' does not exist" in missing.stderr
 
 
+def test_a_config_file_out_of_place_is_named_as_one(tmp_path, capsys):
+    ring = str(ROOT / "configs" / "vanilla_ring8.yaml")
+    assert cli_main(["train", "--dry-run", "train.steps=10", ring]) == 2
+    assert f"{ring!r}: the config file comes first, before any KEY=VALUE override" in capsys.readouterr().err
+    assert cli_main(["train", ring, "--dry-run", ring]) == 2
+    assert "one config file" in capsys.readouterr().err
+    # A path may hold '=' (a sweep's trial directory, say); a key never holds '/'.
+    (tmp_path / "lr=1e-3").mkdir()
+    config = tmp_path / "lr=1e-3" / "best.yaml"
+    config.write_text("train: {steps: 7}\nmodel: {family: mlp}\ndata: {name: ring8}\n")
+    assert cli_main(["train", "--dry-run", str(config), "train.log_every=1", "--storage", str(tmp_path)]) == 0
+    assert " 7 steps" in capsys.readouterr().out
+    assert cli_main(["train", "--dry-run", str(tmp_path / "lr=1e-4" / "best.yaml")]) == 2
+    assert "not a KEY=VALUE override (a key has no '/') and no such file" in capsys.readouterr().err
+
+
 def test_a_misspelt_key_exits_2_naming_it_and_its_close_match():
     done = run_cli("train", "train.stepz=3")
     assert done.returncode == 2
