@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
-from distgan.config.errors import ConfigError, positive
+from distgan.config.errors import ConfigError, check_seed, positive
 from distgan.config.augment_schema import AugmentConfig, check_augment
 from distgan.config.data_schema import DataConfig, DegradationConfig
 from distgan.config.optim_schema import OptimConfig, check_optim
@@ -420,6 +420,8 @@ def check_ranges(cfg: Config) -> None:
     if d.channels not in (1, 3):
         raise ConfigError(f"data.channels: must be 1 or 3, got {d.channels!r}")
     positive("eval.every", cfg.eval.every, allow_zero=True)
+    for key, seed in (("data.seed", d.seed), ("eval.seed", cfg.eval.seed), ("tune.seed", cfg.tune.seed)):
+        check_seed(key, seed)
 
 
 def _check_train(cfg: Config) -> None:
@@ -435,7 +437,7 @@ def _check_train(cfg: Config) -> None:
         raise ConfigError(f"train.collective_timeout_s: must be at most {MAX_COLLECTIVE_TIMEOUT_S:.0f} (a day), "
                           f"got {t.collective_timeout_s!r}")
     positive("train.max_consecutive_skips", t.max_consecutive_skips, allow_zero=True)
-    positive("train.seed", t.seed, allow_zero=True)
+    check_seed("train.seed", t.seed)
 
 
 def _check_deepspeed(cfg: Config) -> None:

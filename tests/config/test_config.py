@@ -93,6 +93,11 @@ def test_max_failures_takes_minus_one_for_no_limit():
     ("data.name=mnist", "data.name: unknown data set 'mnist'"),
     ("data.path=/no/such/folder", "/no/such/folder"),
     ("train", "not of the form KEY=VALUE"),
+    # A seed no worker could use (numpy's SeedSequence refuses negatives; torch's generator 2^64 and up).
+    ("data.seed=-1", "data.seed: a seed must be in [0, 2^32 - 1], got -1"),
+    ("train.seed=18446744073709551616", "train.seed: a seed must be in [0, 2^32 - 1]"),
+    ("eval.seed=-3", "eval.seed: a seed must be in"),
+    ("tune.seed=4294967296", "tune.seed: a seed must be in"),
 ])
 def test_bad_values_name_the_key(override, needle):
     with pytest.raises(ConfigError) as info:
