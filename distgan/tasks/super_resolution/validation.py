@@ -50,8 +50,10 @@ def check_config(cfg: Config) -> None:
     positive("data.val_crop", val_crop, allow_zero=True)
     # SSIM's 11x11 window must fit inside what is left after the border crop.
     if val_crop and val_crop - 2 * crop_border(cfg) < 11:
-        raise ConfigError(f"data.val_crop: {val_crop} px leaves {val_crop - 2 * crop_border(cfg)} px after "
-                          f"eval.crop_border={crop_border(cfg)} on each edge; SSIM needs at least 11")
+        # Either key may be the one to change: name both (the border defaults to model.scale).
+        raise ConfigError(f"data.val_crop, eval.crop_border: {val_crop} px leaves {val_crop - 2 * crop_border(cfg)}"
+                          f" px after eval.crop_border={crop_border(cfg)} on each edge; SSIM needs at least 11: "
+                          f"raise data.val_crop or lower eval.crop_border")
 
 
 class SRValidator:
