@@ -300,3 +300,37 @@ def test_a_dry_run_checks_a_uri_by_its_syntax_only(dry, capsys):
     out = capsys.readouterr().out
     assert row(out, "run dir") == "s3://bucket/runs/r" and "not contacted" in row(out, "run")
     assert list(dry.iterdir()) == []
+
+
+# -- dry runs refuse what the real command refuses, whatever the storage ------------------------------
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--storage", "s3://bucket/runs"],
+    ["tune", SWEEP_CONFIG, "--storage", "s3://bucket/runs"],
+    ["tune", "--resume", "--storage", "s3://bucket/runs"],
+    ["submit", "train.steps=5", "--storage", "/nonexistent/runs", "--address", "http://127.0.0.1:9"],
+    ["submit", SWEEP_CONFIG, "--tune", "--storage", "/nonexistent/runs", "--address", "http://127.0.0.1:9"],
+    ["submit", "train.steps=5", "--storage", "s3://bucket/runs", "--address", "http://127.0.0.1:9"],
+], ids=["train-uri", "tune-uri", "tune-resume-uri", "submit-unseen", "submit-tune-unseen", "submit-uri"])
+@pytest.mark.parametrize("name", ["a/b", ".hidden"])
+def test_a_dry_run_refuses_a_name_that_is_not_one_directory_under_any_storage(dry, capsys, monkeypatch, argv, name):
+    monkeypatch.delenv("DISTGAN_STORAGE", raising=False)
+    assert cli_main([*argv, "--dry-run", "--name", name]) == 2
+    assert f"--name {name!r}: use a plain directory name" in capsys.readouterr().err
+    assert list(dry.iterdir()) == []
+
+
+def test_dry_runs_and_config_show_tune_refuse_a_sweep_the_real_tune_refuses(dry, capsys):
+    """An empty space, and an ASHA first rung past the last step (Ray would assert it after starting)."""
+    plain = str(ROOT / "configs" / "dcgan_digits.yaml")
+    for argv in (["config", "show", "--tune", plain], ["tune", plain, "--dry-run", "--storage", "s3://b/r"],
+                 ["tune", plain, "--dry-run", "--storage", str(dry)]):
+        assert cli_main(argv) == 2
+        assert "tune.space: a sweep needs at least one key to search" in capsys.readouterr().err
+    for argv in (["config", "show", "--tune"], ["tune", "--dry-run", "--storage", str(dry)],
+                 ["submit", "--tune", "--dry-run", "--storage", "/cluster/runs", "--address", "http://127.0.0.1:9"]):
+        assert cli_main([*argv, SWEEP_CONFIG, "train.steps=100"]) == 2
+        assert ("tune.scheduler.grace_period (250) must be at most train.steps (100)"
+                in capsys.readouterr().err)
+    assert list(dry.iterdir()) == []

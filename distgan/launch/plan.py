@@ -20,10 +20,10 @@ from typing import Optional, Union
 from distgan.config import Config, ConfigError, with_absolute_paths
 from distgan.launch.submit import default_storage, entrypoint
 from distgan.launch.train import DEFAULT_STORAGE, cpus_needed
-from distgan.launch.tune import DRIVER_CPU, resolve_sweep, trial_resources
+from distgan.launch.tune import DRIVER_CPU, check_name, resolve_sweep, trial_resources
 from distgan.persist import checkpoint, rundir
 from distgan.persist.storage import Storage, check_uri, is_uri
-from distgan.sweeps.checks import mode
+from distgan.sweeps.checks import check_space_given, mode
 from distgan.sweeps.schedulers import SCHEDULERS
 from distgan.sweeps.space import parse_space
 
@@ -114,6 +114,7 @@ def train_plan(cfg: Config, name: Optional[str] = None, storage: StoragePath = N
     cfg = with_absolute_paths(cfg)  # the run compares config.yaml with absolute paths, so the dry run does
     if store is None:
         run_name = name or rundir.default_name(cfg)
+        check_name(run_name)  # rundir.check's first refusal, the one it makes without the store
         plan.add("run", f"{run_name!r}: fresh or resumed, as the store holds it (not contacted in a dry run)")
         plan.add("run dir", f"{where}/{run_name}")
     else:
@@ -165,13 +166,13 @@ def tune_plan(cfg: Optional[Config], name: Optional[str] = None, storage: Storag
 def _uri_sweep(plan: Plan, cfg: Optional[Config], name: Optional[str], where: str,
                resume: bool) -> Optional[Config]:
     """Under a URI the sweep's state is in the store, which a dry run does not contact."""
+    if name is not None:
+        check_name(name)  # resolve_sweep's first refusal, the one it makes without the store
     if resume:
         plan.add("sweep", f"{name!r}, resumed with the sweep.yaml kept in the store (not read in a dry run)")
         plan.add("sweep dir", f"{where}/{name}")
         return None
-    if not cfg.tune.space:  # resolve_sweep's check, which needs the store for the rest
-        raise ConfigError("tune.space: a sweep needs at least one key to search, e.g. "
-                          "tune.space={optim.g.lr: {loguniform: [1.0e-4, 1.0e-3]}}")
+    check_space_given(cfg)  # resolve_sweep's check, which needs the store for the rest
     sweep_name = name or f"sweep_{rundir.default_name(cfg)}"
     plan.add("sweep", f"{sweep_name!r}: new unless the store holds it (not contacted in a dry run)")
     plan.add("sweep dir", f"{where}/{sweep_name}")
@@ -229,9 +230,10 @@ def submit_plan(cfg: Config, address: str, name: Optional[str], storage: Storage
     target = submit_storage(storage, cfg)
     if not address.startswith(("http://", "https://")):  # what submit.client refuses before connecting
         raise ConfigError(f"--address {address!r}: the Jobs API address is the dashboard's, e.g. http://HEAD:8265")
-    if tune and not cfg.tune.space and not resume:  # submit.submit's own check
-        raise ConfigError("tune.space: a sweep needs at least one key to search")
     job_name = submit_name(cfg, name, tune)
+    check_name(job_name)  # submit.submit's own checks, in its order
+    if tune and not resume:
+        check_space_given(cfg)
     command = "tune" if tune else "train"
     if os.path.isdir(os.path.expanduser(target)):
         inner = (tune_plan(None if resume else cfg, job_name, target, "auto", resume) if tune

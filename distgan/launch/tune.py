@@ -51,7 +51,7 @@ from distgan.launch.sweep_results import SweepResult, summarize
 from distgan.launch.train import DEFAULT_STORAGE, build_trainer, ray_cluster, resolve_use_gpu
 from distgan.persist.storage import Storage, staging_dir
 from distgan.sweeps import space as search_space
-from distgan.sweeps.checks import check_sweep, mode
+from distgan.sweeps.checks import check_space_given, check_sweep, mode
 from distgan.sweeps.schedulers import SCHEDULERS
 from distgan.sweeps.searchers import SEARCHERS
 from distgan.sweeps.space import to_tune_domain
@@ -199,12 +199,19 @@ def sweep_storage(storage: Union[str, Path, None], cfg: Optional[Config]) -> Sto
     return Storage.parse(storage or DEFAULT_STORAGE)
 
 
+def check_name(name: str) -> None:
+    """``--name`` names one directory in the storage (the rule ``rundir.check`` and ``submit.submit`` apply);
+    the dry runs call this where they cannot call those, as under a URI."""
+    if not name or "/" in name or name.startswith("."):
+        raise ConfigError(f"--name {name!r}: use a plain directory name")
+
+
 def resolve_sweep(cfg: Optional[Config], storage: Storage, name: Optional[str],
                   resume: bool) -> tuple[Config, Storage, Path]:
     """The config to run (a resumed sweep keeps its own), the sweep's directory on its storage, and where
     this machine keeps its files (the directory itself, or a staging copy under a URI); creates nothing."""
-    if name is not None and (not name or "/" in name or name.startswith(".")):
-        raise ConfigError(f"--name {name!r}: use a plain directory name")
+    if name is not None:
+        check_name(name)
     name = name or f"sweep_{rundir.default_name(cfg)}"
     sweep = storage.child(name)
     files = sweep.as_dir()
@@ -219,9 +226,7 @@ def resolve_sweep(cfg: Optional[Config], storage: Storage, name: Optional[str],
     if started:
         raise ConfigError(f"sweep {name!r} already exists in {files.display()}; add --resume to continue it, "
                           f"or pick another --name")
-    if not cfg.tune.space:
-        raise ConfigError("tune.space: a sweep needs at least one key to search, e.g. "
-                          "tune.space={optim.g.lr: {loguniform: [1.0e-4, 1.0e-3]}}")
+    check_space_given(cfg)
     return cfg, sweep, local
 
 

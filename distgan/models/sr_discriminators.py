@@ -153,6 +153,12 @@ def build_discriminator(cfg: ModelConfig, data_shape: Shape) -> nn.Module:
     return UNetDiscriminator(channels, width=cfg.d_width)
 
 
+def has_discriminator(cfg: Config) -> bool:
+    """Whether an SR run trains a D: the PSNR-oriented stage (``loss.adversarial_weight`` 0) has none, and
+    the SR task's ``build_discriminator`` returns None for it."""
+    return cfg.loss.adversarial_weight != 0
+
+
 def check(cfg: Config, data_shape: Shape) -> None:
     """The discriminator's constraints on the high-resolution crop (called by the SR families' check)."""
     m, resolution = cfg.model, data_shape[-1]

@@ -102,7 +102,7 @@ def upsample_stages(scale: int) -> int:
 
 
 def check_sr(cfg: Config, data_shape: Shape) -> None:
-    """The checks both SR families share: image data, scale, crop sizes, D constraints."""
+    """The checks both SR families share: image data, scale, crop sizes, D constraints (when there is a D)."""
     m, family = cfg.model, cfg.model.family
     source = f"data.path {cfg.data.path!r}" if cfg.data.path else f"data set {cfg.data.name!r}"
     if len(data_shape) != 3:
@@ -123,7 +123,8 @@ def check_sr(cfg: Config, data_shape: Shape) -> None:
         raise ConfigError(f"data.resolution: the low-resolution crop (data.resolution / model.scale = "
                           f"{resolution // m.scale}) must be at least {MIN_LR_SIDE} px; set data.resolution >= "
                           f"{MIN_LR_SIDE * m.scale}")
-    sr_discriminators.check(cfg, data_shape)
+    if sr_discriminators.has_discriminator(cfg):  # a crop only D cannot take is no reason to refuse the PSNR stage
+        sr_discriminators.check(cfg, data_shape)
 
 
 # --------------------------------------------------------------------------

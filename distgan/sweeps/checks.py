@@ -52,11 +52,19 @@ def check_sweep(cfg: Config) -> Config:
         value = getattr(sched, name)
         if not 0 <= value <= (0.5 if name == "quantile_fraction" else 1):
             raise ConfigError(f"tune.scheduler.{name}: out of range, got {value!r}")
+    check_space_given(cfg)
     space = parse_space(t.space)
     SCHEDULERS.get(sched.type, key="tune.scheduler.type").check(cfg, space)
     SEARCHERS.get(t.search, key="tune.search").check(cfg, space)
     check_space(cfg.to_dict(), space)
     return cfg
+
+
+def check_space_given(cfg: Config) -> None:
+    """A sweep searches at least one key (one without a space is a plain run: ``distgan train``)."""
+    if not cfg.tune.space:
+        raise ConfigError("tune.space: a sweep needs at least one key to search, e.g. "
+                          "tune.space={optim.g.lr: {loguniform: [1.0e-4, 1.0e-3]}}")
 
 
 def check_space(base: dict, space: dict[str, Domain]) -> None:

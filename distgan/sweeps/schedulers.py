@@ -30,27 +30,51 @@ class Scheduler:
 SCHEDULERS: Registry[Scheduler] = Registry("trial scheduler")
 
 
+def _grace_period(cfg: Config) -> int:
+    return cfg.tune.scheduler.grace_period or cfg.eval.every  # 0 means eval.every
+
+
 def _build_asha(cfg: Config, space: Space):
     from ray.tune.schedulers import ASHAScheduler  # building imports Ray Tune; checking does not
 
-    s = cfg.tune.scheduler
-    return ASHAScheduler(time_attr="step", max_t=cfg.train.steps, grace_period=s.grace_period or cfg.eval.every,
-                         reduction_factor=s.reduction_factor)
+    return ASHAScheduler(time_attr="step", max_t=cfg.train.steps, grace_period=_grace_period(cfg),
+                         reduction_factor=cfg.tune.scheduler.reduction_factor)
 
 
 def _describe_asha(cfg: Config) -> str:
-    s = cfg.tune.scheduler  # a grace period of 0 means eval.every
-    return f"asha (grace period {s.grace_period or cfg.eval.every} steps, keeps 1 of {s.reduction_factor} at each rung)"
+    s = cfg.tune.scheduler
+    return f"asha (grace period {_grace_period(cfg)} steps, keeps 1 of {s.reduction_factor} at each rung)"
 
 
 def _check_asha(cfg: Config, space: Space) -> None:
-    if cfg.tune.scheduler.reduction_factor < 2:
-        raise ConfigError(f"tune.scheduler.reduction_factor: must be >= 2, got {cfg.tune.scheduler.reduction_factor}")
+    """What ASHAScheduler asserts when built (after Ray has started), refused here by name."""
+    s = cfg.tune.scheduler
+    if s.reduction_factor < 2:
+        raise ConfigError(f"tune.scheduler.reduction_factor: must be >= 2, got {s.reduction_factor}")
+    if _grace_period(cfg) > cfg.train.steps:
+        # A first rung past the last step could never stop a trial; Ray asserts grace_period <= max_t.
+        named = (f"tune.scheduler.grace_period ({s.grace_period})" if s.grace_period else
+                 f"tune.scheduler.grace_period (0, so eval.every: {cfg.eval.every})")
+        raise ConfigError(f"{named} must be at most train.steps ({cfg.train.steps}): ASHA's first rung would "
+                          f"come after the last step; set tune.scheduler.grace_period to at most "
+                          f"{cfg.train.steps}, or raise train.steps")
 
 
 # PBT copies a better trial's checkpoint into a worse one, so every trial must keep
 # the shapes and layout of the checkpoint; these sections decide them.
 FIXED_UNDER_PBT = ("model.", "data.", "scaling.", "deepspeed.")
+
+
+def pbt_mutation(domain: Domain):
+    """How PBT perturbs a key: a choice as the plain list of its options, a range as Ray's domain.
+
+    Ray's PBT explore (``ray.tune.schedulers.pbt._explore``, Ray 2.60) treats the two apart: a list or
+    tuple is resampled from (``random.choice``) or shifted one place left or right within it
+    (``distribution.index``), so a value stays one of the options; a Domain (``tune.choice`` included) is
+    resampled or *multiplied* by 0.8 or 1.2, which turns a choice of 1, 2, 4 into 3 or 5 and fails on
+    strings. A range is meant to be scaled, so it stays a domain.
+    """
+    return list(domain.values) if domain.kind == "choice" else to_tune_domain(domain)
 
 
 def _build_pbt(cfg: Config, space: Space):
@@ -60,7 +84,7 @@ def _build_pbt(cfg: Config, space: Space):
     return FinalStepAwarePBT(
         cfg.train.steps, time_attr="step",
         perturbation_interval=s.perturbation_interval or cfg.train.checkpoint_every,
-        hyperparam_mutations={"space": {k: to_tune_domain(d) for k, d in space.items()}},
+        hyperparam_mutations={"space": {k: pbt_mutation(d) for k, d in space.items()}},
         quantile_fraction=s.quantile_fraction, resample_probability=s.resample_probability, synch=s.synch)
 
 
@@ -84,6 +108,10 @@ def _check_pbt(cfg: Config, space: Space) -> None:
                               f"tune.scheduler.type=asha (or fifo) instead")
         if domain.kind == "grid":
             raise ConfigError(f"tune.space.{key}: PBT mutates values as it goes; use choice instead of grid")
+    if cfg.tune.search != "random":
+        # Ray's PBT refuses any other search algorithm when the first trial is added, with Ray running.
+        raise ConfigError(f"tune.search: PBT draws and mutates the values itself, so it needs tune.search=random, "
+                          f"got {cfg.tune.search!r}")
 
 
 SCHEDULERS.register("fifo")(Scheduler(build=lambda cfg, space: None,

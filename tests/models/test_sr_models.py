@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -332,3 +333,43 @@ def test_bf16_forward_and_backward(family, discriminator):
 def test_sr_families_serve_the_super_resolution_task():
     assert all(models.MODELS.get(f).task == "super_resolution" for f in FAMILIES)
     assert models.MODELS.get("dcgan").task == "generation"
+
+
+# -- The PSNR stage has no D -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("model", [dict(discriminator="vgg"), dict(discriminator="unet"),
+                                   dict(discriminator="unet", d_spectral_norm=True)], ids=["vgg", "unet", "unet-sn"])
+def test_the_psnr_stage_is_not_held_to_a_discriminators_crop_sizes(family, model):
+    """100 px (25 px low-resolution) suits G; only a D would refuse it, and adversarial_weight 0 trains none."""
+    cfg = build_section(Config, {"model": {"family": family, "scale": 4, **model}, "data": {"resolution": 100},
+                                 "loss": {"adversarial_weight": 0}}, "")
+    models.MODELS.get(family).check(cfg, (3, 100, 100))
+    cfg.loss.adversarial_weight = 0.001  # the GAN stage has a D, so its constraints hold again
+    with pytest.raises(ConfigError, match=r"model.d_spectral_norm|data.resolution: the (vgg|unet) discriminator"):
+        models.MODELS.get(family).check(cfg, (3, 100, 100))
+
+
+@pytest.mark.parametrize("weight", [0, 0.001])
+def test_the_discriminator_check_follows_the_sr_tasks_own_rule(weight):
+    """``has_discriminator`` (what check_sr asks) agrees with the D the SR task builds (None without one)."""
+    from distgan.models.sr_discriminators import has_discriminator
+    from distgan.tasks.super_resolution.task import SuperResolutionTask
+
+    cfg = build_section(Config, {"model": {"family": "srresnet", "scale": 4, "d_width": 8, "g_width": 8},
+                                 "data": {"resolution": 32}, "loss": {"adversarial_weight": weight}}, "")
+    task = SuperResolutionTask(cfg)
+    task.data_shape = (3, 32, 32)  # what setup_data sets; no data is read here
+    assert has_discriminator(cfg) == (task.build_discriminator() is not None)
+
+
+ROOT_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_an_srresnet_psnr_config_loads_with_any_crop_g_takes():
+    cfg = load_config(str(ROOT_CONFIGS / "srresnet_x4.yaml"), ("data.resolution=100",))
+    assert cfg.data.resolution == 100 and cfg.loss.adversarial_weight == 0
+    load_config(str(ROOT_CONFIGS / "srresnet_x4.yaml"), ("data.resolution=100", "model.discriminator=unet"))
+    with pytest.raises(ConfigError, match="data.resolution: the vgg discriminator"):
+        load_config(str(ROOT_CONFIGS / "srresnet_x4.yaml"), ("data.resolution=100", "loss.adversarial_weight=0.001"))
