@@ -290,7 +290,8 @@ class SchedulerConfig:
     quantile_fraction: float = 0.25
     """PBT: the bottom fraction copies from the top fraction."""
     resample_probability: float = 0.25
-    """PBT: chance a perturbed value is drawn afresh from its domain instead of scaled by 0.8 or 1.2."""
+    """PBT: chance a perturbed value is drawn afresh from its domain instead of scaled by 0.8 or 1.2 (a range)
+    or moved to a neighbouring option (a ``choice``)."""
     synch: bool = False
     """PBT: wait for every trial to reach a perturbation point before deciding (suits small populations)."""
 

@@ -20,8 +20,8 @@ from typing import Optional, Union
 from distgan.config import Config, ConfigError, with_absolute_paths
 from distgan.launch.submit import default_storage, entrypoint
 from distgan.launch.train import DEFAULT_STORAGE, cpus_needed
-from distgan.launch.tune import DRIVER_CPU, check_name, resolve_sweep, trial_resources
-from distgan.persist import checkpoint, rundir
+from distgan.launch.tune import DRIVER_CPU, resolve_sweep, trial_resources
+from distgan.persist import checkpoint, layout, rundir
 from distgan.persist.storage import Storage, check_uri, is_uri
 from distgan.sweeps.checks import check_space_given, mode
 from distgan.sweeps.schedulers import SCHEDULERS
@@ -114,7 +114,7 @@ def train_plan(cfg: Config, name: Optional[str] = None, storage: StoragePath = N
     cfg = with_absolute_paths(cfg)  # the run compares config.yaml with absolute paths, so the dry run does
     if store is None:
         run_name = name or rundir.default_name(cfg)
-        check_name(run_name)  # rundir.check's first refusal, the one it makes without the store
+        layout.check_name(run_name)  # rundir.check's first refusal, the one it makes without the store
         plan.add("run", f"{run_name!r}: fresh or resumed, as the store holds it (not contacted in a dry run)")
         plan.add("run dir", f"{where}/{run_name}")
     else:
@@ -167,7 +167,7 @@ def _uri_sweep(plan: Plan, cfg: Optional[Config], name: Optional[str], where: st
                resume: bool) -> Optional[Config]:
     """Under a URI the sweep's state is in the store, which a dry run does not contact."""
     if name is not None:
-        check_name(name)  # resolve_sweep's first refusal, the one it makes without the store
+        layout.check_name(name)  # resolve_sweep's first refusal, the one it makes without the store
     if resume:
         plan.add("sweep", f"{name!r}, resumed with the sweep.yaml kept in the store (not read in a dry run)")
         plan.add("sweep dir", f"{where}/{name}")
@@ -231,7 +231,7 @@ def submit_plan(cfg: Config, address: str, name: Optional[str], storage: Storage
     if not address.startswith(("http://", "https://")):  # what submit.client refuses before connecting
         raise ConfigError(f"--address {address!r}: the Jobs API address is the dashboard's, e.g. http://HEAD:8265")
     job_name = submit_name(cfg, name, tune)
-    check_name(job_name)  # submit.submit's own checks, in its order
+    layout.check_name(job_name)  # submit.submit's own checks, in its order
     if tune and not resume:
         check_space_given(cfg)
     command = "tune" if tune else "train"

@@ -30,6 +30,7 @@ from typing import Optional
 import yaml
 
 from distgan.config import Config, ConfigError
+from distgan.persist import layout
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 """This distgan package, uploaded with a job (``--package local``)."""
@@ -92,8 +93,7 @@ def submit(cfg: Config, address: str, name: str, storage: str, command: str = "t
     if package not in ("local", "installed"):
         raise ConfigError(f"--package {package!r}: choose local (upload this distgan) or installed "
                           f"(the cluster's image has it)")
-    if not name or "/" in name or name.startswith("."):
-        raise ConfigError(f"--name {name!r}: use a plain directory name")
+    layout.check_name(name)
     if command == "tune" and not cfg.tune.space and not resume:
         raise ConfigError("tune.space: a sweep needs at least one key to search")
     jobs = client(address)  # reachable and accepting our token, before anything is packed

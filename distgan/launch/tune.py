@@ -42,7 +42,7 @@ from ray import tune
 from ray.util.queue import Empty, Queue
 
 from distgan import data
-from distgan.persist import rundir
+from distgan.persist import layout, rundir
 from distgan.checks import validate
 from distgan.config import Config, ConfigError, load_config, with_absolute_paths
 from distgan.launch.progress import ForwardReports, driver_queue
@@ -199,19 +199,12 @@ def sweep_storage(storage: Union[str, Path, None], cfg: Optional[Config]) -> Sto
     return Storage.parse(storage or DEFAULT_STORAGE)
 
 
-def check_name(name: str) -> None:
-    """``--name`` names one directory in the storage (the rule ``rundir.check`` and ``submit.submit`` apply);
-    the dry runs call this where they cannot call those, as under a URI."""
-    if not name or "/" in name or name.startswith("."):
-        raise ConfigError(f"--name {name!r}: use a plain directory name")
-
-
 def resolve_sweep(cfg: Optional[Config], storage: Storage, name: Optional[str],
                   resume: bool) -> tuple[Config, Storage, Path]:
     """The config to run (a resumed sweep keeps its own), the sweep's directory on its storage, and where
     this machine keeps its files (the directory itself, or a staging copy under a URI); creates nothing."""
     if name is not None:
-        check_name(name)
+        layout.check_name(name)
     name = name or f"sweep_{rundir.default_name(cfg)}"
     sweep = storage.child(name)
     files = sweep.as_dir()

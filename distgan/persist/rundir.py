@@ -24,7 +24,7 @@ from typing import Optional, Union
 
 import yaml
 
-from distgan.persist import checkpoint
+from distgan.persist import checkpoint, layout
 from distgan.config import Config, ConfigError
 from distgan.persist.storage import Storage, StoreDir, local_dir, staging_dir
 
@@ -183,8 +183,7 @@ def check(storage: Union[Path, Storage], name: Optional[str], cfg: Config) -> Pl
     ``create``, so that a refused resume leaves the run directory as it was.
     """
     name = name or default_name(cfg)
-    if not name or "/" in name or name.startswith("."):
-        raise ConfigError(f"--name {name!r}: use a plain directory name")
+    layout.check_name(name)
     storage = storage if isinstance(storage, Storage) else Storage.parse(storage)
     run = storage.run(name)
     path = staging_dir(storage, name) if storage.remote else Path(run.path())

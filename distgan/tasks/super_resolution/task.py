@@ -22,6 +22,7 @@ from torch import nn
 from distgan import data, models
 from distgan.config import Config
 from distgan.gan.perceptual import PerceptualLoss
+from distgan.models import sr_discriminators
 from distgan.runtime.task import Task
 from distgan.tasks.super_resolution import step, validation
 from distgan.tasks.super_resolution.batches import HRBatch, SRBatch, SRBatches, degrade_on
@@ -88,7 +89,7 @@ class SuperResolutionTask(Task):
 
     def build_discriminator(self) -> Optional[nn.Module]:
         # The PSNR-oriented stage has no D: no engine, no optimizer state, nothing in the checkpoint.
-        if self.cfg.loss.adversarial_weight == 0:
+        if not sr_discriminators.has_discriminator(self.cfg):
             return None
         return models.build_discriminator(self.cfg.model, self.data_shape)
 
