@@ -78,14 +78,13 @@ def load_checked(items: Sequence[str], sweep: bool = False) -> Config:
     """
     config_path, overrides = split_config_args(items)
     cfg = load_config(config_path, tuple(overrides))
-    from distgan.checks import validate
-
-    validate(cfg)
-    if sweep:
+    if sweep:  # the base as its trials run it, with the space's keys set (check_space)
         from distgan.sweeps.checks import check_sweep
 
-        check_sweep(cfg)
-    return cfg
+        return check_sweep(cfg)
+    from distgan.checks import validate
+
+    return validate(cfg)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

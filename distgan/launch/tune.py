@@ -215,7 +215,7 @@ def resolve_sweep(cfg: Optional[Config], storage: Storage, name: Optional[str],
             raise ConfigError(f"--resume: no sweep to resume in {files.display()}")
         if storage.remote:
             files.download("sweep.yaml", local / "sweep.yaml")
-        return check_sweep(validate(load_config(local / "sweep.yaml"))), sweep, local
+        return check_sweep(load_config(local / "sweep.yaml")), sweep, local
     if started:
         raise ConfigError(f"sweep {name!r} already exists in {files.display()}; add --resume to continue it, "
                           f"or pick another --name")
@@ -248,7 +248,7 @@ def run_tune(cfg: Optional[Config], name: Optional[str] = None, address: Optiona
              storage: Union[str, Path, None] = None, resume: bool = False) -> SweepResult:
     """Run (or ``resume``) the sweep of ``cfg.tune`` over ``cfg``; see the module docstring for the layout."""
     if cfg is not None:
-        check_sweep(validate(cfg))  # a Config changed in Python after loading is checked here, before Ray
+        check_sweep(cfg)  # a Config changed in Python after loading is checked here, before Ray
     store = sweep_storage(storage, cfg)
     store.check_reachable()
     cfg, sweep, local = resolve_sweep(cfg if cfg is None else with_absolute_paths(cfg), store, name, resume)

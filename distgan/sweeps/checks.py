@@ -68,15 +68,31 @@ def check_space_given(cfg: Config) -> None:
 
 
 def check_space(base: dict, space: dict[str, Domain]) -> None:
-    """Every key a real config key, every example value one it accepts (``base``: the config as a dict)."""
+    """Every key a real config key, every example value one it accepts (``base``: the config as a dict).
+
+    What runs is the base with every key of the space set, never the base alone: a base may leave to the
+    space what it cannot do without (a multistep schedule's milestones). So the configs checked are the
+    trials' kind: every key at its first example, then each key at each of its examples with the others at
+    their first.
+    """
     plain = {k: v for k, v in base.items() if k != "tune"}
-    for key, domain in space.items():
+    for key in space:
         if key.startswith("tune."):
             raise ConfigError(f"tune.space.{key}: a sweep cannot search its own settings")
-        for value in domain.examples():
-            raw = copy.deepcopy(plain)
-            try:
-                set_dotted(raw, key, value)
-                validate(Config.from_dict(raw))
-            except ConfigError as exc:
-                raise ConfigError(f"tune.space.{key} = {value!r}: {exc}") from None
+    firsts = {key: domain.examples()[0] for key, domain in space.items()}
+    shown = ", ".join(f"{k} = {v!r}" for k, v in firsts.items())
+    _check_point(plain, firsts, f"tune.space.{shown}" if len(firsts) == 1 else
+                 f"tune.space (each key at its first value: {shown})")
+    for key, domain in space.items():
+        for value in domain.examples()[1:]:
+            _check_point(plain, {**firsts, key: value}, f"tune.space.{key} = {value!r}")
+
+
+def _check_point(plain: dict, point: dict, what: str) -> None:
+    raw = copy.deepcopy(plain)
+    try:
+        for key, value in point.items():
+            set_dotted(raw, key, value)
+        validate(Config.from_dict(raw))
+    except ConfigError as exc:
+        raise ConfigError(f"{what}: {exc}") from None

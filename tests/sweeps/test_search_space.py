@@ -7,6 +7,7 @@ from ray import tune
 
 from distgan.sweeps import space as search_space
 from distgan.config import ConfigError
+from distgan.config import load_config as raw_config
 from distgan import load_config
 from distgan.launch.sweep_results import best_row, format_rows
 from distgan.launch.tune import trial_resources
@@ -115,3 +116,26 @@ def test_a_sweep_searches_the_learning_rate_schedule():
                                           r"optim\.g\.schedule\.milestones: must be strictly increasing"):
         sweep("optim.g.schedule.type=multistep", "optim.g.schedule.milestones=[500, 1000]",
               "tune.space={optim.g.schedule.milestones: {choice: [[500, 1000], [1000, 500]]}}")
+
+
+def test_a_base_may_leave_to_the_space_what_it_cannot_run_without():
+    """A multistep schedule whose milestones only the space gives is a sweep every trial of which can run
+    (docs/training.md's example); the base alone is never run, so it is not refused for lacking them."""
+
+    def sweep(*overrides: str):  # as distgan tune loads it: keys and types, then check_sweep on the trials' configs
+        return check_sweep(raw_config(None, ("train.checkpoint_every=500", "optim.g.schedule.type=multistep")
+                                      + overrides))
+
+    cfg = sweep("tune.space={optim.g.schedule.gamma: {uniform: [0.3, 0.7]}, "
+                "optim.g.schedule.milestones: {choice: [[500, 1000], [750, 1250]]}}")
+    assert cfg.optim.g.schedule.milestones == []  # the base as given; each trial gets its milestones
+    with pytest.raises(ConfigError, match=r"tune\.space\.optim\.g\.schedule\.gamma = 0\.3: "
+                                          r"optim\.g\.schedule\.milestones: multistep needs at least one"):
+        sweep("tune.space={optim.g.schedule.gamma: {uniform: [0.3, 0.7]}}")
+    # With two keys, a later example is blamed on its own key, the others held at their first.
+    lr = "optim.g.schedule.milestones: {choice: [[500]]}, optim.g.lr: {loguniform: [1.0e-4, 1.0e-3]}"
+    with pytest.raises(ConfigError, match=r"^tune\.space\.model\.g_width = -4: model\.g_width: must be > 0"):
+        sweep(f"tune.space={{{lr}, model.g_width: {{choice: [16, -4]}}}}")
+    with pytest.raises(ConfigError, match=r"^tune\.space \(each key at its first value: .*model\.g_width = -4\): "
+                                          r"model\.g_width: must be > 0"):
+        sweep(f"tune.space={{{lr}, model.g_width: {{choice: [-4, 16]}}}}")
