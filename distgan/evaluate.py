@@ -39,11 +39,22 @@ def evaluate_generator(source, overrides: Sequence[str] = ()) -> tuple[Scores, d
 
     ``overrides`` are ``eval.*`` (or ``data.*``) ``KEY=VALUE`` strings; returns (scores, what was evaluated).
     """
+    check_overrides(overrides)
     # A generator in a bucket is evaluated from its downloaded copy, which holds the run's config.yaml.
     source = find_generator(source).parent if is_uri(source) else Path(source)
     module, meta = load_generator(source)
     cfg = config_for(source, meta, overrides)
     return task_of(meta).evaluate_offline(source, module, meta, cfg)
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Only ``eval.*`` and ``data.*`` keys mean anything to an evaluation (the model and its training are the
+    generator's own): another key is refused by name rather than ignored."""
+    for item in overrides:
+        key, _ = parse_override(item)
+        if not key.startswith(("eval.", "data.")):
+            raise ConfigError(f"{item!r}: evaluate takes eval.* and data.* overrides (what is scored, on which "
+                              f"data); {key.split('.')[0]}.* belongs to the run that trained the generator")
 
 
 def format_table(scores: Scores) -> str:

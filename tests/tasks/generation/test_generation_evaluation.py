@@ -165,6 +165,9 @@ def test_cli_errors_name_the_problem(exported, tmp_path, capsys, monkeypatch):
     assert "unconditional" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="shape"):
         evaluate_generator(exported, ["data.resolution=32"])
+    # A key of training or the model would change nothing: refused, not silently ignored.
+    assert cli_main(["evaluate", str(exported), "eval.n=64", "model.latent_dim=7"]) == 2
+    assert "'model.latent_dim=7': evaluate takes eval.* and data.* overrides" in capsys.readouterr().err
 
 
 def test_inception_weights_are_asked_for_only_by_a_run_that_evaluates(monkeypatch, tmp_path):
