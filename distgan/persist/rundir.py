@@ -26,6 +26,7 @@ import yaml
 
 from distgan.persist import checkpoint, layout
 from distgan.config import Config, ConfigError
+from distgan.core.filesystem import display
 from distgan.persist.storage import Storage, StoreDir, local_dir, staging_dir
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,9 @@ def raise_if_failed(run: Union[Path, StoreDir]) -> None:
 
 
 def default_name(cfg: Config) -> str:
-    data = Path(cfg.data.path).name if cfg.data.path else cfg.data.name
+    """``<family>_<data>-<time>``: the data is the built-in set's name, or the last part of ``data.path``
+    (a URI's store options left out: ``?endpoint_override=host:9000`` is no directory name)."""
+    data = display(cfg.data.path).rstrip("/").rsplit("/", 1)[-1] if cfg.data.path else cfg.data.name
     return f"{cfg.model.family}_{data}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 

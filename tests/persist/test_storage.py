@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -258,3 +259,19 @@ def test_a_generator_in_a_bucket_is_sampled_and_evaluated_from_a_download(s3_sto
     assert load_generator(uri)[1]["step"] == 9
     with pytest.raises(FileNotFoundError, match=r"s3://.*/runs/nothing holds no generator.safetensors"):
         find_generator(s3_storage.replace("/runs?", "/runs/nothing?"))
+
+
+@pytest.mark.parametrize("path, data", [
+    ("s3://bucket/ffhq256?endpoint_override=host:9000&scheme=http", "ffhq256"),
+    ("s3://bucket/data/ffhq256/", "ffhq256"),
+    ("file:///srv/photos/", "photos"),
+    ("~/images/faces", "faces"),
+])
+def test_a_default_run_name_is_one_plain_directory_name(path, data):
+    """Without --name a run is named after its data: never after a URI's store options or a trailing slash."""
+    from distgan.config import Config
+    from distgan.persist import layout, rundir
+
+    name = rundir.default_name(Config.from_dict({"data": {"name": None, "path": path}}))
+    assert re.fullmatch(rf"dcgan_{data}-\d{{8}}-\d{{6}}", name), name
+    layout.check_name(name)
