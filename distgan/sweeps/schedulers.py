@@ -66,7 +66,9 @@ FIXED_UNDER_PBT = ("model.", "data.", "scaling.", "deepspeed.")
 
 
 def pbt_mutation(domain: Domain):
-    """How PBT perturbs a key: a choice as the plain list of its options, a range as Ray's domain.
+    """How PBT perturbs a key: a choice as the plain list of its options, a randint as the list of its
+    integers (so it moves by one and stays in [low, high): scaled by 0.8 or 1.2 and rounded, a 2 would never
+    move and a 4 would leave [1, 5)), a real range as Ray's domain.
 
     Ray's PBT explore (``ray.tune.schedulers.pbt._explore``, Ray 2.60) treats the two apart: a list or
     tuple is resampled from (``random.choice``) or shifted one place left or right within it
@@ -74,7 +76,11 @@ def pbt_mutation(domain: Domain):
     resampled or *multiplied* by 0.8 or 1.2, which turns a choice of 1, 2, 4 into 3 or 5 and fails on
     strings. A range is meant to be scaled, so it stays a domain.
     """
-    return list(domain.values) if domain.kind == "choice" else to_tune_domain(domain)
+    if domain.kind == "choice":
+        return list(domain.values)
+    if domain.kind == "randint":
+        return list(range(int(domain.values[0]), int(domain.values[1])))
+    return to_tune_domain(domain)
 
 
 def _build_pbt(cfg: Config, space: Space):

@@ -66,7 +66,9 @@ def test_pbt_keeps_choices_among_their_options():
     options = {"loss.d_reg.interval": [1, 2, 4], "optim.g.lr": [1.0e-4, 2.0e-4], "optim.g.type": ["adam", "adamw"],
                "optim.g.schedule.milestones": [[100, 200], [150, 250]]}
     space = ", ".join(f"{k}: {{choice: {v}}}" for k, v in options.items())
-    cfg = pbt_sweep(f"tune.space={{{space}, optim.d.lr: {{loguniform: [1.0e-4, 1.0e-3]}}}}")
+    cfg = pbt_sweep(f"tune.space={{{space}, optim.d.lr: {{loguniform: [1.0e-4, 1.0e-3]}}, "
+                    f"train.n_critic: {{randint: [1, 4]}}}}")
+    options |= {"train.n_critic": [1, 2, 3]}  # a randint moves by one within [low, high)
     pbt = build(cfg)
     random.seed(0)
     for first in range(len(options["loss.d_reg.interval"])):
