@@ -1,7 +1,8 @@
 """The GPU path on one CUDA device: DeepSpeed's CUDA engines (FusedAdam built by nvcc), bf16 and fp16
 with loss scaling, a bf16 G beside a fp32 D, nccl, and G_ema, samples and evaluation on the GPU; StyleGAN2's
-double backwards (lazy R1, path length) under each precision and through checkpointed synthesis blocks; and
-super-resolution degrading its batches on the GPU with the Real-ESRGAN pipeline.
+double backwards (lazy R1, path length) under each precision and through checkpointed synthesis blocks;
+super-resolution degrading its batches on the GPU with the Real-ESRGAN pipeline; and a served generator's batch
+computed on the GPU.
 
 CI has no GPU, so these are skipped there (with the reason); run them on a GPU machine with
 ``pytest tests/runtime/test_gpu.py``. Each case runs the training loop in a fresh process, because the test
@@ -170,3 +171,23 @@ def test_the_realesrgan_pipeline_degrades_a_batch_on_the_gpu_as_on_the_cpu():
     assert (target_gpu.cpu() - target_cpu).abs().max() < 1e-3
     print(f"LR |GPU - CPU|: mean {lr_diff.mean():.2e}, max {lr_diff.max():.3f}, "
           f"{(lr_diff > 1e-6).float().mean():.2%} of pixels differ")
+
+
+@pytest.mark.parametrize("family, conditional", [("dcgan", True), ("stylegan2", True)])
+def test_a_served_generator_on_the_gpu_answers_what_the_cpu_does(tmp_path, family, conditional):
+    """A Ray Serve replica with a GPU holds G there: a batch of draws (latents from each seed, labels, psi) is
+    computed on the GPU and equals the CPU's samples up to float rounding."""
+    from distgan.persist.export import load_generator
+    from distgan.serving import ServedGenerator
+    from distgan.tasks.generation.sampling import Draw, generate_many
+    from tiny_generators import save_tiny
+
+    source = save_tiny(tmp_path / "g", family, conditional)
+    cpu, meta = load_generator(source)
+    gpu = ServedGenerator(load_generator(source)[0], meta, device="cuda")
+    labels = torch.tensor([0, 1, 2])
+    draws = [Draw(3, 7, labels, 0.7 if family == "stylegan2" else None), Draw(3, 9, labels.flip(0), None)]
+    on_gpu = generate_many(gpu.module, [Draw(d.n, d.seed, d.labels.cuda(), d.truncation) for d in draws])
+    on_cpu = generate_many(cpu, draws)
+    assert all(g.is_cuda for g in on_gpu)
+    assert all(torch.allclose(g.float().cpu(), c, atol=1e-4) for g, c in zip(on_gpu, on_cpu))

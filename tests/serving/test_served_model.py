@@ -108,3 +108,18 @@ def test_generate_many_refuses_mixed_conditioning():
     g.latent_dim = 2
     with pytest.raises(ValueError, match="either every draw has labels"):
         generate_many(g, [Draw(1, 0, torch.tensor([0])), Draw(1, 0)])
+
+
+@pytest.mark.parametrize("family, conditional", [("dcgan", False), ("stylegan2", True)])
+def test_a_batch_is_computed_on_the_models_device(tmp_path, family, conditional):
+    """A GPU replica holds G on its device; the latents drawn on the CPU from each seed go there too. The meta
+    device stands in for a GPU (none here): a tensor left on the CPU fails the forward pass on it."""
+    from distgan.persist.export import load_generator
+
+    g, meta = load_generator(save_tiny(tmp_path / "g", family, conditional))
+    g = g.to("meta")
+    labels = torch.tensor([0, 2], device="meta") if conditional else None
+    out = generate_many(g, [Draw(2, 0, labels, 0.7 if family == "stylegan2" else None), Draw(1, 5, labels[:1]
+                                                                                              if conditional else None)])
+    assert [o.device.type for o in out] == ["meta", "meta"]
+    assert [tuple(o.shape) for o in out] == [(2, *meta["data_shape"]), (1, *meta["data_shape"])]

@@ -124,8 +124,11 @@ def generate_many(module: nn.Module, draws: Sequence[Draw]) -> list[torch.Tensor
     """Each draw's samples as ``generate`` / ``generate_styled`` make them alone (the same latents from its own
     seed, const noise), computed in one forward pass for all of them: a server's batch. Up to float rounding
     the result does not depend on what else is in the batch (G is in eval mode: no batch statistics)."""
+    # Drawn on the CPU from each seed (the latents `distgan sample` draws), then moved to the model's device:
+    # a server's replica holds G on its GPU.
+    device = next(module.parameters()).device
     z = torch.cat([torch.randn(d.n, module.latent_dim, generator=torch.Generator().manual_seed(d.seed))
-                   for d in draws])
+                   for d in draws]).to(device)
     conditional = draws[0].labels is not None
     if any((d.labels is not None) != conditional for d in draws):
         raise ValueError("either every draw has labels (a conditional G) or none has")
