@@ -22,6 +22,7 @@ import ipaddress
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -38,6 +39,8 @@ MAX_UPSCALE_BATCH = 8
 """Images in one upscaling batch at most, whatever ``max_batch`` says (it counts samples for generation)."""
 TARGET_ONGOING = 8
 """Requests in flight per replica that ``replicas: auto`` aims for: past it Serve adds replicas."""
+PARSE_THREADS = 2
+"""Threads per replica that parse request bodies (decode images, read JSON), off the event loop."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,11 @@ def _deployment():
             self.run.set_max_batch_size(options["max_batch"] if model.generates
                                         else min(options["max_batch"], MAX_UPSCALE_BATCH))
             self.run.set_batch_wait_timeout_s(options["batch_wait_ms"] / 1000)
+            # Requests are parsed here, not in the default executor the batches run in: a queue of uploads to
+            # decode never delays a batch already formed. Few threads: the replica has 1 CPU (the decoders
+            # release the GIL, so parsing still overlaps the loop and a batch), and each image decoded at once
+            # holds up to 12 bytes per pixel as a float tensor.
+            self.parse_pool = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix="distgan-parse")
 
         async def __call__(self, request: Request) -> Response:
             root = request.scope.get("root_path", "")
@@ -140,10 +148,19 @@ def _deployment():
                 body = await _read_body(request, self.router.limits.max_body_bytes)
             except RequestError as exc:
                 return _response(error_reply(exc))
-            job = self.router.route(request.method, path, dict(request.query_params), headers, body)
+            job = await self._route(request.method, path, dict(request.query_params), headers, body)
             if isinstance(job, Reply):  # health, or a refusal
                 return _response(job)
             return _response(self.router.answer(job, await self.run(job)))
+
+        async def _route(self, method: str, path: str, query: dict, headers: dict, body: bytes):
+            """``Router.route`` off the event loop when there is a body to parse: up to max_body_bytes of JSON, or
+            an image to decode (a few hundred ms at max_pixels), which on the loop would stall /health and every
+            other request of this replica meanwhile. Without a body (health, a query string) it is microseconds."""
+            if not body:
+                return self.router.route(method, path, query, headers, body)
+            return await asyncio.get_running_loop().run_in_executor(
+                self.parse_pool, self.router.route, method, path, query, headers, body)
 
         @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.01, batch_size_fn=_batch_size)
         async def run(self, jobs: list) -> list[bytes]:

@@ -82,6 +82,16 @@ def mixing_grid(module: nn.Module, rows: int, cols: int, seed: int, crossover: O
     return torch.cat([top, body])
 
 
+def class_index(item: str, classes: int) -> Optional[int]:
+    """``item`` as a class index below ``classes``, or None. ASCII decimal digits only: ``str.isdigit`` also holds
+    for '²' (which int() refuses) and '٣' (which int() reads as 3), and indices are documented as decimal
+    numbers. The length is checked before int(), which refuses strings of over 4300 digits."""
+    if not (item.isascii() and item.isdigit()):
+        return None
+    digits = item.lstrip("0") or "0"
+    return int(digits) if len(digits) <= len(str(classes)) and int(digits) < classes else None
+
+
 def parse_labels(text: Optional[str], meta: dict, n: int, key: str = "--labels") -> Optional[torch.Tensor]:
     """Labels for ``n`` samples of the generator ``meta`` describes: ``text`` is ``all`` (the default for a
     conditional generator) or a comma list of class indices or names; the n samples cycle through them, so
@@ -96,13 +106,12 @@ def parse_labels(text: Optional[str], meta: dict, n: int, key: str = "--labels")
     else:
         chosen = []
         for item in (t.strip() for t in text.split(",") if t.strip()):
-            if item in names:
-                chosen.append(names.index(item))
-            elif item.lstrip("-").isdigit() and 0 <= int(item) < len(names):
-                chosen.append(int(item))
-            else:
-                raise ConfigError(f"{key}: {item!r} is not a class of this generator; it was trained on "
+            index = names.index(item) if item in names else class_index(item, len(names))
+            if index is None:
+                shown = repr(item) if len(item) <= 40 else f"{item[:36]!r}..."
+                raise ConfigError(f"{key}: {shown} is not a class of this generator; it was trained on "
                                   f"{len(names)} classes: 0-{len(names) - 1} or {', '.join(names)}")
+            chosen.append(index)
         if not chosen:
             raise ConfigError(f"{key}: give 'all' or a comma-separated list of classes")
     return torch.tensor(chosen)[torch.arange(n) % len(chosen)]

@@ -24,7 +24,7 @@ from torch import nn
 
 from distgan.config import ConfigError
 from distgan.data.folder import hidden
-from distgan.data.images import open_upright, to_8bit
+from distgan.data.images import SIXTEEN_BIT_MODES, open_upright, to_8bit
 from distgan.metrics.image_quality import to_uint8
 from distgan.persist.export import find_generator, load_generator
 from distgan.tasks.super_resolution.task import SuperResolutionTask
@@ -157,14 +157,26 @@ def read_image(path: Path, channels: int) -> tuple[np.ndarray, Optional[np.ndarr
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         # Pillow raises SyntaxError for some broken PNG chunks, OSError for truncated and unknown files.
         raise UpscaleError(f"{path}: not a readable image ({exc})") from None
-    alpha = None
-    if "A" in img.getbands() or "transparency" in img.info:
-        # Kept apart instead of composited on black as training data is: the output keeps its transparency.
-        rgba = img.convert("RGBA")
-        alpha = np.asarray(rgba.getchannel("A"))
-        img = rgba.convert("RGB")
+    img, alpha = _split_alpha(img)
     pixels = np.asarray(to_8bit(img, channels))  # the data sets' decoding rules (16-bit grey, luma)
     return pixels.reshape(pixels.shape[0], pixels.shape[1], channels), alpha
+
+
+def _split_alpha(img: Image.Image) -> tuple[Image.Image, Optional[np.ndarray]]:
+    """``img`` without its transparency, for ``to_8bit``, and its alpha (uint8 ``[H, W]``), or None without one.
+    Kept apart instead of composited on black as training data is: the output keeps its transparency."""
+    if img.mode in SIXTEEN_BIT_MODES:
+        # convert("RGBA") would clip 16-bit grey at 255 (a washed-out image, and a transparent colour above 255
+        # never matched): the grey goes to to_8bit as it is, which rescales it, and alpha is where it equals tRNS.
+        # Popped from the info: G sees the stored values under transparent pixels, as for every other mode.
+        alpha = None
+        if "transparency" in img.info:
+            alpha = np.where(np.asarray(img) == img.info.pop("transparency"), 0, 255).astype(np.uint8)
+        return img, alpha
+    if "A" in img.getbands() or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        return rgba.convert("RGB"), np.asarray(rgba.getchannel("A"))
+    return img, None
 
 
 def write_png(pixels: np.ndarray, path: Path) -> None:

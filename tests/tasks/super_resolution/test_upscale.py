@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from distgan.cli import main as cli_main
-from distgan.tasks.super_resolution.upscale import upscale_tensor, upscale_to_uint8
+from distgan.tasks.super_resolution.upscale import read_image, upscale_tensor, upscale_to_uint8
 
 RADIUS = 3  # three 3x3 convs at low resolution
 
@@ -172,6 +172,16 @@ def test_cli_grey_rgba_and_16_bit_inputs(generator_dir, tmp_path):
     assert (out[12:, 12:, 3] == 128).all() and (out[:4, :4, 3] == 0).all()
     white = np.asarray(Image.open(tmp_path / "white16_x2.png"), dtype=int)
     assert white.shape == (48, 40, 3) and white.mean() > 240  # 65535 is white, not clipped garbage
+
+
+def test_16_bit_grey_with_a_transparent_colour_reads_as_without_one(tmp_path):
+    ramp = (np.arange(24 * 20).reshape(24, 20) * 136).astype(np.uint16)  # 0 .. 65144: mostly above 255
+    Image.fromarray(ramp).save(tmp_path / "plain.png")
+    Image.fromarray(ramp).save(tmp_path / "keyed.png", transparency=int(ramp[3, 7]))
+    plain, no_alpha = read_image(tmp_path / "plain.png", 3)
+    keyed, alpha = read_image(tmp_path / "keyed.png", 3)
+    assert no_alpha is None and (keyed == plain).all() and plain.max() > 250  # scaled as training data, not clipped
+    assert alpha[3, 7] == 0 and (alpha == 0).sum() == 1 and (alpha[alpha > 0] == 255).all()
 
 
 def test_cli_upscales_a_folder_mirroring_the_tree(generator_dir, tmp_path):
