@@ -37,7 +37,10 @@ def to_8bit(img: Image.Image, channels: int) -> Image.Image:
     """A decoded image as 8-bit ``L`` (``channels`` 1) or ``RGB`` (3), by the rules in the module docstring."""
     if img.mode in SIXTEEN_BIT_MODES:
         # convert("L") would clip 0..65535 at 255; rescale the full 16-bit range instead.
-        wide = np.clip(np.asarray(img, dtype=np.float64), 0, 65535)
+        stored = np.asarray(img, dtype=np.float64)
+        wide = np.clip(stored, 0, 65535)
+        if isinstance(img.info.get("transparency"), int):  # the transparent grey level, composited on black
+            wide[stored == img.info["transparency"]] = 0
         img = Image.fromarray(np.rint(wide / 257).astype(np.uint8), mode="L")
     elif img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         rgba = img.convert("RGBA")

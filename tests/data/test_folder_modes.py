@@ -31,6 +31,10 @@ def mixed_folder(root: Path) -> dict[str, tuple[int, int, int]]:
     # 16-bit grey: 15420 = 60 * 257 scales to 60; PIL's convert("L") would clip it to 255.
     Image.fromarray(np.full((SIDE, SIDE), 15420, np.uint16)).save(root / "b_grey16.png")
     expected["b_grey16.png"] = (60, 60, 60)
+    # 16-bit grey whose level is the transparent one (tRNS): on black, as every other transparency.
+    Image.fromarray(np.full((SIDE, SIDE), 15420, np.uint16)).save(root / "b_grey16_transparent.png",
+                                                                   transparency=15420)
+    expected["b_grey16_transparent.png"] = (0, 0, 0)
     # Translucent colour: 20 % alpha over black.
     uniform("RGBA", (200, 100, 50, 51)).save(root / "c_rgba.png")
     expected["c_rgba.png"] = (40, 20, 10)
