@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from distgan.config import ConfigError
+from distgan.data.folder import named
 from distgan.tasks.generation.sampling import Draw, parse_labels
 from distgan.tasks.super_resolution.upscale import UpscaleError, read_image
 
@@ -218,7 +219,7 @@ def parse_upscale(body: bytes, channels: int, limits: ServeLimits) -> UpscaleReq
         raise RequestError(413, f"the image declares {declared.group(1) if declared else 'too many'} pixels; this "
                                 f"server upscales at most {limits.max_pixels} pixels per image") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise RequestError(400, f"the body is not a readable PNG or JPEG image ({exc})") from None
+        raise RequestError(400, f"the body is not a readable PNG or JPEG image ({named(str(exc), 'the body')})") from None
     if kind not in ("PNG", "JPEG", "MPO"):
         raise RequestError(415, f"upscaling takes PNG or JPEG images, got {kind}")
     if width * height > limits.max_pixels:
@@ -229,6 +230,7 @@ def parse_upscale(body: bytes, channels: int, limits: ServeLimits) -> UpscaleReq
     try:
         pixels, alpha = read_image(io.BytesIO(body), channels)
     except UpscaleError as exc:  # truncated data past a valid header
-        raise RequestError(400, f"the image could not be decoded: {str(exc).split(': ', 1)[-1]}") from None
+        raise RequestError(400, f"the image could not be decoded: {named(str(exc).split(': ', 1)[-1], 'the body')}"
+                           ) from None
     lr = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
     return UpscaleRequest(lr, alpha)
