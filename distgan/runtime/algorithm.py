@@ -120,3 +120,7 @@ class GANAlgorithm:
     def pop_stats(self) -> torch.Tensor:
         """Means since the last call, in ``stat_names`` order (a device tensor); NaN for a stat not seen."""
         return self._stats.pop()
+
+    def pop_stats_seen(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pop_stats`` and which stats a phase produced since the last call (``RunningStats.pop_seen``)."""
+        return self._stats.pop_seen()

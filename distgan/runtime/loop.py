@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -354,14 +353,16 @@ class Trainer:
 
     def collect_metrics(self, images_per_s: float) -> dict:
         """Average the phase statistics over ranks (the one sync of a log step)."""
-        stats = self.gan.pop_stats()
-        if self.world > 1:
-            dist.all_reduce(stats)
-            stats /= self.world
-        values = stats.tolist()
+        stats, seen = self.gan.pop_stats_seen()
+        if self.world > 1:  # means and the seen marks in one collective
+            packed = torch.cat([stats, seen.to(stats.dtype)])
+            dist.all_reduce(packed)
+            stats, seen = packed[:len(stats)] / self.world, packed[len(stats):] > 0
         record = {"step": self.state.step, "images_seen": self.state.images_seen, "world_size": self.world}
-        # A statistic no phase produced in this window (reg_d without a regularizer) is left out.
-        record.update({name: v for name, v in zip(self.gan.stat_names, values) if not math.isnan(v)})
+        # A statistic no phase produced in this window (reg_d without a regularizer) is left out; one that was
+        # produced and went non-finite (a loss of NaN) is kept, for the health checks and the report to see.
+        record.update({name: v for name, v, produced in zip(self.gan.stat_names, stats.tolist(), seen.tolist())
+                       if produced})
         record["grad_norm_g"] = self.gan.grad_norms["g"]
         if self.engine_d is not None:
             record["grad_norm_d"] = self.gan.grad_norms["d"]

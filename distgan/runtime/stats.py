@@ -29,11 +29,16 @@ class RunningStats:
 
     def pop(self) -> torch.Tensor:
         """Means since the last call, in ``names`` order (a device tensor); NaN for a name not seen."""
-        means = torch.where(self._counts > 0, self._sums / self._counts.clamp(min=1),
-                            torch.full_like(self._sums, float("nan")))
+        return self.pop_seen()[0]
+
+    def pop_seen(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pop``'s means, and which names were seen: a NaN mean is a name not seen, or a value that went
+        non-finite, which only the second tells apart."""
+        seen = self._counts > 0
+        means = torch.where(seen, self._sums / self._counts.clamp(min=1), torch.full_like(self._sums, float("nan")))
         self._sums.zero_()
         self._counts.zero_()
-        return means
+        return means, seen
 
 
 def optimizer_step(engine, measure_grad_norm: bool) -> Optional[float]:

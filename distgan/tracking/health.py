@@ -59,8 +59,10 @@ class HealthMonitor:
             return None
         if not math.isfinite(loss_g):
             return self._once("g_nonfinite", True,
-                              f"G's loss is {loss_g} at step {record.get('step')}: training has diverged. "
-                              f"Resume from an earlier checkpoint with a lower optim.g.lr, or use bf16/fp32.")
+                              f"G's loss went {loss_g} in the window ending at step {record.get('step')} (a step "
+                              f"with a non-finite loss is skipped; train.max_consecutive_skips of them in a row "
+                              f"stop the run). If it stays so, training has diverged: resume from an earlier "
+                              f"checkpoint with a lower optim.g.lr, or use bf16/fp32.")
         self._reported.discard("g_nonfinite")
         baseline = statistics.median(self._g_history) if len(self._g_history) >= self.patience else None
         high = baseline is not None and abs(loss_g) > self.divergence_factor * max(abs(baseline), 1e-3)

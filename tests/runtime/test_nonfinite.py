@@ -258,3 +258,20 @@ def test_the_guard_leaves_finite_steps_bit_identical(process_group):
     plain.step(real_batches(), 8)
     for net in ("g", "d"):
         assert identical(snapshot(guarded.guards[net].engine), snapshot(plain.guards[net].engine)), net
+
+
+def test_a_loss_that_went_non_finite_is_logged_and_one_not_produced_is_left_out(process_group, tmp_path):
+    """A window's mean is NaN both for a statistic no phase produced (reg_d without a regularizer) and for a
+    loss that went NaN: the first is left out of the record, the second kept (metrics.jsonl writes it as
+    null), so the health checks and the report see it."""
+    from local_runs import make_trainer, small_config
+
+    cfg = small_config()
+    cfg.eval.every = 0
+    trainer, _ = make_trainer(cfg, tmp_path, "nan")
+    trainer.gan.add_stat("loss_g", torch.tensor(float("nan")))
+    trainer.gan.add_stat("loss_d", torch.tensor(0.5))
+    record = trainer.collect_metrics(0.0)
+    assert math.isnan(record["loss_g"]) and record["loss_d"] == 0.5
+    assert "reg_d" not in record and "d_real" not in record
+    assert "loss_g" not in trainer.collect_metrics(0.0)  # the next window produced nothing
