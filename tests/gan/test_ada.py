@@ -209,7 +209,10 @@ for _ in range(2):
     ada.observe(batch)
     ada.end_d_step()
 ada.observe(batch)
-print("RESULT " + json.dumps({"p": ada.p, "rt": ada.last_rt, "state": ada.state_dict()}))
+print("RESULT " + json.dumps({"p": ada.p, "rt": ada.last_rt, "state": ada.state_dict()}), flush=True)
+# Left to interpreter exit, gloo's threads can abort the process ("terminate called without an active
+# exception", exit -6): end the group first.
+torch.distributed.destroy_process_group()
 """
 
 
